@@ -1,0 +1,276 @@
+"""``inif``: compress, decompress and inspect ``.inif`` files from the command line.
+
+Every sub-command calls :mod:`napari_inif.core` only.  Errors print one line and exit
+non-zero; no output file is left behind by a failed or interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inif", description="Implicit neural image field compression for microscopy."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="fit an image into a field and save it as .inif")
+    c.add_argument("input", help="TIFF / OME-TIFF (or .npy) image")
+    c.add_argument("-o", "--output", help="output .inif (default: INPUT with .inif)")
+    c.add_argument("--ratio", type=float, default=64.0, help="compression ratio (default 64)")
+    c.add_argument("--steps", type=int, default=None, help="optimisation steps")
+    c.add_argument("--time", type=float, default=None, help="time budget in seconds")
+    c.add_argument("--target-psnr", type=float, default=None, help="stop at this PSNR (dB)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    c.add_argument("--axes", default=None, help="axes of the input, e.g. TZYX (default: file)")
+    c.add_argument("--architecture", default="inif", help="inif (learnable w) or siren")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    d = sub.add_parser("decompress", help="decode an .inif file (or a region of it) to TIFF")
+    d.add_argument("input", help=".inif file")
+    d.add_argument("-o", "--output", help="output TIFF (default: INPUT with .tif)")
+    d.add_argument(
+        "--roi",
+        default=None,
+        help="ranges on the last non-channel axes, e.g. 0:64,100:164,100:164",
+    )
+    d.add_argument("--zoom", type=float, default=1.0, help="sample K times finer in Y and X")
+
+    i = sub.add_parser("info", help="print the header of an .inif file")
+    i.add_argument("input", help=".inif file")
+    i.add_argument("--json", action="store_true", help="print the raw JSON header")
+
+    m = sub.add_parser("demo", help="the quick-start job: napari with the sample, or the CLI")
+    m.add_argument("--no-viewer", action="store_true", help="compress in the terminal only")
+    m.add_argument("--ratio", type=float, default=64.0)
+    m.add_argument("--steps", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    from .core import BudgetError, InifFormatError
+
+    args = _parser().parse_args(argv)
+    handlers = {
+        "compress": _compress,
+        "decompress": _decompress,
+        "info": _info,
+        "demo": _demo,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("inif: cancelled; no output written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (BudgetError, InifFormatError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"inif: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _config(args: argparse.Namespace):  # -> CompressionConfig
+    from .core import CompressionConfig
+
+    values = {
+        "ratio": args.ratio,
+        "device": args.device,
+        "architecture": args.architecture,
+        "seed": args.seed,
+        "time_limit": args.time,
+        "target_psnr": args.target_psnr,
+    }
+    if args.steps is not None:
+        values["steps"] = args.steps
+    return CompressionConfig(**values)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from .core import read_image
+
+    src = Path(args.input)
+    out = Path(args.output) if args.output else src.with_suffix(".inif")
+    if out.resolve() == src.resolve():
+        raise ValueError("the output would overwrite the input")
+    image = read_image(src)
+    if args.axes:
+        image = image._replace(axes=args.axes.upper())
+    encoded = _run_fit(image, _config(args), quiet=args.quiet, name=src.name)
+    encoded.save(out)
+    print(_summary(encoded, out))
+    return 0
+
+
+def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
+    from .core import drive, fit
+
+    gen = fit(
+        image.data,
+        config,
+        axes=image.axes,
+        scale=image.scale,
+        unit=image.unit,
+        metadata={"source": name},
+    )
+    if quiet:
+        return drive(gen)
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []
+
+    def report(p) -> None:
+        if not bars:  # created on the first step, after the input and ratio were accepted
+            bars.append(tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True))
+        bar = bars[0]
+        bar.total = p.steps
+        bar.set_postfix_str(f"{p.phase} PSNR {p.psnr:.2f} dB", refresh=False)
+        bar.update(p.step - bar.n)
+
+    try:
+        return drive(gen, report)
+    finally:
+        gen.close()
+        for bar in bars:
+            bar.close()
+
+
+def _summary(encoded, path: Path | None) -> str:
+    fit = encoded.header.fit
+    where = f" -> {path} ({encoded.nbytes / 1024:.1f} KiB)" if path else ""
+    return (
+        f"ratio {encoded.ratio:.1f}x  PSNR {fit['psnr']:.2f} dB  "
+        f"(dtype range {fit['psnr_dtype']:.2f} dB)  SSIM {fit['ssim']:.4f}  "
+        f"max error {fit['max_error']:g}  {fit['seconds']:.1f} s on {fit['device']}{where}"
+    )
+
+
+def _parse_roi(text: str, shape: tuple[int, ...], axes: list[int]) -> list[slice]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > len(axes):
+        raise ValueError(f"--roi has {len(parts)} ranges but the image has {len(axes)} axes")
+    out = [slice(None)] * len(shape)
+    for part, axis in zip(parts, axes[len(axes) - len(parts) :], strict=True):
+        lo, sep, hi = part.partition(":")
+        if not sep:
+            raise ValueError(f"--roi range {part!r} is not of the form start:stop")
+        try:
+            start = int(lo) if lo else 0
+            stop = int(hi) if hi else shape[axis]
+        except ValueError:
+            raise ValueError(f"--roi range {part!r} is not of the form start:stop") from None
+        if not 0 <= start < stop <= shape[axis]:
+            raise ValueError(f"--roi range {part!r} is outside the axis of length {shape[axis]}")
+        out[axis] = slice(start, stop)
+    return out
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    from .core import load, write_tiff
+
+    src = Path(args.input)
+    out = Path(args.output) if args.output else src.with_suffix(".tif")
+    encoded = load(src)
+    layout = encoded.header.layout
+    arr = encoded.array()
+    non_channel = [i for i in range(len(layout.shape)) if i != layout.channel_axis]
+    roi = _parse_roi(args.roi, layout.shape, non_channel) if args.roi else [slice(None)] * len(
+        layout.shape
+    )
+    if args.zoom != 1.0:
+        arr = arr.zoom(args.zoom)
+        plane = set(layout.coord_axes[-2:])
+        roi = [
+            slice(round((s.start or 0) * args.zoom), round((s.stop or n) * args.zoom))
+            if i in plane
+            else s
+            for i, (s, n) in enumerate(zip(roi, layout.shape, strict=True))
+        ]
+    data = arr[tuple(roi)]
+    write_tiff(out, data, layout.axes)
+    print(f"wrote {out} {data.shape} {data.dtype}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .core import load
+
+    path = Path(args.input)
+    encoded = load(path)
+    h = encoded.header
+    if args.json:
+        print(json.dumps(h.to_json(), indent=2))
+        return 0
+    fit = h.fit
+    lines = [
+        f"file        {path} ({encoded.nbytes} bytes)",
+        f"image       {h.layout.shape} {h.layout.axes} {h.layout.dtype}"
+        f" ({h.layout.raw_bytes} bytes raw)",
+        f"ratio       {encoded.ratio:.1f}x",
+        f"field       {h.grid.n_blocks} blocks {h.grid_counts}, depth {h.depth}, "
+        f"widths {min(h.widths)}-{max(h.widths)}, {h.n_params} parameters, "
+        f"{2 * h.half + 1} quantiser levels",
+    ]
+    if fit:
+        lines.append(
+            f"quality     PSNR {fit.get('psnr')} dB (dtype range {fit.get('psnr_dtype')} dB), "
+            f"SSIM {fit.get('ssim')}, max error {fit.get('max_error')}"
+        )
+        lines.append(
+            f"fit         {fit.get('architecture')}, {fit.get('steps')} steps, "
+            f"{fit.get('seconds')} s on {fit.get('device')}"
+        )
+    if h.prior:
+        lines.append(f"prior       {h.prior.get('codec')} ({h.prior.get('nbytes')} bytes)")
+    if h.metadata:
+        lines.append(f"metadata    {json.dumps(h.metadata)}")
+    print("\n".join(lines))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._sample_data import sample_image
+
+    image = sample_image()
+    if not args.no_viewer and _has_display():
+        try:
+            import napari
+        except ImportError:
+            print("napari is not installed; running the terminal demo", file=sys.stderr)
+        else:
+            viewer = napari.Viewer()
+            viewer.add_image(image.data, name="cancer cells (sample)")
+            viewer.window.add_plugin_dock_widget("napari-inif", "Compress")
+            napari.run()
+            return 0
+    from .core import CompressionConfig
+
+    config = CompressionConfig(ratio=args.ratio, **({"steps": args.steps} if args.steps else {}))
+    print(
+        f"compressing the sample {image.data.shape} {image.axes} {image.data.dtype} "
+        f"at {config.ratio:g}x ({config.steps} steps)",
+        file=sys.stderr,
+    )
+    encoded = _run_fit(image, config, quiet=False, name="sample")
+    print(_summary(encoded, None))
+    return 0
+
+
+def _has_display() -> bool:
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

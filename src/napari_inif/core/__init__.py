@@ -1,0 +1,49 @@
+"""Qt-free core of napari-inif: fit, store and lazily decode implicit neural image fields.
+
+Typical use::
+
+    from napari_inif.core import CompressionConfig, compress, load
+
+    encoded = compress(stack, CompressionConfig(ratio=256), axes="ZYX")
+    encoded.save("stack.inif")
+    arr = load("stack.inif").array()   # lazy, numpy-like
+    roi = arr[10, 100:200, 100:200]    # decodes only that region
+"""
+
+from .budget import BudgetError, max_ratio, plan
+from .config import CompressionConfig
+from .container import InifFormatError, is_inif
+from .decode import FieldDecoder, InifArray
+from .encoded import Encoded, decompress, load
+from .field import ARCHITECTURES
+from .fit import OPTIMIZERS, Progress, compress, drive, fit, pick_device
+from .io import Image, read_image, write_tiff
+from .layout import Layout
+from .metrics import Quality, quality
+
+__all__ = [
+    "ARCHITECTURES",
+    "OPTIMIZERS",
+    "BudgetError",
+    "CompressionConfig",
+    "Encoded",
+    "FieldDecoder",
+    "Image",
+    "InifArray",
+    "InifFormatError",
+    "Layout",
+    "Progress",
+    "Quality",
+    "compress",
+    "decompress",
+    "drive",
+    "fit",
+    "is_inif",
+    "load",
+    "max_ratio",
+    "pick_device",
+    "plan",
+    "quality",
+    "read_image",
+    "write_tiff",
+]

@@ -1,0 +1,114 @@
+"""One validated configuration drives the CLI flags, the widget and the file header."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["CompressionConfig"]
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Everything that decides how an image is compressed.
+
+    Attributes
+    ----------
+    ratio
+        Asked compression ratio, ``raw bytes / file bytes`` with the whole file counted.
+    architecture
+        Network family from :data:`napari_inif.core.field.ARCHITECTURES`
+        (``"inif"``: learnable frequencies; ``"siren"``: fixed ``w0``).
+    steps
+        Optimisation steps (the fit may stop earlier on ``time_limit`` or ``target_psnr``).
+    time_limit
+        Wall-clock budget of the fit in seconds, or ``None``.
+    target_psnr
+        Stop once the PSNR on the training batches (dB, data range) exceeds this.
+    batch_size
+        Coordinates sampled per step, over all blocks together.
+    lr
+        Peak learning rate of the optimiser (cosine decay to 5% of it).
+    freq_lr_scale
+        Learning-rate multiplier of the learnable log-frequencies.
+    optimizer
+        Optimiser name from :data:`napari_inif.core.fit.OPTIMIZERS`.
+    w0, w0_first
+        Initial frequency of hidden and first sine layers.
+    depth
+        Number of linear layers, or ``None`` to choose from the budget.
+    params_per_block
+        Parameters a block aims at; decides how many blocks the image is split into.
+    max_block_voxels
+        Upper bound on the pixels of one block (bounds memory).
+    allocation
+        ``"content"`` shares the budget by block standard deviation, ``"uniform"`` equally.
+    bits
+        Nominal bits per weight used to size the network; the rate control then picks the
+        finest quantiser that fits the byte budget.
+    qat_fraction
+        Fraction of ``steps`` spent fine-tuning through the quantiser at the end.
+    seed
+        Seed of initialisation and coordinate sampling.
+    device
+        ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    """
+
+    ratio: float = 64.0
+    architecture: str = "inif"
+    steps: int = 1500
+    time_limit: float | None = None
+    target_psnr: float | None = None
+    batch_size: int = 32768
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    freq_lr_scale: float = 20.0
+    w0: float = 30.0
+    w0_first: float = 30.0
+    depth: int | None = None
+    params_per_block: int = 12000
+    max_block_voxels: int = 1 << 20
+    allocation: str = "content"
+    bits: int = 8
+    qat_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.ratio > 1, f"ratio must be above 1, got {self.ratio}"),
+            (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
+            (self.time_limit is None or self.time_limit > 0, "time_limit must be positive"),
+            (self.batch_size >= 64, "batch_size must be at least 64"),
+            (0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}"),
+            (self.w0 > 0 and self.w0_first > 0, "w0 and w0_first must be positive"),
+            (self.depth is None or 2 <= self.depth <= 16, "depth must be 2..16"),
+            (self.params_per_block >= 100, "params_per_block must be at least 100"),
+            (self.max_block_voxels >= 256, "max_block_voxels must be at least 256"),
+            (self.allocation in ("content", "uniform"), "allocation is content or uniform"),
+            (4 <= self.bits <= 16, "bits must be 4..16"),
+            (0 <= self.qat_fraction < 1, "qat_fraction must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        from .field import ARCHITECTURES
+
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {self.architecture!r}; "
+                f"available: {', '.join(sorted(ARCHITECTURES))}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the file header and logs."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CompressionConfig:
+        """Build from a dict, refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**values)

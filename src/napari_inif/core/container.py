@@ -1,0 +1,173 @@
+"""The ``.inif`` container: magic, version, JSON header, payload, checksum.
+
+Layout (all integers little-endian; see ``docs/format.md``)::
+
+    magic        8 bytes   b"\\x89INIF\\r\\n\\x1a"
+    version      u16 major, u16 minor
+    header_len   u32       length of the deflated header, at most MAX_HEADER_BYTES
+    header       bytes     raw-deflate-compressed UTF-8 JSON object
+    payload_len  u32       length of the payload
+    payload      bytes     entropy-coded weights (and codec-prior sections), see quant.py
+    crc32        u32       CRC-32 of everything before it
+
+Nothing is unpickled and no size read from a file is trusted before it is checked
+against the bytes actually present and fixed bounds, so a truncated, corrupted or
+hostile file raises :class:`InifFormatError` rather than allocating or crashing.
+Writes go to a temporary file in the target folder and are renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_FILE_BYTES",
+    "MAX_HEADER_BYTES",
+    "InifFormatError",
+    "is_inif",
+    "pack",
+    "read_file",
+    "unpack",
+    "write_atomic",
+]
+
+MAGIC = b"\x89INIF\r\n\x1a"
+FORMAT_VERSION = (1, 0)
+MAX_HEADER_BYTES = 1 << 20  # deflated
+MAX_HEADER_JSON_BYTES = 8 << 20  # inflated
+MAX_FILE_BYTES = 1 << 36
+_PREFIX = struct.Struct("<8sHHI")
+_U32 = struct.Struct("<I")
+OVERHEAD_BYTES = _PREFIX.size + 2 * _U32.size  # without header and payload
+
+
+class InifFormatError(ValueError):
+    """A file is not a valid ``.inif`` file (wrong magic, version, sizes or checksum)."""
+
+
+def _deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    return c.compress(data) + c.flush()
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj(-15)
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit or d.unconsumed_tail:
+        raise InifFormatError(f"header inflates to more than {limit} bytes")
+    if not d.eof:
+        raise InifFormatError("header is truncated")
+    return out
+
+
+def header_bytes(header: dict[str, Any]) -> bytes:
+    """The deflated JSON of ``header`` as it is stored."""
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return _deflate(text.encode("utf-8"))
+
+
+def pack(header: dict[str, Any], payload: bytes) -> bytes:
+    """Serialise ``header`` and ``payload`` into the bytes of an ``.inif`` file."""
+    head = header_bytes(header)
+    if len(head) > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
+    if len(payload) >= 1 << 32:
+        raise ValueError("payload above 4 GiB; split the image into several files")
+    body = b"".join(
+        [
+            _PREFIX.pack(MAGIC, *FORMAT_VERSION, len(head)),
+            head,
+            _U32.pack(len(payload)),
+            payload,
+        ]
+    )
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Parse and check the bytes of an ``.inif`` file: ``(header, payload)``."""
+    view = memoryview(data)
+    if len(view) < _PREFIX.size or bytes(view[:8]) != MAGIC:
+        raise InifFormatError("not an .inif file (magic bytes missing)")
+    _, major, minor, head_len = _PREFIX.unpack_from(view, 0)
+    if major != FORMAT_VERSION[0]:
+        raise InifFormatError(
+            f"unsupported .inif format version {major}.{minor}; "
+            f"this napari-inif reads {FORMAT_VERSION[0]}.x"
+        )
+    if head_len > MAX_HEADER_BYTES:
+        raise InifFormatError(f"header length {head_len} exceeds {MAX_HEADER_BYTES}")
+    at = _PREFIX.size
+    if at + head_len + 2 * _U32.size > len(view):
+        raise InifFormatError("file is truncated (header)")
+    head = bytes(view[at : at + head_len])
+    at += head_len
+    (payload_len,) = _U32.unpack_from(view, at)
+    at += _U32.size
+    if at + payload_len + _U32.size != len(view):
+        raise InifFormatError(
+            f"file size {len(view)} does not match the payload length {payload_len} "
+            "(truncated or trailing bytes)"
+        )
+    payload = bytes(view[at : at + payload_len])
+    (crc,) = _U32.unpack_from(view, at + payload_len)
+    if zlib.crc32(view[: at + payload_len]) != crc:
+        raise InifFormatError("checksum mismatch: the file is corrupted")
+    try:
+        header = json.loads(_inflate(head, MAX_HEADER_JSON_BYTES).decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InifFormatError(f"header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise InifFormatError("header is not a JSON object")
+    return header, payload
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
+    """Read and check an ``.inif`` file: ``(header, payload)``."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InifFormatError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise InifFormatError(f"{path} is a directory, not an .inif file") from None
+    return unpack(data)
+
+
+def is_inif(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts with the ``.inif`` magic bytes (reads 8 bytes, never raises)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename.
+
+    A failure or interruption leaves any existing file at ``path`` untouched and no
+    partial file under its name.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

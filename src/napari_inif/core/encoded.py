@@ -1,0 +1,112 @@
+"""The compressed form of an image: header + quantised weights, in memory or in a file."""
+
+from __future__ import annotations
+
+import lzma
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+from .container import InifFormatError, pack, read_file, unpack, write_atomic
+from .decode import FieldDecoder, InifArray
+from .header import FieldHeader
+from .quant import QuantisedWeights, decode_payload, dequantise
+
+__all__ = ["Encoded", "decompress", "load"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A compressed image.  Decoding in memory and from its file gives identical values.
+
+    Attributes
+    ----------
+    header
+        The typed header.
+    weights
+        The quantised network weights.
+    payload
+        Their entropy-coded bytes, exactly as stored in the file.
+    prior
+        Bytes of a classic-codec prior section (hybrid mode), else empty.
+    """
+
+    header: FieldHeader
+    weights: QuantisedWeights
+    payload: bytes
+    prior: bytes = b""
+    _decoder: list[FieldDecoder] = field(default_factory=list, repr=False, compare=False)
+
+    def to_bytes(self) -> bytes:
+        """The complete ``.inif`` file."""
+        return pack(self.header.to_json(), _join_sections(self.payload, self.prior))
+
+    @cached_property
+    def nbytes(self) -> int:
+        """Size of the whole file in bytes."""
+        return len(self.to_bytes())
+
+    @property
+    def ratio(self) -> float:
+        """``raw bytes / file bytes``, the whole file counted."""
+        return self.header.layout.raw_bytes / self.nbytes
+
+    def with_header(self, header: FieldHeader) -> Encoded:
+        """The same weights under another header (e.g. with fit results)."""
+        return replace(self, header=header, _decoder=[])
+
+    def decoder(self, device: str = "cpu") -> FieldDecoder:
+        """The (cached) decoder of this field."""
+        if not self._decoder:
+            self._decoder.append(FieldDecoder(self.header, dequantise(self.weights), device))
+        return self._decoder[0]
+
+    def array(self) -> InifArray:
+        """Lazy, numpy-like full-resolution view of the decoded image."""
+        return InifArray(self.decoder())
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the file atomically; returns its path."""
+        path = Path(path)
+        write_atomic(path, self.to_bytes())
+        return path
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Encoded:
+        """Parse and validate the bytes of an ``.inif`` file."""
+        header_obj, body = unpack(data)
+        return cls._from_parts(header_obj, body)
+
+    @classmethod
+    def _from_parts(cls, header_obj: dict, body: bytes) -> Encoded:
+        header = FieldHeader.from_json(header_obj)
+        payload, prior = _split_sections(body, header)
+        try:
+            weights = decode_payload(payload, header.tensor_shapes(), header.half)
+        except (ValueError, lzma.LZMAError, EOFError) as exc:
+            raise InifFormatError(f"invalid payload: {exc}") from None
+        return cls(header, weights, payload, prior)
+
+
+def _join_sections(payload: bytes, prior: bytes) -> bytes:
+    return prior + payload
+
+
+def _split_sections(body: bytes, header: FieldHeader) -> tuple[bytes, bytes]:
+    n_prior = 0 if header.prior is None else header.prior.get("nbytes", 0)
+    if not isinstance(n_prior, int) or not 0 <= n_prior <= len(body):
+        raise InifFormatError(f"codec prior size {n_prior!r} does not fit the payload")
+    return body[n_prior:], body[:n_prior]
+
+
+def load(path: str | os.PathLike[str]) -> Encoded:
+    """Read an ``.inif`` file; raises :class:`InifFormatError` for anything invalid."""
+    header_obj, body = read_file(path)
+    return Encoded._from_parts(header_obj, body)
+
+
+def decompress(source: Encoded | str | os.PathLike[str]) -> InifArray:
+    """Lazy decoded view of an :class:`Encoded` or an ``.inif`` path."""
+    encoded = source if isinstance(source, Encoded) else load(source)
+    return encoded.array()

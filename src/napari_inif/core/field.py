@@ -1,0 +1,208 @@
+"""The neural field: a batch of SIREN MLPs with learnable frequencies.
+
+One :class:`BatchedSiren` holds ``B`` independent networks of one architecture (one per
+block of the image) and evaluates them together with batched matrix products, which is
+what keeps a CPU or GPU busy on many small fields.
+
+The activation of hidden neuron ``j`` in layer ``l`` is ``sin(omega_lj * (W_l x + b_l)_j)``
+(Sitzmann et al. 2020, "Implicit Neural Representations with Periodic Activation
+Functions", arXiv 2006.09661).  INIF (arXiv 2405.19012) makes the frequency a trained
+parameter; here ``omega = w0 * exp(s)`` with one ``s`` per neuron, initialised to 0 so
+that training starts exactly as SIREN does.  For storage the frequency is folded into the
+weights (``sin(omega (Wx + b)) = sin((omega W) x + omega b)``): the file holds a plain sine
+MLP and the decoder needs no frequencies at all (see :func:`fold_frequencies`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "BatchedSiren",
+    "evaluate_folded",
+    "fold_frequencies",
+    "register_architecture",
+]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shape of one block's network.
+
+    Attributes
+    ----------
+    in_features, out_features
+        Number of coordinate axes and of channels.
+    width, depth
+        Hidden width and number of linear layers (``depth - 1`` sine layers + linear head).
+    """
+
+    in_features: int
+    out_features: int
+    width: int
+    depth: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.in_features <= 4:
+            raise ValueError(f"in_features must be 1..4, got {self.in_features}")
+        if not 1 <= self.out_features <= 64:
+            raise ValueError(f"out_features must be 1..64, got {self.out_features}")
+        if not 1 <= self.width <= 4096 or not 2 <= self.depth <= 32:
+            raise ValueError(f"unsupported width/depth {self.width}/{self.depth}")
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """``(fan_in, fan_out)`` of every linear layer."""
+        dims = [self.in_features] + [self.width] * (self.depth - 1) + [self.out_features]
+        return list(zip(dims[:-1], dims[1:], strict=True))
+
+    @property
+    def n_params(self) -> int:
+        """Parameters stored per block (weights and biases; frequencies are folded in)."""
+        return sum(i * o + o for i, o in self.layer_shapes)
+
+    @staticmethod
+    def params_for(in_features: int, out_features: int, width: int, depth: int) -> int:
+        """Parameter count of an architecture without validating it."""
+        return (
+            in_features * width
+            + width
+            + (depth - 2) * (width * width + width)
+            + width * out_features
+            + out_features
+        )
+
+
+class BatchedSiren(nn.Module):
+    """``n_blocks`` sine MLPs of one architecture evaluated with batched matmuls.
+
+    Parameters
+    ----------
+    arch
+        The architecture shared by all blocks.
+    n_blocks
+        How many independent networks.
+    w0
+        Initial frequency of every sine layer (SIREN's ``omega_0``).
+    w0_first
+        Initial frequency of the first layer (defaults to ``w0``).
+    learn_frequency
+        Train a per-neuron log-frequency (INIF); ``False`` gives plain SIREN.
+    generator
+        Seeded generator for reproducible initialisation.
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        n_blocks: int,
+        *,
+        w0: float = 30.0,
+        w0_first: float | None = None,
+        learn_frequency: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.n_blocks = n_blocks
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.log_freqs = nn.ParameterList()
+        first = w0 if w0_first is None else w0_first
+        self.base_freqs = [first] + [w0] * (arch.depth - 2)
+        for layer, (fan_in, fan_out) in enumerate(arch.layer_shapes):
+            if layer == 0:
+                bound = 1.0 / fan_in
+            else:
+                # SIREN init: omega * W ~ U(-sqrt(6/n), sqrt(6/n)); the head is linear.
+                omega = self.base_freqs[layer - 1] if layer < arch.depth - 1 else 1.0
+                bound = math.sqrt(6.0 / fan_in) / (omega if layer < arch.depth - 1 else 1.0)
+            w = (torch.rand(n_blocks, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(n_blocks, 1, fan_out, generator=generator) * 2 - 1) / math.sqrt(
+                fan_in
+            )
+            if layer == arch.depth - 1:
+                b = b * 0.0
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+        for _ in range(arch.depth - 1):
+            self.log_freqs.append(
+                nn.Parameter(torch.zeros(n_blocks, 1, arch.width), requires_grad=learn_frequency)
+            )
+
+    def frequencies(self) -> list[torch.Tensor]:
+        """Per-neuron frequencies ``(B, 1, width)`` of every sine layer."""
+        return [base * torch.exp(s) for base, s in zip(self.base_freqs, self.log_freqs, strict=True)]
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """Evaluate ``coords`` of shape ``(B, N, in_features)`` to ``(B, N, out_features)``."""
+        h = coords
+        freqs = self.frequencies()
+        last = len(self.weights) - 1
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            if layer < last:
+                h = torch.sin(freqs[layer] * h)
+        return h
+
+
+def fold_frequencies(field: BatchedSiren) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fold the frequencies into the weights: ``[(W, b), ...]`` of a plain sine MLP."""
+    out = []
+    freqs = field.frequencies()
+    with torch.no_grad():
+        for layer, (w, b) in enumerate(zip(field.weights, field.biases, strict=True)):
+            if layer < len(freqs):
+                out.append((w * freqs[layer], b * freqs[layer]))
+            else:
+                out.append((w.clone(), b.clone()))
+    return [(w.detach(), b.detach()) for w, b in out]
+
+
+def evaluate_folded(
+    layers: list[tuple[torch.Tensor, torch.Tensor]], coords: torch.Tensor
+) -> torch.Tensor:
+    """Evaluate a folded sine MLP; ``layers`` hold ``(W, b)`` of shape ``(B, i, o)``, ``(B, 1, o)``.
+
+    ``coords`` is ``(B, N, in_features)``; works with autograd (used by the QAT phase).
+    """
+    h = coords
+    last = len(layers) - 1
+    for layer, (w, b) in enumerate(layers):
+        h = torch.baddbmm(b, h, w)
+        if layer < last:
+            h = torch.sin(h)
+    return h
+
+
+ArchitectureFactory = Callable[..., BatchedSiren]
+
+#: Network families by name: ``"inif"`` learns its frequencies, ``"siren"`` keeps w0 fixed.
+ARCHITECTURES: dict[str, ArchitectureFactory] = {}
+
+
+def register_architecture(name: str) -> Callable[[ArchitectureFactory], ArchitectureFactory]:
+    """Register a factory ``(arch, n_blocks, *, w0, w0_first, generator) -> BatchedSiren``."""
+
+    def deco(factory: ArchitectureFactory) -> ArchitectureFactory:
+        ARCHITECTURES[name] = factory
+        return factory
+
+    return deco
+
+
+@register_architecture("inif")
+def _inif(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    return BatchedSiren(arch, n_blocks, learn_frequency=True, **kw)  # type: ignore[arg-type]
+
+
+@register_architecture("siren")
+def _siren(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    return BatchedSiren(arch, n_blocks, learn_frequency=False, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,177 @@
+"""The typed ``.inif`` header: what the JSON holds and how it is validated."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .blocks import BlockGrid
+from .container import InifFormatError
+from .field import Architecture
+from .layout import Layout
+
+__all__ = ["MAX_PARAMS", "MAX_VOXELS", "FieldHeader"]
+
+MAX_VOXELS = 1 << 48
+MAX_PARAMS = 1 << 31
+MAX_BLOCKS = 1 << 20
+
+
+@dataclass(frozen=True)
+class FieldHeader:
+    """Everything needed to decode the payload of one ``.inif`` file.
+
+    Attributes
+    ----------
+    layout
+        Shape, axes and dtype of the original array.
+    lo, hi
+        Per-channel intensity range mapped to ``[-1, 1]`` before fitting.
+    grid_counts
+        Blocks per coordinate axis.
+    depth
+        Linear layers per block network.
+    widths
+        Hidden width of every block's network, in block order.
+    half
+        Quantiser half-range shared by all tensors (``2 * half + 1`` levels).
+    scale
+        Physical pixel size per original axis (``None`` if unknown), and its ``unit``.
+    prior
+        Description of a classic-codec prior section (hybrid mode) or ``None``.
+    fit
+        How the field was fitted and what it reached (steps, seconds, psnr, ssim, ...).
+    metadata
+        Small free-form JSON (source name, guidance results, ...).
+    """
+
+    layout: Layout
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    grid_counts: tuple[int, ...]
+    depth: int
+    widths: tuple[int, ...]
+    half: int = 127
+    scale: tuple[float, ...] | None = None
+    unit: str | None = None
+    prior: dict[str, Any] | None = None
+    fit: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The block grid over the coordinate axes."""
+        return BlockGrid(self.layout.coord_shape, self.grid_counts)
+
+    def arch(self, block: int) -> Architecture:
+        """Architecture of ``block``'s network."""
+        return Architecture(
+            len(self.layout.coord_axes), self.layout.channels, self.widths[block], self.depth
+        )
+
+    def tensor_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the stored tensors in payload order: per block, per layer, W then b."""
+        shapes: list[tuple[int, ...]] = []
+        for block in range(len(self.widths)):
+            for fan_in, fan_out in self.arch(block).layer_shapes:
+                shapes += [(fan_in, fan_out), (fan_out,)]
+        return shapes
+
+    @property
+    def n_params(self) -> int:
+        """Stored parameters over all blocks."""
+        n_in, n_out = len(self.layout.coord_axes), self.layout.channels
+        return sum(Architecture.params_for(n_in, n_out, w, self.depth) for w in self.widths)
+
+    def with_fit(self, **values: Any) -> FieldHeader:
+        """A copy with ``fit`` updated."""
+        return replace(self, fit={**self.fit, **values})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object stored in the file."""
+        return {
+            "shape": list(self.layout.shape),
+            "axes": self.layout.axes,
+            "dtype": self.layout.dtype,
+            "lo": list(self.lo),
+            "hi": list(self.hi),
+            "grid": list(self.grid_counts),
+            "depth": self.depth,
+            "widths": list(self.widths),
+            "half": self.half,
+            "scale": None if self.scale is None else list(self.scale),
+            "unit": self.unit,
+            "prior": self.prior,
+            "fit": self.fit,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> FieldHeader:
+        """Validate a header object read from a file; raises :class:`InifFormatError`."""
+        try:
+            return cls._from_json(obj)
+        except InifFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise InifFormatError(f"invalid header: {exc}") from None
+
+    @classmethod
+    def _from_json(cls, obj: dict[str, Any]) -> FieldHeader:
+        def ints(value: Any, name: str) -> tuple[int, ...]:
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                raise InifFormatError(f"header field {name!r} must be a list of integers")
+            return tuple(value)
+
+        def floats(value: Any, name: str) -> tuple[float, ...]:
+            if not isinstance(value, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            ):
+                raise InifFormatError(f"header field {name!r} must be a list of finite numbers")
+            return tuple(float(v) for v in value)
+
+        shape = ints(obj["shape"], "shape")
+        if not 1 <= len(shape) <= 5 or math.prod(shape) > MAX_VOXELS:
+            raise InifFormatError(f"unsupported shape {shape}")
+        if not isinstance(obj["axes"], str) or not isinstance(obj["dtype"], str):
+            raise InifFormatError("axes and dtype must be strings")
+        layout = Layout(shape, obj["axes"], obj["dtype"])
+        lo, hi = floats(obj["lo"], "lo"), floats(obj["hi"], "hi")
+        if len(lo) != layout.channels or len(hi) != layout.channels:
+            raise InifFormatError("intensity range does not match the channel count")
+        grid_counts = ints(obj["grid"], "grid")
+        if len(grid_counts) != len(layout.coord_axes):
+            raise InifFormatError("block grid does not match the coordinate axes")
+        grid = BlockGrid(layout.coord_shape, grid_counts)
+        if grid.counts_effective != grid_counts or grid.n_blocks > MAX_BLOCKS:
+            raise InifFormatError(f"invalid block grid {grid_counts}")
+        depth = obj["depth"]
+        if not isinstance(depth, int) or not 2 <= depth <= 32:
+            raise InifFormatError(f"invalid depth {depth!r}")
+        widths = ints(obj["widths"], "widths")
+        if len(widths) != grid.n_blocks or not all(1 <= w <= 4096 for w in widths):
+            raise InifFormatError("block widths do not match the block grid")
+        half = obj["half"]
+        if not isinstance(half, int) or not 1 <= half <= 32767:
+            raise InifFormatError(f"invalid quantiser half {half!r}")
+        scale = None if obj.get("scale") is None else floats(obj["scale"], "scale")
+        if scale is not None and len(scale) != len(shape):
+            raise InifFormatError("scale does not match the number of axes")
+        unit = obj.get("unit")
+        prior, fit, metadata = obj.get("prior"), obj.get("fit", {}), obj.get("metadata", {})
+        if unit is not None and not isinstance(unit, str):
+            raise InifFormatError("unit must be a string")
+        if prior is not None and not isinstance(prior, dict):
+            raise InifFormatError("prior must be an object")
+        if not isinstance(fit, dict) or not isinstance(metadata, dict):
+            raise InifFormatError("fit and metadata must be objects")
+        header = cls(
+            layout, lo, hi, grid_counts, depth, widths, half, scale, unit, prior, fit, metadata
+        )
+        if header.n_params > MAX_PARAMS:
+            raise InifFormatError(f"header declares {header.n_params} parameters")
+        return header

@@ -1,0 +1,85 @@
+"""Reading and writing plain image files (TIFF / OME-TIFF via tifffile)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Image", "read_image", "write_tiff"]
+
+
+class Image(NamedTuple):
+    """An array with the metadata the codec keeps."""
+
+    data: np.ndarray
+    axes: str
+    scale: tuple[float, ...] | None = None
+    unit: str | None = None
+
+
+def read_image(path: str | os.PathLike[str]) -> Image:
+    """Read the first series of a TIFF/OME-TIFF (or a ``.npy``) with its axes.
+
+    Raises ``FileNotFoundError`` or ``ValueError`` with a readable message.
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix.lower() == ".npy":
+        data = np.load(path, allow_pickle=False)
+        from .layout import guess_axes
+
+        return Image(data, guess_axes(data.ndim))
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            scale, unit = _scale(tif, axes)
+    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
+        raise ValueError(f"cannot read {path} as TIFF: {exc}") from None
+    return Image(data, axes, scale, unit)
+
+
+def _scale(tif: object, axes: str) -> tuple[tuple[float, ...] | None, str | None]:
+    """Pixel size per axis from ImageJ or resolution tags, if present."""
+    try:
+        page = tif.pages[0]  # type: ignore[attr-defined]
+        ij = tif.imagej_metadata or {}  # type: ignore[attr-defined]
+        xres = page.tags.get("XResolution")
+        yres = page.tags.get("YResolution")
+        sx = xres.value[1] / xres.value[0] if xres and xres.value[0] else 1.0
+        sy = yres.value[1] / yres.value[0] if yres and yres.value[0] else 1.0
+        sz = float(ij.get("spacing", 1.0))
+    except (AttributeError, TypeError, ZeroDivisionError, IndexError, KeyError):
+        return None, None
+    per_axis = {"X": sx, "Y": sy, "Z": sz}
+    scale = tuple(float(per_axis.get(a, 1.0)) for a in axes)
+    if all(s == 1.0 for s in scale):
+        return None, None
+    unit = ij.get("unit") if isinstance(ij.get("unit"), str) else None
+    return scale, unit
+
+
+def write_tiff(path: str | os.PathLike[str], data: np.ndarray, axes: str) -> Path:
+    """Write ``data`` as TIFF atomically (temporary file + rename)."""
+    import tifffile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.tif", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, metadata={"axes": axes}, compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
