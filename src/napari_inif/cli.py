@@ -184,8 +184,10 @@ def _decompress(args: argparse.Namespace) -> int:
     layout = encoded.header.layout
     arr = encoded.array()
     non_channel = [i for i in range(len(layout.shape)) if i != layout.channel_axis]
-    roi = _parse_roi(args.roi, layout.shape, non_channel) if args.roi else [slice(None)] * len(
-        layout.shape
+    roi = (
+        _parse_roi(args.roi, layout.shape, non_channel)
+        if args.roi
+        else [slice(None)] * len(layout.shape)
     )
     if args.zoom != 1.0:
         arr = arr.zoom(args.zoom)

@@ -73,7 +73,7 @@ class BlockGrid:
         Integer coordinates are pixel centres; fractional ones sample between them.
         """
         (start, stop) = self.bounds(block)[axis]
-        return (2.0 * (np.asarray(pixels, np.float64) - start + 0.5) / (stop - start) - 1.0)
+        return 2.0 * (np.asarray(pixels, np.float64) - start + 0.5) / (stop - start) - 1.0
 
     def touching(self, ranges: tuple[tuple[int, int], ...]) -> list[int]:
         """Blocks that intersect the half-open pixel ``ranges`` (one ``(lo, hi)`` per axis)."""

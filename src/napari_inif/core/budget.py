@@ -17,7 +17,6 @@ import numpy as np
 from .blocks import BlockGrid, choose_grid
 from .config import CompressionConfig
 from .container import OVERHEAD_BYTES, header_bytes
-from .field import Architecture
 from .header import FieldHeader
 from .layout import Layout
 from .quant import payload_size_bound
@@ -93,7 +92,9 @@ def _block_weights(norm: np.ndarray | None, grid: BlockGrid, allocation: str) ->
     return stds / stds.sum()
 
 
-def _header(layout: Layout, grid: BlockGrid, depth: int, widths: list[int], **kw: object) -> FieldHeader:
+def _header(
+    layout: Layout, grid: BlockGrid, depth: int, widths: list[int], **kw: object
+) -> FieldHeader:
     c = layout.channels
     return FieldHeader(
         layout=layout,

@@ -100,9 +100,7 @@ class FieldDecoder:
         for pos in itertools.product(*[np.unique(o).tolist() for o in owners]):
             block = int(np.ravel_multi_index(pos, grid.counts_effective))
             sel = [np.nonzero(o == p)[0] for o, p in zip(owners, pos, strict=True)]
-            axes_in = [
-                grid.normalise(block, a, positions[a][s]) for a, s in enumerate(sel)
-            ]
+            axes_in = [grid.normalise(block, a, positions[a][s]) for a, s in enumerate(sel)]
             mesh = np.meshgrid(*axes_in, indexing="ij")
             inputs = np.stack([m.ravel() for m in mesh], axis=-1)
             values = self.evaluate(block, inputs)[:, channels]
@@ -264,10 +262,11 @@ class InifArray:
             key = (key,)
         if any(k is None for k in key):
             raise IndexError("InifArray does not support np.newaxis")
-        if sum(k is Ellipsis for k in key) > 1:
+        ellipses = [i for i, k in enumerate(key) if k is Ellipsis]
+        if len(ellipses) > 1:
             raise IndexError("an index can only have a single ellipsis")
-        if Ellipsis in key:
-            i = key.index(Ellipsis)
+        if ellipses:
+            i = ellipses[0]
             key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
         if len(key) > self.ndim:
             raise IndexError(f"too many indices for an array of {self.ndim} dimensions")

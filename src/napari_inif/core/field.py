@@ -15,6 +15,7 @@ MLP and the decoder needs no frequencies at all (see :func:`fold_frequencies`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Architecture:
     def layer_shapes(self) -> list[tuple[int, int]]:
         """``(fan_in, fan_out)`` of every linear layer."""
         dims = [self.in_features] + [self.width] * (self.depth - 1) + [self.out_features]
-        return list(zip(dims[:-1], dims[1:], strict=True))
+        return list(itertools.pairwise(dims))
 
     @property
     def n_params(self) -> int:
@@ -94,7 +95,9 @@ class BatchedSiren(nn.Module):
     w0_first
         Initial frequency of the first layer (defaults to ``w0``).
     learn_frequency
-        Train a per-neuron log-frequency (INIF); ``False`` gives plain SIREN.
+        Train the log-frequencies (INIF); ``False`` gives plain SIREN.
+    per_neuron
+        One frequency per neuron (``True``) or one per layer.
     generator
         Seeded generator for reproducible initialisation.
     """
@@ -107,6 +110,7 @@ class BatchedSiren(nn.Module):
         w0: float = 30.0,
         w0_first: float | None = None,
         learn_frequency: bool = True,
+        per_neuron: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -125,21 +129,24 @@ class BatchedSiren(nn.Module):
                 omega = self.base_freqs[layer - 1] if layer < arch.depth - 1 else 1.0
                 bound = math.sqrt(6.0 / fan_in) / (omega if layer < arch.depth - 1 else 1.0)
             w = (torch.rand(n_blocks, fan_in, fan_out, generator=generator) * 2 - 1) * bound
-            b = (torch.rand(n_blocks, 1, fan_out, generator=generator) * 2 - 1) / math.sqrt(
-                fan_in
-            )
+            b = (torch.rand(n_blocks, 1, fan_out, generator=generator) * 2 - 1) / math.sqrt(fan_in)
             if layer == arch.depth - 1:
                 b = b * 0.0
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(b))
         for _ in range(arch.depth - 1):
             self.log_freqs.append(
-                nn.Parameter(torch.zeros(n_blocks, 1, arch.width), requires_grad=learn_frequency)
+                nn.Parameter(
+                    torch.zeros(n_blocks, 1, arch.width if per_neuron else 1),
+                    requires_grad=learn_frequency,
+                )
             )
 
     def frequencies(self) -> list[torch.Tensor]:
         """Per-neuron frequencies ``(B, 1, width)`` of every sine layer."""
-        return [base * torch.exp(s) for base, s in zip(self.base_freqs, self.log_freqs, strict=True)]
+        return [
+            base * torch.exp(s) for base, s in zip(self.base_freqs, self.log_freqs, strict=True)
+        ]
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Evaluate ``coords`` of shape ``(B, N, in_features)`` to ``(B, N, out_features)``."""
@@ -201,6 +208,11 @@ def register_architecture(name: str) -> Callable[[ArchitectureFactory], Architec
 @register_architecture("inif")
 def _inif(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
     return BatchedSiren(arch, n_blocks, learn_frequency=True, **kw)  # type: ignore[arg-type]
+
+
+@register_architecture("inif-layer")
+def _inif_layer(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    return BatchedSiren(arch, n_blocks, learn_frequency=True, per_neuron=False, **kw)  # type: ignore[arg-type]
 
 
 @register_architecture("siren")

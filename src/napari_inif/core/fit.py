@@ -97,8 +97,14 @@ def normalise(canon: np.ndarray) -> tuple[np.ndarray, tuple[float, ...], tuple[f
 class _Group:
     """Blocks of one width, fitted as one batched network."""
 
-    def __init__(self, blocks: list[int], arch: Architecture, net: BatchedSiren,
-                 data: torch.Tensor, extents: torch.Tensor):
+    def __init__(
+        self,
+        blocks: list[int],
+        arch: Architecture,
+        net: BatchedSiren,
+        data: torch.Tensor,
+        extents: torch.Tensor,
+    ):
         self.blocks = blocks
         self.arch = arch
         self.net = net
@@ -115,9 +121,7 @@ class _Group:
         for a in range(d - 2, -1, -1):
             strides[a] = strides[a + 1] * edges[a + 1]
         flat = (idx * strides).sum(-1).long()
-        targets = torch.gather(
-            self.data, 1, flat[..., None].expand(-1, -1, self.data.shape[-1])
-        )
+        targets = torch.gather(self.data, 1, flat[..., None].expand(-1, -1, self.data.shape[-1]))
         return inputs, targets
 
 
@@ -179,17 +183,24 @@ def fit(
     config = config or CompressionConfig()
     data = np.asarray(data)
     if data.dtype.kind not in "uif" or data.dtype.name not in ("uint8", "uint16", "float32"):
-        raise ValueError(
-            f"unsupported dtype {data.dtype}; supported: uint8, uint16, float32"
-        )
+        raise ValueError(f"unsupported dtype {data.dtype}; supported: uint8, uint16, float32")
     layout = Layout.of(data, axes)
     canon = layout.to_canonical(data)
     norm, lo, hi = normalise(canon)
     device = pick_device(config.device)
     # Size the header with the fit record it will carry (placeholder numbers of full length).
-    placeholder = _fit_record(config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0))
+    placeholder = _fit_record(
+        config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0)
+    )
     plan = _budget.plan(
-        layout, config, norm, lo=lo, hi=hi, scale=scale, unit=unit, metadata=metadata or {},
+        layout,
+        config,
+        norm,
+        lo=lo,
+        hi=hi,
+        scale=scale,
+        unit=unit,
+        metadata=metadata or {},
         fit=placeholder,
     )
     header = replace(plan.header, fit={})
@@ -237,9 +248,11 @@ def fit(
         total = torch.zeros((), device=device)
         for g in groups:
             inputs, targets = g.sample(per_block, edges, sample_gen)
-            total = total + torch.nn.functional.mse_loss(
-                g.net(inputs), targets, reduction="sum"
-            ) / targets.shape[-1]
+            total = (
+                total
+                + torch.nn.functional.mse_loss(g.net(inputs), targets, reduction="sum")
+                / targets.shape[-1]
+            )
         loss = total / (per_block * header.grid.n_blocks)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -269,7 +282,8 @@ def fit(
     decoded = encoded.array()[...]
     canon_dec = layout.to_canonical(decoded)
     metrics = quality(
-        np.moveaxis(canon, -1, 0), np.moveaxis(canon_dec, -1, 0),
+        np.moveaxis(canon, -1, 0),
+        np.moveaxis(canon_dec, -1, 0),
         plane_axes=3 if len(layout.coord_axes) >= 3 and "Z" in layout.axes else 2,
     )
     seconds = time.perf_counter() - start
@@ -300,8 +314,9 @@ def _fit_record(
     }
 
 
-def drive(gen: Generator[Progress, None, Encoded],
-          on_progress: Callable[[Progress], None] | None = None) -> Encoded:
+def drive(
+    gen: Generator[Progress, None, Encoded], on_progress: Callable[[Progress], None] | None = None
+) -> Encoded:
     """Run a :func:`fit` generator to the end and return its result."""
     while True:
         try:

@@ -49,7 +49,11 @@ def max_abs_error(original: np.ndarray, decoded: np.ndarray) -> float:
 
 
 def ssim(
-    original: np.ndarray, decoded: np.ndarray, *, plane_axes: int = 2, data_range: float | None = None
+    original: np.ndarray,
+    decoded: np.ndarray,
+    *,
+    plane_axes: int = 2,
+    data_range: float | None = None,
 ) -> float:
     """Mean SSIM (Wang et al. 2004) over planes (``plane_axes=2``) or volumes (``3``).
 
@@ -73,7 +77,10 @@ def ssim(
         return float(1.0 - np.mean((a - b) ** 2) / max(np.var(a), 1e-12))
     return float(
         np.mean(
-            [structural_similarity(x, y, data_range=data_range, win_size=win) for x, y in zip(a, b)]
+            [
+                structural_similarity(x, y, data_range=data_range, win_size=win)
+                for x, y in zip(a, b, strict=True)
+            ]
         )
     )
 

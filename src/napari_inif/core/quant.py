@@ -3,8 +3,9 @@
 Every tensor (one weight matrix or bias of one block) is quantised uniformly and
 symmetrically with its own scale: ``q = round(w / s)`` with ``|q| <= half`` and
 ``s = max|w| / half`` stored as float16.  All blocks share ``half`` (so ``2 * half + 1``
-levels).  The integers are zigzag-mapped to unsigned 16-bit, byte-shuffled (all low bytes, then
-all high bytes, which are nearly all zero below 128 levels) and coded with LZMA2, whose adaptive range coder does the entropy coding.
+levels).  The integers are zigzag-mapped to unsigned 16-bit, byte-shuffled (all low
+bytes, then all high bytes, nearly all zero below 256 levels) and coded with LZMA2, whose
+adaptive range coder does the entropy coding.
 
 Rate control picks the largest ``half`` whose payload fits the byte budget, so the file
 lands on the asked size whatever the weights' statistics are.
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 MAX_HALF = 32767
+#: Weights per payload byte a file may declare.  Real payloads carry >= ~1.5 bits per
+#: weight; the bound stops a small hostile payload from inflating into a huge allocation.
+MAX_EXPANSION = 64
 _FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0}]
 
 Weights = list[np.ndarray]  # flat list of float32 tensors in file order
@@ -88,10 +92,14 @@ def decode_payload(payload: bytes, shapes: list[tuple[int, ...]], half: int) -> 
     if not 1 <= half <= MAX_HALF:
         raise ValueError(f"quantiser half {half} out of range")
     n_values = sum(int(np.prod(s)) for s in shapes)
+    if n_values > MAX_EXPANSION * max(len(payload), 1):
+        raise ValueError(
+            f"header declares {n_values} weights but the payload holds only {len(payload)} bytes"
+        )
     expected = 2 * len(shapes) + 2 * n_values
     dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_FILTERS)
     body = dec.decompress(payload, max_length=expected + 1)
-    if len(body) != expected or not dec.eof and dec.needs_input:
+    if len(body) != expected or (not dec.eof and dec.needs_input):
         raise ValueError(
             f"payload holds {len(body)} bytes after decoding, header implies {expected}"
         )

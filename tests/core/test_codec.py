@@ -1,0 +1,184 @@
+"""End to end: fit -> Encoded -> file -> InifArray, on real crops and odd shapes."""
+
+import numpy as np
+import pytest
+
+from napari_inif.core import (
+    BudgetError,
+    CompressionConfig,
+    Encoded,
+    compress,
+    drive,
+    fit,
+    load,
+    max_ratio,
+    quality,
+)
+from napari_inif.core.layout import Layout
+
+FAST = dict(steps=30, batch_size=2048)
+
+
+@pytest.fixture(scope="module")
+def encoded_cells():
+    import tifffile
+
+    from tests.conftest import shared_file
+
+    data = tifffile.imread(shared_file("cancer_cell_migration_crop_TYX.tif"))[:8, :64, :96]
+    enc = compress(
+        data,
+        CompressionConfig(ratio=16, steps=100, batch_size=4096, params_per_block=1500),
+        axes="TYX",
+    )
+    return data, enc
+
+
+def test_ratio_and_quality_on_a_real_stack(encoded_cells):
+    data, enc = encoded_cells
+    assert 16 * 0.9 <= enc.ratio <= 16 * 1.1
+    assert enc.nbytes <= data.nbytes / 16 * 1.1
+    assert enc.header.grid.n_blocks > 1  # the budget asked for several blocks
+    q = quality(data, enc.array()[...])
+    assert q.psnr > 24  # measured ~27 dB; a floor that catches a broken fit or decoder
+    assert enc.header.fit["psnr"] == pytest.approx(q.psnr, abs=1e-3)
+
+
+def test_file_round_trip_is_bit_identical(encoded_cells, tmp_path):
+    _, enc = encoded_cells
+    path = enc.save(tmp_path / "cells.inif")
+    assert path.stat().st_size == enc.nbytes
+    back = load(path)
+    np.testing.assert_array_equal(back.array()[...], enc.array()[...])
+    np.testing.assert_array_equal(
+        back.array().sample([[1.3, 10.7, 20.2]]), enc.array().sample([[1.3, 10.7, 20.2]])
+    )
+
+
+def test_indexing_matches_full_decode(encoded_cells):
+    data, enc = encoded_cells
+    arr = enc.array()
+    full = arr[...]
+    assert arr.shape == data.shape and arr.dtype == data.dtype and arr.ndim == 3
+    for key in [
+        (2,),
+        (slice(1, 5), 7),
+        (Ellipsis, slice(3, 60, 7)),
+        (-1, slice(None, None, -3)),
+        (np.array([0, 3]), 5, slice(2, 9)),
+    ]:
+        np.testing.assert_array_equal(arr[key], full[key])
+    np.testing.assert_array_equal(np.asarray(arr), full)
+    with pytest.raises(IndexError):
+        arr[8]
+
+
+def test_roi_decode_touches_only_its_blocks(encoded_cells):
+    _, enc = encoded_cells
+    arr = Encoded.from_bytes(enc.to_bytes()).array()
+    grid = enc.header.grid
+    arr[0, :4, :4]
+    assert arr.decoder.blocks_evaluated == {0}
+    arr.decoder.blocks_evaluated.clear()
+    arr[...]
+    assert len(arr.decoder.blocks_evaluated) == grid.n_blocks
+
+
+def test_levels_zoom_and_sample(encoded_cells):
+    _, enc = encoded_cells
+    arr = enc.array()
+    assert arr.levels[0] is arr
+    zoomed = arr.zoom(3)
+    assert zoomed.shape == (8, 64 * 3, 96 * 3)
+    # every third sample of a 3x zoom sits on the original pixel centres (+1)
+    np.testing.assert_array_equal(zoomed[2, 1::3, 1::3], arr[2])
+    pts = np.array([[2, 10, 20], [7, 63, 95]], float)
+    np.testing.assert_allclose(arr.sample(pts)[:, 0], [arr[2, 10, 20], arr[7, 63, 95]], atol=0.51)
+    big = Encoded.from_bytes(enc.to_bytes())
+    assert len(big.array().levels) == 1  # 64x96 is already small
+
+
+def test_multiscale_levels_halve_y_and_x():
+    data = np.random.default_rng(1).integers(0, 255, (600, 520)).astype(np.uint8)
+    enc = compress(data, CompressionConfig(ratio=50, steps=3))
+    levels = enc.array().levels
+    assert [lv.shape for lv in levels] == [(600, 520), (300, 260), (150, 130)]
+    assert levels[1][10:12, 20:22].shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "shape,axes,dtype",
+    [
+        ((65, 257), "YX", np.uint8),
+        ((3, 40, 64), "CYX", np.uint16),
+        ((6, 40, 48), "ZYX", np.float32),
+        ((3, 4, 32, 40), "TZYX", np.uint16),
+        ((2, 2, 3, 24, 32), "TCZYX", np.uint8),
+        ((40, 48, 3), "YXS", np.uint16),
+    ],
+)
+def test_shapes_and_dtypes(shape, axes, dtype):
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * (1 if dtype == np.float32 else 200)).astype(dtype)
+    enc = compress(data, CompressionConfig(ratio=4, **FAST), axes=axes)
+    out = load_bytes(enc)[...]
+    assert out.shape == data.shape and out.dtype == data.dtype
+    assert 4 * 0.9 <= enc.ratio <= 4 * 1.1
+    assert np.isfinite(quality(data, out).psnr)
+
+
+def load_bytes(enc):
+    return Encoded.from_bytes(enc.to_bytes()).array()
+
+
+def test_unreachable_ratio_names_the_largest_possible(nuclei_crop):
+    with pytest.raises(BudgetError, match=r"largest ratio possible for this image is \d+x") as err:
+        compress(nuclei_crop, CompressionConfig(ratio=2000))
+    assert f"{err.value.max_ratio:.0f}x" in str(err.value)
+    assert max_ratio(Layout.of(nuclei_crop)) >= err.value.max_ratio  # bare header is smaller
+    ok = compress(nuclei_crop, CompressionConfig(ratio=err.value.max_ratio * 0.95, steps=2))
+    assert ok.ratio >= err.value.max_ratio * 0.95 * 0.9
+
+
+def test_bad_input_is_refused_clearly():
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        compress(np.zeros((8, 8), np.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        compress(np.full((8, 8), np.nan, np.float32))
+
+
+def test_fit_is_a_reproducible_cancellable_generator(nuclei_crop):
+    config = CompressionConfig(ratio=6, steps=40, batch_size=2048, seed=3)
+    gen = fit(nuclei_crop, config)
+    seen = [next(gen) for _ in range(5)]
+    assert [p.step for p in seen] == [1, 2, 3, 4, 5]
+    assert all(p.phase == "fit" and p.eta >= 0 and np.isfinite(p.psnr) for p in seen)
+    gen.close()  # cancel: nothing to clean up, no exception
+    a = compress(nuclei_crop, config).to_bytes()
+    b = compress(nuclei_crop, config).to_bytes()
+    assert _without_timing(a) == _without_timing(b)
+
+
+def _without_timing(blob: bytes):
+    enc = Encoded.from_bytes(blob)
+    fit_info = {k: v for k, v in enc.header.fit.items() if k != "seconds"}
+    return enc.payload, fit_info
+
+
+def test_stops_on_time_and_target_psnr(nuclei_crop):
+    progress = []
+    enc = drive(
+        fit(nuclei_crop, CompressionConfig(ratio=6, steps=10_000, target_psnr=15)), progress.append
+    )
+    assert enc.header.fit["steps"] < 10_000
+    assert progress[-1].phase == "done"
+    timed = compress(nuclei_crop, CompressionConfig(ratio=6, steps=10_000, time_limit=1.0))
+    assert timed.header.fit["steps"] < 10_000 and timed.header.fit["seconds"] < 20
+
+
+def test_preview_is_a_lazy_view_of_the_current_field(nuclei_crop):
+    gen = fit(nuclei_crop, CompressionConfig(ratio=6, steps=30), preview_every=0.0)
+    p = next(gen)
+    assert p.preview is not None and p.preview.shape == nuclei_crop.shape
+    assert p.preview[:4, :4].dtype == nuclei_crop.dtype
+    gen.close()

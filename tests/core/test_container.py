@@ -1,0 +1,140 @@
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_inif.core import CompressionConfig, Encoded, InifFormatError, compress, load
+from napari_inif.core.container import MAGIC, header_bytes, pack, unpack, write_atomic
+
+
+@pytest.fixture(scope="module")
+def valid_file() -> bytes:
+    data = np.random.default_rng(0).integers(0, 4000, (24, 40)).astype(np.uint16)
+    return compress(data, CompressionConfig(ratio=4, steps=5)).to_bytes()
+
+
+def test_pack_unpack_round_trip():
+    header = {"a": [1, 2, 3], "b": "x"}
+    assert unpack(pack(header, b"payload")) == (header, b"payload")
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda b: b[:5], "magic"),
+        (lambda b: b"\x89PNG\r\n\x1a\n" + b[8:], "magic"),
+        (lambda b: b[:8] + struct.pack("<H", 9) + b[10:], "version"),
+        (lambda b: b[:-1], "truncated|size"),
+        (lambda b: b + b"\0", "size"),
+        (lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:], "checksum|truncated|size|header"),
+    ],
+)
+def test_damaged_files_raise_format_error(valid_file, mutate, match):
+    with pytest.raises(InifFormatError, match=match):
+        Encoded.from_bytes(mutate(valid_file))
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_random_mutations_only_ever_raise_format_error(valid_file, data):
+    b = bytearray(valid_file)
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert", "overwrite"]))
+        at = data.draw(st.integers(0, len(b)))
+        if kind == "flip" and at < len(b):
+            b[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "cut":
+            del b[at : at + data.draw(st.integers(1, 64))]
+        elif kind == "insert":
+            b[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        else:
+            chunk = data.draw(st.binary(min_size=1, max_size=8))
+            b[at : at + len(chunk)] = chunk
+    try:
+        Encoded.from_bytes(bytes(b))
+    except InifFormatError:
+        pass
+
+
+def _repack(header: dict, payload: bytes) -> bytes:
+    """A file with a valid checksum around a hostile header: the checks past the CRC."""
+    head = header_bytes(header)
+    body = (
+        MAGIC
+        + struct.pack("<HHI", 1, 0, len(head))
+        + head
+        + struct.pack("<I", len(payload))
+        + payload
+    )
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_hostile_headers_with_valid_checksum_raise_format_error(valid_file, data):
+    header, payload = unpack(valid_file)
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(header)))
+        header[key] = data.draw(json_values | st.just([2**31] * 2) | st.just([1] * 3))
+    if data.draw(st.booleans()):
+        payload = data.draw(st.binary(max_size=64))
+    try:
+        encoded = Encoded.from_bytes(_repack(header, payload))
+    except InifFormatError:
+        return
+    assert encoded.header.n_params < 10**7  # accepted files stay small
+
+
+def test_huge_declared_sizes_do_not_allocate(valid_file):
+    header, payload = unpack(valid_file)
+    header["shape"] = [2**20, 2**20, 2**20]
+    header["axes"] = "ZYX"
+    with pytest.raises(InifFormatError):
+        Encoded.from_bytes(_repack(header, payload))
+    header, payload = unpack(valid_file)
+    header["widths"] = [4096] * len(header["widths"])
+    with pytest.raises(InifFormatError, match="payload"):
+        Encoded.from_bytes(_repack(header, payload))
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.inif"
+    target.write_bytes(b"old")
+
+    class Boom:
+        def __len__(self):
+            return 3
+
+    with pytest.raises(TypeError):
+        write_atomic(target, Boom())  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.inif"]
+
+
+def test_load_of_a_directory_or_other_file(tmp_path):
+    with pytest.raises(InifFormatError):
+        load(tmp_path)
+    (tmp_path / "x.inif").write_bytes(b"not an inif file at all")
+    with pytest.raises(InifFormatError, match="magic"):
+        load(tmp_path / "x.inif")

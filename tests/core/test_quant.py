@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from napari_inif.core.quant import (
+    decode_payload,
+    dequantise,
+    encode_payload,
+    quantise,
+    rate_control,
+)
+
+
+def _weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.uniform(-0.2, 0.2, s).astype(np.float32)
+        for s in [(2, 24), (24,), (24, 24), (24,), (24, 1), (1,)]
+    ]
+
+
+@pytest.mark.parametrize("half", [1, 7, 127, 128, 2000, 32767])
+def test_payload_round_trip(half):
+    w = _weights()
+    q = quantise(w, half)
+    back = decode_payload(encode_payload(q), [t.shape for t in w], half)
+    for a, b in zip(q.values, back.values, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(q.scales, back.scales)
+
+
+def test_quantisation_error_is_bounded_by_half_a_step():
+    w = _weights()
+    q = quantise(w, 127)
+    for orig, deq, s in zip(w, dequantise(q), q.scales, strict=True):
+        assert np.max(np.abs(orig - deq)) <= float(s) / 2 + 1e-7
+
+
+def test_rate_control_fills_the_budget():
+    w = _weights()
+    budget = 900
+    q, payload = rate_control(w, budget)
+    assert len(payload) <= budget
+    assert len(encode_payload(quantise(w, q.half + 1))) > budget  # the next level is too big
+    assert len(payload) > 0.8 * budget
+
+
+def test_hostile_payload_is_refused():
+    w = _weights()
+    payload = encode_payload(quantise(w, 127))
+    with pytest.raises(ValueError):
+        decode_payload(payload[:-3], [t.shape for t in w], 127)
+    with pytest.raises(ValueError):  # declares far more weights than the bytes can hold
+        decode_payload(payload, [(10_000, 10_000)], 127)
+    with pytest.raises(ValueError):  # values outside the declared quantiser range
+        decode_payload(encode_payload(quantise(w, 500)), [t.shape for t in w], 100)

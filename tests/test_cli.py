@@ -1,0 +1,94 @@
+"""The ``inif`` command, run in-process as a user would type it."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_inif.cli import main
+from napari_inif.core import load
+
+
+@pytest.fixture
+def stack_tif(tmp_path, cells_tyx):
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, cells_tyx, metadata={"axes": "TYX"})
+    return path
+
+
+def test_compress_info_decompress(stack_tif, tmp_path, capsys):
+    out = tmp_path / "cells.inif"
+    assert (
+        main(
+            ["compress", str(stack_tif), "-o", str(out), "--ratio", "8", "--steps", "40", "--quiet"]
+        )
+        == 0
+    )
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("ratio ") and "PSNR" in line and "SSIM" in line and " s on cpu" in line
+    enc = load(out)
+    assert 8 * 0.9 <= enc.ratio <= 8 * 1.1
+    assert enc.header.layout.axes == "TYX" and enc.header.metadata["source"] == "cells.tif"
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "ratio" in info and "(6, 48, 40) TYX uint16" in info
+
+    tif = tmp_path / "roi.tif"
+    assert main(["decompress", str(out), "-o", str(tif), "--roi", "1:3,10:20,5:25"]) == 0
+    roi = tifffile.imread(tif)
+    np.testing.assert_array_equal(roi, enc.array()[1:3, 10:20, 5:25])
+
+    assert main(["decompress", str(out), "-o", str(tif), "--roi", "10:20,5:25", "--zoom", "2"]) == 0
+    assert tifffile.imread(tif).shape == (6, 20, 40)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_errors_are_one_line_and_leave_no_output(tmp_path, stack_tif, capsys):
+    out = tmp_path / "x.inif"
+    assert main(["compress", str(tmp_path / "missing.tif"), "-o", str(out)]) == 2
+    assert "no such file" in _error_line(capsys)
+
+    f64 = tmp_path / "f64.tif"
+    tifffile.imwrite(f64, np.zeros((16, 16), np.float64))
+    assert main(["compress", str(f64), "-o", str(out)]) == 2
+    assert "unsupported dtype float64" in _error_line(capsys)
+
+    assert main(["compress", str(stack_tif), "-o", str(out), "--ratio", "100000"]) == 2
+    assert "largest ratio possible" in _error_line(capsys)
+
+    assert main(["info", str(stack_tif)]) == 2
+    assert "not an .inif file" in _error_line(capsys)
+
+    assert (
+        main(
+            ["compress", str(stack_tif), "-o", str(out), "--ratio", "8", "--steps", "5", "--quiet"]
+        )
+        == 0
+    )
+    damaged = tmp_path / "damaged.inif"
+    damaged.write_bytes(out.read_bytes()[:-10])
+    capsys.readouterr()
+    target = tmp_path / "never.tif"
+    assert main(["decompress", str(damaged), "-o", str(target)]) == 2
+    assert "truncated" in _error_line(capsys) or "size" in _error_line(capsys)
+    assert not target.exists()
+    assert main(["decompress", str(out), "-o", str(target), "--roi", "0:999"]) == 2
+    assert "outside" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cells.tif",
+        "damaged.inif",
+        "f64.tif",
+        "x.inif",
+    ]
+
+
+def test_compress_refuses_to_overwrite_its_input(stack_tif, capsys):
+    before = stack_tif.read_bytes()
+    assert main(["compress", str(stack_tif), "-o", str(stack_tif)]) == 2
+    assert "overwrite the input" in _error_line(capsys)
+    assert stack_tif.read_bytes() == before
