@@ -46,8 +46,6 @@ class CompressionConfig:
     bits
         Nominal bits per weight used to size the network; the rate control then picks the
         finest quantiser that fits the byte budget.
-    qat_fraction
-        Fraction of ``steps`` spent fine-tuning through the quantiser at the end.
     seed
         Seed of initialisation and coordinate sampling.
     device
@@ -60,9 +58,9 @@ class CompressionConfig:
     time_limit: float | None = None
     target_psnr: float | None = None
     batch_size: int = 32768
-    lr: float = 2e-3
+    lr: float = 1e-3
     optimizer: str = "adam"
-    freq_lr_scale: float = 20.0
+    freq_lr_scale: float = 5.0
     w0: float = 30.0
     w0_first: float = 30.0
     depth: int | None = None
@@ -70,7 +68,6 @@ class CompressionConfig:
     max_block_voxels: int = 1 << 20
     allocation: str = "content"
     bits: int = 8
-    qat_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
 
@@ -87,7 +84,6 @@ class CompressionConfig:
             (self.max_block_voxels >= 256, "max_block_voxels must be at least 256"),
             (self.allocation in ("content", "uniform"), "allocation is content or uniform"),
             (4 <= self.bits <= 16, "bits must be 4..16"),
-            (0 <= self.qat_fraction < 1, "qat_fraction must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:

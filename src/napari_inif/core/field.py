@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,7 +99,10 @@ class BatchedSiren(nn.Module):
     per_neuron
         One frequency per neuron (``True``) or one per layer.
     generator
-        Seeded generator for reproducible initialisation.
+        Seeded generator for reproducible initialisation of all blocks together.
+    seeds
+        One seed per block instead: each block's initialisation then depends only on its
+        own seed, so blocks can be fitted in any grouping and give the same networks.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class BatchedSiren(nn.Module):
         learn_frequency: bool = True,
         per_neuron: bool = True,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -121,19 +125,24 @@ class BatchedSiren(nn.Module):
         self.log_freqs = nn.ParameterList()
         first = w0 if w0_first is None else w0_first
         self.base_freqs = [first] + [w0] * (arch.depth - 2)
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds] if seeds else [generator]
+        if len(gens) not in (1, n_blocks):
+            raise ValueError(f"{len(gens)} seeds for {n_blocks} blocks")
         for layer, (fan_in, fan_out) in enumerate(arch.layer_shapes):
+            head = layer == arch.depth - 1
             if layer == 0:
-                bound = 1.0 / fan_in
-            else:
-                # SIREN init: omega * W ~ U(-sqrt(6/n), sqrt(6/n)); the head is linear.
-                omega = self.base_freqs[layer - 1] if layer < arch.depth - 1 else 1.0
-                bound = math.sqrt(6.0 / fan_in) / (omega if layer < arch.depth - 1 else 1.0)
-            w = (torch.rand(n_blocks, fan_in, fan_out, generator=generator) * 2 - 1) * bound
-            b = (torch.rand(n_blocks, 1, fan_out, generator=generator) * 2 - 1) / math.sqrt(fan_in)
-            if layer == arch.depth - 1:
-                b = b * 0.0
+                bound = 1.0 / fan_in  # SIREN: the first layer spans +-1 before w0
+            elif head:
+                bound = math.sqrt(6.0 / fan_in)  # linear output layer
+            else:  # SIREN: omega * W ~ U(-sqrt(6/n), sqrt(6/n))
+                bound = math.sqrt(6.0 / fan_in) / self.base_freqs[layer - 1]
+            per_block = n_blocks if len(gens) == 1 else 1
+            w = torch.cat([_uniform((per_block, fan_in, fan_out), bound, g) for g in gens])
+            b = torch.cat(
+                [_uniform((per_block, 1, fan_out), 1 / math.sqrt(fan_in), g) for g in gens]
+            )
             self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(b))
+            self.biases.append(nn.Parameter(b * 0.0 if head else b))
         for _ in range(arch.depth - 1):
             self.log_freqs.append(
                 nn.Parameter(
@@ -158,6 +167,10 @@ class BatchedSiren(nn.Module):
             if layer < last:
                 h = torch.sin(freqs[layer] * h)
         return h
+
+
+def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator | None) -> torch.Tensor:
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
 
 def fold_frequencies(field: BatchedSiren) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from . import budget as _budget
+from .blocks import BlockGrid
 from .config import CompressionConfig
 from .decode import FieldDecoder, InifArray
 from .encoded import Encoded
-from .field import ARCHITECTURES, Architecture, BatchedSiren, fold_frequencies
+from .field import ARCHITECTURES, BatchedSiren, fold_frequencies
 from .header import FieldHeader
 from .layout import Layout
 from .metrics import Quality, quality
@@ -30,6 +31,7 @@ from .quant import rate_control
 
 __all__ = [
     "OPTIMIZERS",
+    "BlockFitter",
     "Progress",
     "compress",
     "drive",
@@ -94,58 +96,168 @@ def normalise(canon: np.ndarray) -> tuple[np.ndarray, tuple[float, ...], tuple[f
     return norm * 2 - 1, tuple(float(v) for v in lo), tuple(float(v) for v in hi)
 
 
+def block_seed(seed: int, block: int) -> int:
+    """Seed of one block's initialisation and sampling."""
+    return (seed * 1_000_003 + block * 7919 + 1) % (1 << 62)
+
+
+class BlockFitter:
+    """Fits some blocks of a plan: all of them, or one Dask task's share.
+
+    Each block's result depends only on its own pixels, the seed and the steps: its
+    initialisation and coordinate sampling use generators seeded by ``(seed, block)``, its
+    loss is normalised and its gradient clipped on its own.  Blocks of one width are
+    evaluated together as one batched network.
+
+    Parameters
+    ----------
+    header
+        The plan's header (grid, depth, widths, channels).
+    config
+        Architecture, learning rate, optimiser, batch size and seed.
+    blocks
+        Block numbers to fit.
+    pixels
+        ``pixels(block)`` returns the block's normalised pixels ``(*extent, C)``, float32.
+    device
+        Torch device.
+    """
+
+    def __init__(
+        self,
+        header: FieldHeader,
+        config: CompressionConfig,
+        blocks: Sequence[int],
+        pixels: Callable[[int], np.ndarray],
+        device: torch.device,
+    ):
+        self.header = header
+        self.config = config
+        self.device = device
+        grid = header.grid
+        self.edges = torch.tensor(grid.edges, dtype=torch.float32, device=device)
+        self.per_block = max(16, config.batch_size // max(1, grid.n_blocks))
+        self.groups: list[_Group] = []
+        for width in sorted({header.widths[b] for b in blocks}):
+            members = [b for b in blocks if header.widths[b] == width]
+            net = ARCHITECTURES[config.architecture](
+                header.arch(members[0]),
+                len(members),
+                w0=config.w0,
+                w0_first=config.w0_first,
+                seeds=[block_seed(config.seed, b) for b in members],
+            ).to(device)
+            data = torch.from_numpy(_padded(pixels, grid, members)).to(device)
+            extents = torch.tensor(
+                [grid.extent(b) for b in members], dtype=torch.float32, device=device
+            )
+            gens = [
+                torch.Generator(device=device).manual_seed(block_seed(config.seed, b) + 1)
+                for b in members
+            ]
+            self.groups.append(_Group(members, net, data, extents, gens))
+        self.params = [p for g in self.groups for p in g.net.parameters() if p.requires_grad]
+        freq_ids = {id(p) for g in self.groups for p in g.net.log_freqs}
+        self.optimizer = OPTIMIZERS[config.optimizer](
+            [
+                {"params": [p for p in self.params if id(p) not in freq_ids], "scale": 1.0},
+                {
+                    "params": [p for p in self.params if id(p) in freq_ids],
+                    "scale": config.freq_lr_scale,
+                },
+            ],
+            config.lr,
+        )
+
+    def step(self, progress: float) -> float:
+        """One optimisation step at ``progress`` in [0, 1] of the cosine schedule.
+
+        Returns the mean squared error over the blocks' sampled pixels (normalised units).
+        """
+        lr = self.config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        for pg in self.optimizer.param_groups:
+            pg["lr"] = lr * pg["scale"]
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        n = 0
+        for g in self.groups:
+            inputs, targets = g.sample(self.per_block, self.edges)
+            per_block = (g.net(inputs) - targets).square().mean(dim=(1, 2))
+            total = total + per_block.sum()
+            n += len(g.blocks)
+        total.backward()
+        for g in self.groups:
+            g.clip_gradients(1.0)
+        self.optimizer.step()
+        return float(total.detach()) / n
+
+    def weights(self) -> dict[int, list[np.ndarray]]:
+        """Folded float32 tensors of each fitted block, in payload order (layer, W then b)."""
+        out: dict[int, list[np.ndarray]] = {}
+        for g in self.groups:
+            folded = [(w.cpu().numpy(), b.cpu().numpy()) for w, b in fold_frequencies(g.net)]
+            for j, block in enumerate(g.blocks):
+                out[block] = [t for w, b in folded for t in (w[j], b[j, 0])]
+        return out
+
+
 class _Group:
     """Blocks of one width, fitted as one batched network."""
 
     def __init__(
         self,
         blocks: list[int],
-        arch: Architecture,
         net: BatchedSiren,
         data: torch.Tensor,
         extents: torch.Tensor,
+        gens: list[torch.Generator],
     ):
         self.blocks = blocks
-        self.arch = arch
         self.net = net
         self.data = data  # (B, prod(edges), C) padded block pixels
         self.extents = extents  # (B, d) float block lengths
+        self.gens = gens  # one sampling generator per block
 
-    def sample(self, n: int, edges: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, n: int, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Random pixel coordinates inside each block: ``(inputs, targets)``."""
-        b, d = self.extents.shape
-        u = torch.rand(b, n, d, generator=gen, device=self.data.device)
-        idx = torch.floor(u * self.extents[:, None, :]).clamp_(min=0)
+        d = self.extents.shape[1]
+        dev = self.data.device
+        u = torch.stack([torch.rand(n, d, generator=g, device=dev) for g in self.gens])
+        idx = torch.floor(u * self.extents[:, None, :])
         inputs = 2 * (idx + 0.5) / self.extents[:, None, :] - 1
-        strides = torch.ones(d, device=self.data.device)
+        strides = torch.ones(d, device=dev)
         for a in range(d - 2, -1, -1):
             strides[a] = strides[a + 1] * edges[a + 1]
         flat = (idx * strides).sum(-1).long()
         targets = torch.gather(self.data, 1, flat[..., None].expand(-1, -1, self.data.shape[-1]))
         return inputs, targets
 
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip each block's gradient norm on its own."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if not grads:
+            return
+        sq = sum(g.reshape(g.shape[0], -1).square().sum(1) for g in grads)
+        coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
 
-def _block_tensor(norm: np.ndarray, plan_header: FieldHeader, blocks: list[int]) -> np.ndarray:
-    grid = plan_header.grid
+
+def _padded(pixels: Callable[[int], np.ndarray], grid: BlockGrid, blocks: list[int]) -> np.ndarray:
+    """``(B, prod(edges), C)`` block pixels, edge-padded to the nominal block size."""
     edges = grid.edges
-    c = norm.shape[-1]
+    regions = [pixels(b) for b in blocks]
+    c = regions[0].shape[-1]
     out = np.empty((len(blocks), *edges, c), np.float32)
-    for i, block in enumerate(blocks):
-        region = norm[tuple(slice(a, b) for a, b in grid.bounds(block))]
+    for i, region in enumerate(regions):
         pad = [(0, e - n) for e, n in zip(edges, region.shape[:-1], strict=True)] + [(0, 0)]
         out[i] = np.pad(region, pad, mode="edge")
     return out.reshape(len(blocks), -1, c)
 
 
-def _folded_weights(groups: list[_Group], n_blocks: int) -> list[np.ndarray]:
-    """Flat float32 tensors in payload order (block, layer, W then b)."""
-    per_block: list[list[np.ndarray]] = [[] for _ in range(n_blocks)]
-    for g in groups:
-        for w, b in fold_frequencies(g.net):
-            w_np, b_np = w.cpu().numpy(), b.cpu().numpy()
-            for j, block in enumerate(g.blocks):
-                per_block[block] += [w_np[j], b_np[j, 0]]
-    return [t for block in per_block for t in block]
+def flat_weights(per_block: dict[int, list[np.ndarray]], n_blocks: int) -> list[np.ndarray]:
+    """All blocks' tensors in payload order."""
+    return [t for block in range(n_blocks) for t in per_block[block]]
 
 
 def fit(
@@ -204,71 +316,35 @@ def fit(
         fit=placeholder,
     )
     header = replace(plan.header, fit={})
+    grid = header.grid
     start = time.perf_counter()
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    sample_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-
-    edges = torch.tensor(header.grid.edges, dtype=torch.float32, device=device)
-    groups = []
-    for width in sorted(set(header.widths)):
-        blocks = [b for b, w in enumerate(header.widths) if w == width]
-        arch = header.arch(blocks[0])
-        net = ARCHITECTURES[config.architecture](
-            arch, len(blocks), w0=config.w0, w0_first=config.w0_first, generator=gen
-        ).to(device)
-        block_data = torch.from_numpy(_block_tensor(norm, header, blocks)).to(device)
-        extents = torch.tensor(
-            [header.grid.extent(b) for b in blocks], dtype=torch.float32, device=device
-        )
-        groups.append(_Group(blocks, arch, net, block_data, extents))
-
-    params = [p for g in groups for p in g.net.parameters() if p.requires_grad]
-    freq_ids = {id(p) for g in groups for p in g.net.log_freqs}
-    optimizer = OPTIMIZERS[config.optimizer](
-        [
-            {"params": [p for p in params if id(p) not in freq_ids], "scale": 1.0},
-            {"params": [p for p in params if id(p) in freq_ids], "scale": config.freq_lr_scale},
-        ],
-        config.lr,
+    fitter = BlockFitter(
+        header,
+        config,
+        range(grid.n_blocks),
+        lambda b: norm[tuple(slice(lo_, hi_) for lo_, hi_ in grid.bounds(b))],
+        device,
     )
-    per_block = max(16, config.batch_size // header.grid.n_blocks)
     steps = config.steps
     ema = None
     last_preview = start
-    step = 0
+    step, mse, psnr = 0, float("nan"), float("nan")
     for step in range(1, steps + 1):
-        elapsed = time.perf_counter() - start
         frac = step / steps
         if config.time_limit:
-            frac = max(frac, elapsed / config.time_limit)
-        lr = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-        for pg in optimizer.param_groups:
-            pg["lr"] = lr * pg["scale"]
-        optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=device)
-        for g in groups:
-            inputs, targets = g.sample(per_block, edges, sample_gen)
-            total = (
-                total
-                + torch.nn.functional.mse_loss(g.net(inputs), targets, reduction="sum")
-                / targets.shape[-1]
-            )
-        loss = total / (per_block * header.grid.n_blocks)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        mse = float(loss.detach())
+            frac = max(frac, (time.perf_counter() - start) / config.time_limit)
+        mse = fitter.step(frac)
         psnr = 10 * math.log10(4.0 / max(mse, 1e-12))
         ema = psnr if ema is None else 0.9 * ema + 0.1 * psnr
         elapsed = time.perf_counter() - start
-        rate = elapsed / step
-        remaining = (steps - step) * rate
+        remaining = (steps - step) * elapsed / step
         if config.time_limit:
             remaining = min(remaining, max(0.0, config.time_limit - elapsed))
         preview = None
         if preview_every is not None and time.perf_counter() - last_preview >= preview_every:
             last_preview = time.perf_counter()
-            preview = InifArray(FieldDecoder(header, _folded_weights(groups, header.grid.n_blocks)))
+            weights = flat_weights(fitter.weights(), grid.n_blocks)
+            preview = InifArray(FieldDecoder(header, weights))
         yield Progress(step, steps, mse, psnr, elapsed, remaining, "fit", preview)
         if config.time_limit and elapsed >= config.time_limit:
             break
@@ -276,7 +352,7 @@ def fit(
             break
 
     yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
-    weights = _folded_weights(groups, header.grid.n_blocks)
+    weights = flat_weights(fitter.weights(), grid.n_blocks)
     q, payload = rate_control(weights, plan.payload_budget)
     encoded = Encoded(_with_half(header, q.half), q, payload)
     decoded = encoded.array()[...]
