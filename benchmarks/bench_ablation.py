@@ -46,7 +46,9 @@ def main() -> None:
             for arch in ("siren", "inif"):
                 t = time.perf_counter()
                 enc = compress(
-                    data, CompressionConfig(ratio=ratio, steps=args.steps, architecture=arch), axes=axes
+                    data,
+                    CompressionConfig(ratio=ratio, steps=args.steps, architecture=arch),
+                    axes=axes,
                 )
                 fit = enc.header.fit
                 psnrs[arch] = fit["psnr"]
@@ -55,7 +57,10 @@ def main() -> None:
                     f"{fit['ssim']:.4f}  {fit['steps']:5d}  {time.perf_counter() - t:7.1f}",
                     flush=True,
                 )
-            print(f"{'':17s} {ratio:5.0f}  INIF - SIREN: {psnrs['inif'] - psnrs['siren']:+.2f} dB", flush=True)
+            print(
+                f"{'':17s} {ratio:5.0f}  INIF - SIREN: {psnrs['inif'] - psnrs['siren']:+.2f} dB",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

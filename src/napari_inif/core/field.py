@@ -114,6 +114,7 @@ class BatchedSiren(nn.Module):
         w0_first: float | None = None,
         learn_frequency: bool = True,
         per_neuron: bool = True,
+        learn_layers: int | None = None,
         generator: torch.Generator | None = None,
         seeds: Sequence[int] | None = None,
     ) -> None:
@@ -143,11 +144,12 @@ class BatchedSiren(nn.Module):
             )
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(b * 0.0 if head else b))
-        for _ in range(arch.depth - 1):
+        for layer in range(arch.depth - 1):
+            trained = learn_frequency and (learn_layers is None or layer < learn_layers)
             self.log_freqs.append(
                 nn.Parameter(
                     torch.zeros(n_blocks, 1, arch.width if per_neuron else 1),
-                    requires_grad=learn_frequency,
+                    requires_grad=trained,
                 )
             )
 
@@ -226,6 +228,11 @@ def _inif(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
 @register_architecture("inif-layer")
 def _inif_layer(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
     return BatchedSiren(arch, n_blocks, learn_frequency=True, per_neuron=False, **kw)  # type: ignore[arg-type]
+
+
+@register_architecture("inif-first")
+def _inif_first(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    return BatchedSiren(arch, n_blocks, learn_frequency=True, learn_layers=1, **kw)  # type: ignore[arg-type]
 
 
 @register_architecture("siren")
