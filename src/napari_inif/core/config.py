@@ -18,7 +18,8 @@ class CompressionConfig:
         Asked compression ratio, ``raw bytes / file bytes`` with the whole file counted.
     architecture
         Network family from :data:`napari_inif.core.field.ARCHITECTURES`
-        (``"inif"``: learnable frequencies; ``"siren"``: fixed ``w0``).
+        (``"inif"``: per-neuron frequencies learned in the first layer; ``"inif-all"``: in
+        every layer; ``"siren"``: fixed ``w0``).
     steps
         Optimisation steps (the fit may stop earlier on ``time_limit`` or ``target_psnr``).
     time_limit
@@ -60,7 +61,7 @@ class CompressionConfig:
     batch_size: int = 32768
     lr: float = 1e-3
     optimizer: str = "adam"
-    freq_lr_scale: float = 5.0
+    freq_lr_scale: float = 20.0
     w0: float = 30.0
     w0_first: float = 30.0
     depth: int | None = None

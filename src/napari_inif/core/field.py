@@ -222,19 +222,17 @@ def register_architecture(name: str) -> Callable[[ArchitectureFactory], Architec
 
 @register_architecture("inif")
 def _inif(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
-    return BatchedSiren(arch, n_blocks, learn_frequency=True, **kw)  # type: ignore[arg-type]
-
-
-@register_architecture("inif-layer")
-def _inif_layer(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
-    return BatchedSiren(arch, n_blocks, learn_frequency=True, per_neuron=False, **kw)  # type: ignore[arg-type]
-
-
-@register_architecture("inif-first")
-def _inif_first(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    """Per-neuron frequencies learned in the first layer (the bandwidth of the field)."""
     return BatchedSiren(arch, n_blocks, learn_frequency=True, learn_layers=1, **kw)  # type: ignore[arg-type]
+
+
+@register_architecture("inif-all")
+def _inif_all(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    """Per-neuron frequencies learned in every sine layer."""
+    return BatchedSiren(arch, n_blocks, learn_frequency=True, **kw)  # type: ignore[arg-type]
 
 
 @register_architecture("siren")
 def _siren(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+    """Plain SIREN: fixed frequencies."""
     return BatchedSiren(arch, n_blocks, learn_frequency=False, **kw)  # type: ignore[arg-type]
