@@ -259,3 +259,30 @@ def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
             assert time.perf_counter() < deadline, "tasks left on the scheduler"
             time.sleep(0.1)
         print(f"cluster part took {time.perf_counter() - t0:.1f} s")
+
+
+def test_sampled_rate_control_fits_and_is_close(monkeypatch):
+    from napari_inif.core import distributed
+    from napari_inif.core.quant import rate_control
+
+    rng = np.random.default_rng(0)
+    weights = []
+    for _ in range(60):  # 60 blocks of 2 layers with their own scales
+        s = rng.uniform(0.5, 2)
+        weights += [rng.normal(0, s, (24, 24)).astype(np.float32), rng.normal(0, s, 24)] * 2
+    budget = int(sum(w.size for w in weights) * 0.45)
+    monkeypatch.setattr(distributed, "SAMPLED_RATE_CONTROL", 5000)
+    q, payload = distributed._rate_control(weights, budget, 4)
+    full = rate_control(weights, budget)[0]
+    assert len(payload) <= budget and 0.95 * full.half <= q.half <= full.half
+
+
+@pytest.mark.slow
+def test_cli_workers_flag_runs_a_local_cluster(cells_zarr, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    out = tmp_path / "cells.inif"
+    args = ["compress", str(cells_zarr), "-o", str(out), "--ratio", "8", "--steps", "3"]
+    assert main([*args, "--workers", "2", "--quiet"]) == 0
+    assert load(out).header.fit["engine"] == "dask"
+    assert main([*args, "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
