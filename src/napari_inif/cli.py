@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="fit an image into a field and save it as .inif")
-    c.add_argument("input", help="TIFF / OME-TIFF (or .npy) image")
+    c.add_argument("input", help="TIFF / OME-TIFF, Zarr / OME-Zarr directory (or .npy) image")
     c.add_argument("-o", "--output", help="output .inif (default: INPUT with .inif)")
     c.add_argument("--ratio", type=float, default=64.0, help="compression ratio (default 64)")
     c.add_argument("--steps", type=int, default=None, help="optimisation steps")
@@ -37,6 +37,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--architecture", default="inif", help="inif (learnable w) or siren")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="fit blocks as tasks on this Dask scheduler, e.g. tcp://host:8786",
+    )
+    c.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="fit blocks on a local Dask cluster of N processes",
+    )
+    c.add_argument(
+        "--no-quality",
+        action="store_true",
+        help="block-streamed runs (Zarr input, --scheduler, --workers): skip the quality pass",
+    )
 
     d = sub.add_parser("decompress", help="decode an .inif file (or a region of it) to TIFF")
     d.add_argument("input", help=".inif file")
@@ -103,6 +120,8 @@ def _compress(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else src.with_suffix(".inif")
     if out.resolve() == src.resolve():
         raise ValueError("the output would overwrite the input")
+    if args.scheduler or args.workers or _is_zarr(src):
+        return _compress_source(args, src, out)
     image = read_image(src)
     if args.axes:
         image = image._replace(axes=args.axes.upper())
@@ -110,6 +129,62 @@ def _compress(args: argparse.Namespace) -> int:
     encoded.save(out)
     print(_summary(encoded, out))
     return 0
+
+
+def _is_zarr(path: Path) -> bool:
+    from .core.source import is_zarr
+
+    return is_zarr(path)
+
+
+def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
+    """Block-streamed compression: Zarr / TIFF read block by block, optionally on Dask."""
+    from .core import drive
+    from .core.distributed import cluster, fit_source
+    from .core.source import open_source
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    config = _config(args)
+    with (
+        open_source(src, axes=args.axes) as source,
+        cluster(args.scheduler, args.workers) as client,
+    ):
+        threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers else None
+        gen = fit_source(
+            source, config, client=client, quality=not args.no_quality, torch_threads=threads
+        )
+        try:
+            encoded = drive(gen, None if args.quiet else _bar())
+        finally:
+            gen.close()
+    encoded.save(out)
+    fit = encoded.header.fit
+    if "psnr" in fit:
+        print(_summary(encoded, out))
+    else:
+        print(
+            f"ratio {encoded.ratio:.1f}x  (quality pass skipped)  {fit['seconds']:.1f} s on "
+            f"{fit['device']} -> {out} ({encoded.nbytes / 1024:.1f} KiB)"
+        )
+    return 0
+
+
+def _bar():  # -> Callable[[Progress], None]
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def report(p) -> None:
+        if "bar" not in bars:
+            bars["bar"] = tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar = bars["bar"]
+        bar.set_postfix_str(f"{p.phase} PSNR {p.psnr:.2f} dB", refresh=False)
+        bar.update(p.step - bar.n)
+        if p.phase == "done":
+            bar.close()
+
+    return report
 
 
 def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded

@@ -10,6 +10,7 @@ the quantiser that makes the payload land on its budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,14 +81,27 @@ def _snap(width: int, down: bool = False) -> int:
     return min(4096, round(MIN_WIDTH * 2 ** (step / 8)))
 
 
-def _block_weights(norm: np.ndarray | None, grid: BlockGrid, allocation: str) -> np.ndarray:
-    """Share of the budget for each block: by standard deviation, floored at 30% of the mean."""
-    if norm is None or allocation == "uniform":
+def _block_weights(
+    norm: np.ndarray | None,
+    grid: BlockGrid,
+    allocation: str,
+    block_std: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Share of the budget for each block: by standard deviation, floored at 30% of the mean.
+
+    ``block_std`` gives the standard deviations directly (streamed from a large source).
+    """
+    if (norm is None and block_std is None) or allocation == "uniform":
         return np.full(grid.n_blocks, 1.0 / grid.n_blocks)
-    stds = np.empty(grid.n_blocks)
-    for block in range(grid.n_blocks):
-        region = tuple(slice(a, b) for a, b in grid.bounds(block))
-        stds[block] = float(np.std(norm[region]))
+    if block_std is not None:
+        stds = np.asarray(block_std, np.float64)
+        if stds.shape != (grid.n_blocks,):
+            raise ValueError(f"{stds.size} block deviations for {grid.n_blocks} blocks")
+    else:
+        stds = np.empty(grid.n_blocks)
+        for block in range(grid.n_blocks):
+            region = tuple(slice(a, b) for a, b in grid.bounds(block))
+            stds[block] = float(np.std(norm[region]))
     stds = np.maximum(stds, 0.3 * max(float(stds.mean()), 1e-6))
     return stds / stds.sum()
 
@@ -130,12 +144,16 @@ def plan(
     config: CompressionConfig,
     norm: np.ndarray | None = None,
     prior_bytes: int = 0,
+    *,
+    block_std: Sequence[float] | None = None,
     **header_fields: object,
 ) -> Plan:
     """Choose the blocks and widths for ``layout`` at ``config.ratio``.
 
     ``norm`` is the canonical normalised image (for content allocation); ``prior_bytes``
-    are taken by a codec prior.  ``header_fields`` go into the header as they are
+    are taken by a codec prior; ``block_std`` replaces ``norm`` with each block's standard
+    deviation of the normalised image (the grid does not depend on either, so a first call
+    without them gives the grid to measure).  ``header_fields`` go into the header as they are
     (``lo``, ``hi``, ``scale``, ``unit``, ``prior``, ``metadata``, ``fit``).
     Raises :class:`BudgetError` naming the largest possible ratio if it cannot be met.
     """
@@ -170,7 +188,7 @@ def plan(
     params_total = (payload_budget - 2 * n_tensors - 64) * 8 / config.bits
     if params_total <= 0:
         raise refuse()
-    shares = _block_weights(norm, grid, config.allocation)
+    shares = _block_weights(norm, grid, config.allocation, block_std)
     depth = _choose_depth(params_total / grid.n_blocks, n_in, n_out, config.depth)
     widths = [_snap(solve_width(params_total * s, n_in, n_out, depth)) for s in shares]
     while True:
