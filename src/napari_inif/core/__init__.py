@@ -14,12 +14,14 @@ from .budget import BudgetError, max_ratio, plan
 from .config import CompressionConfig
 from .container import InifFormatError, is_inif
 from .decode import FieldDecoder, InifArray
+from .distributed import compress_source, fit_source
 from .encoded import Encoded, decompress, load
 from .field import ARCHITECTURES
 from .fit import OPTIMIZERS, Progress, compress, drive, fit, pick_device
 from .io import Image, read_image, write_tiff
 from .layout import Layout
 from .metrics import Quality, quality
+from .source import open_source
 
 __all__ = [
     "ARCHITECTURES",
@@ -35,12 +37,15 @@ __all__ = [
     "Progress",
     "Quality",
     "compress",
+    "compress_source",
     "decompress",
     "drive",
     "fit",
+    "fit_source",
     "is_inif",
     "load",
     "max_ratio",
+    "open_source",
     "pick_device",
     "plan",
     "quality",
