@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import budget as _budget
+from . import hybrid as _hybrid
 from .config import CompressionConfig
 from .decode import FieldDecoder, InifArray
 from .encoded import Encoded
@@ -185,15 +186,19 @@ def fit(
     layout = Layout.of(data, axes)
     canon = layout.to_canonical(data)
     norm, lo, hi = normalise(canon)
+    start = time.perf_counter()  # the clock includes coding the prior (hybrid mode)
+    # Hybrid mode: a codec prior takes its share of the budget, the field fits the residual.
+    prior = _hybrid.prepare(norm, layout, config)
+    target = norm if prior is None else prior.residual(norm)
+    mse_scale = 1.0 if prior is None else prior.scale**2  # field units -> normalised image
     device = pick_device(config.device)
     # Size the header with the fit record it will carry (placeholder numbers of full length).
     placeholder = _fit_record(config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0))
     plan = _budget.plan(
-        layout, config, norm, lo=lo, hi=hi, scale=scale, unit=unit, metadata=metadata or {},
-        fit=placeholder,
+        layout, config, target, lo=lo, hi=hi, scale=scale, unit=unit, metadata=metadata or {},
+        fit=placeholder, **_hybrid.plan_fields(prior),
     )
     header = replace(plan.header, fit={})
-    start = time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     sample_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
 
@@ -205,7 +210,9 @@ def fit(
         net = ARCHITECTURES[config.architecture](
             arch, len(blocks), w0=config.w0, w0_first=config.w0_first, generator=gen
         ).to(device)
-        block_data = torch.from_numpy(_block_tensor(norm, header, blocks)).to(device)
+        if prior is not None:
+            _hybrid.quiet_head(net)  # start from the prior alone, not prior + init noise
+        block_data = torch.from_numpy(_block_tensor(target, header, blocks)).to(device)
         extents = torch.tensor(
             [header.grid.extent(b) for b in blocks], dtype=torch.float32, device=device
         )
@@ -245,7 +252,7 @@ def fit(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         mse = float(loss.detach())
-        psnr = 10 * math.log10(4.0 / max(mse, 1e-12))
+        psnr = 10 * math.log10(4.0 / max(mse * mse_scale, 1e-12))
         ema = psnr if ema is None else 0.9 * ema + 0.1 * psnr
         elapsed = time.perf_counter() - start
         rate = elapsed / step
@@ -255,7 +262,8 @@ def fit(
         preview = None
         if preview_every is not None and time.perf_counter() - last_preview >= preview_every:
             last_preview = time.perf_counter()
-            preview = InifArray(FieldDecoder(header, _folded_weights(groups, header.grid.n_blocks)))
+            weights = _folded_weights(groups, header.grid.n_blocks)
+            preview = InifArray(FieldDecoder(header, weights, prior=_hybrid.decoder_of(prior)))
         yield Progress(step, steps, mse, psnr, elapsed, remaining, "fit", preview)
         if config.time_limit and elapsed >= config.time_limit:
             break
@@ -265,7 +273,7 @@ def fit(
     yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
     weights = _folded_weights(groups, header.grid.n_blocks)
     q, payload = rate_control(weights, plan.payload_budget)
-    encoded = Encoded(_with_half(header, q.half), q, payload)
+    encoded = Encoded(_with_half(header, q.half), q, payload, _hybrid.section_of(prior))
     decoded = encoded.array()[...]
     canon_dec = layout.to_canonical(decoded)
     metrics = quality(
