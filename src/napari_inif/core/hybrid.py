@@ -241,7 +241,12 @@ def _avif_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int
 
 # HEVC through ffmpeg/libx265: neighbouring planes are coded as frames of one video, so
 # the codec's inter prediction exploits their similarity.
-_HEVC_PARAMS = "log-level=error:info=0:pools=1:frame-threads=1:keyint=-1"
+# Constant rate factor with x265's PSNR tuning (no psycho-visual or adaptive quantisation):
+# a continuous knob, and on the cancer-cell stack 0.2-0.4 dB better than a constant QP at
+# the same size.
+_HEVC_PARAMS = (
+    "log-level=error:info=0:pools=1:frame-threads=1:keyint=-1:aq-mode=0:psy-rd=0:psy-rdoq=0"
+)
 
 
 @lru_cache(maxsize=1)
@@ -265,11 +270,11 @@ def _hevc_format(bits: int) -> str:
 def _hevc_encode(block: np.ndarray, quality: float) -> bytes:
     planes, h, w = block.shape
     bits = 8 if block.dtype == np.uint8 else 12
-    qp = round(51 * (1 - min(max(quality, 0.0), 1.0)))
+    crf = round(51.0 * (1 - min(max(quality, 0.0), 1.0)), 3)
     cmd = [
         "ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", _hevc_format(bits),
         "-s", f"{w}x{h}", "-r", "25", "-i", "pipe:", "-frames:v", str(planes),
-        "-c:v", "libx265", "-preset", "medium", "-x265-params", f"qp={qp}:{_HEVC_PARAMS}",
+        "-c:v", "libx265", "-preset", "medium", "-x265-params", f"crf={crf}:{_HEVC_PARAMS}",
         "-f", "hevc", "pipe:",
     ]
     raw = block.astype("<u2" if bits > 8 else np.uint8).tobytes()
@@ -301,7 +306,7 @@ for _codec in (
     PriorCodec("avif", "AVIF 4:0:0 (libavif/libaom, via imagecodecs)", _avif_encode,
                _avif_decode, 12, 512, available=_imagecodecs_has("AVIF"), levels=100),
     PriorCodec("hevc", "HEVC video of neighbouring planes (ffmpeg + libx265)", _hevc_encode,
-               _hevc_decode, 12, 512, planes=16, available=_hevc_available, levels=52),
+               _hevc_decode, 12, 512, planes=16, available=_hevc_available),
 ):
     register_prior(_codec)
 
