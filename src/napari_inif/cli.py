@@ -36,6 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--axes", default=None, help="axes of the input, e.g. TZYX (default: file)")
     c.add_argument("--architecture", default="inif", help="inif (learnable w) or siren")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--mode",
+        choices=("field", "hybrid"),
+        default="field",
+        help="field: the network codes the image; hybrid: a classic codec codes it and the "
+        "network its residual (faster)",
+    )
+    c.add_argument(
+        "--prior",
+        default=None,
+        help="codec prior of the hybrid mode (default avif): " + ", ".join(_prior_names()),
+    )
+    c.add_argument(
+        "--prior-fraction",
+        type=float,
+        default=None,
+        help="share of the file budget for the codec prior (default: automatic)",
+    )
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument(
         "--scheduler",
@@ -76,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _prior_names() -> list[str]:
+    from .core.hybrid import PRIORS
+
+    return sorted(PRIORS)  # availability is checked when one is used
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     from .core import BudgetError, InifFormatError
@@ -107,7 +131,11 @@ def _config(args: argparse.Namespace):  # -> CompressionConfig
         "seed": args.seed,
         "time_limit": args.time,
         "target_psnr": args.target_psnr,
+        "mode": args.mode,
+        "prior_fraction": args.prior_fraction,
     }
+    if args.prior is not None:
+        values["prior"] = args.prior
     if args.steps is not None:
         values["steps"] = args.steps
     return CompressionConfig(**values)
@@ -308,7 +336,14 @@ def _info(args: argparse.Namespace) -> int:
             f"{fit.get('seconds')} s on {fit.get('device')}"
         )
     if h.prior:
-        lines.append(f"prior       {h.prior.get('codec')} ({h.prior.get('nbytes')} bytes)")
+        p = h.prior
+        nbytes = p.get("nbytes", 0)
+        lines.append(
+            f"prior       hybrid: {p.get('codec')} codes the image, the field its residual; "
+            f"{nbytes} bytes ({100 * nbytes / encoded.nbytes:.0f}% of the file), "
+            f"tiles {p.get('tile')} x {p.get('planes')} plane(s), {p.get('bits')}-bit samples, "
+            f"quality {p.get('quality')}"
+        )
     if h.metadata:
         lines.append(f"metadata    {json.dumps(h.metadata)}")
     print("\n".join(lines))

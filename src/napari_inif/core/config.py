@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["CompressionConfig"]
+__all__ = ["MODES", "CompressionConfig"]
+
+#: Compression modes: the field alone, or a classic-codec prior plus a residual field.
+MODES = ("field", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,14 @@ class CompressionConfig:
         Seed of initialisation and coordinate sampling.
     device
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    mode
+        ``"field"``: the field codes the image; ``"hybrid"``: a classic codec (``prior``)
+        codes the image and the field its residual (see :mod:`.hybrid`).
+    prior
+        Codec prior name from :data:`napari_inif.core.hybrid.PRIORS` (hybrid mode).
+    prior_fraction
+        Share of the file budget given to the prior in hybrid mode, or ``None`` for the
+        automatic split (:data:`napari_inif.core.hybrid.AUTO_PRIOR_FRACTION`).
     """
 
     ratio: float = 64.0
@@ -71,6 +82,9 @@ class CompressionConfig:
     bits: int = 8
     seed: int = 0
     device: str = "auto"
+    mode: str = "field"
+    prior: str = "avif"
+    prior_fraction: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -85,6 +99,11 @@ class CompressionConfig:
             (self.max_block_voxels >= 256, "max_block_voxels must be at least 256"),
             (self.allocation in ("content", "uniform"), "allocation is content or uniform"),
             (4 <= self.bits <= 16, "bits must be 4..16"),
+            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
+            (
+                self.prior_fraction is None or 0 < self.prior_fraction < 1,
+                "prior_fraction must be in (0, 1) or None (automatic)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -96,6 +115,10 @@ class CompressionConfig:
                 f"unknown architecture {self.architecture!r}; "
                 f"available: {', '.join(sorted(ARCHITECTURES))}"
             )
+        if self.mode == "hybrid":
+            from .hybrid import get_prior
+
+            get_prior(self.prior)  # ValueError naming the available priors
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the file header and logs."""

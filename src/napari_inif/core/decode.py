@@ -13,11 +13,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .header import FieldHeader
+
+if TYPE_CHECKING:
+    from .hybrid import PriorDecoder
 
 __all__ = ["FieldDecoder", "InifArray"]
 
@@ -35,9 +38,19 @@ class FieldDecoder:
         Dequantised float32 tensors in payload order (:meth:`FieldHeader.tensor_shapes`).
     device
         Torch device for evaluation (CPU by default: decoding is cheap).
+    prior
+        Hybrid mode (``header.prior`` set): the codec prior section of the file, or an
+        already built :class:`~.hybrid.PriorDecoder`.  The decoded prior of the requested
+        region is added to the field, which then holds the residual.
     """
 
-    def __init__(self, header: FieldHeader, weights: Sequence[np.ndarray], device: str = "cpu"):
+    def __init__(
+        self,
+        header: FieldHeader,
+        weights: Sequence[np.ndarray],
+        device: str = "cpu",
+        prior: bytes | PriorDecoder | None = None,
+    ):
         self.header = header
         self.grid = header.grid
         self.device = device
@@ -49,6 +62,15 @@ class FieldDecoder:
         lo, hi = np.asarray(header.lo), np.asarray(header.hi)
         self._span = ((hi - lo) / 2.0).astype(np.float64)
         self._mid = ((hi + lo) / 2.0).astype(np.float64)
+        self.prior: PriorDecoder | None = None
+        if header.prior is not None:
+            from .hybrid import PriorDecoder
+
+            self.prior = (
+                prior
+                if isinstance(prior, PriorDecoder)
+                else PriorDecoder(header.layout, header.prior, prior or b"")
+            )
 
     def _layers(self, block: int) -> list[tuple[Any, Any]]:
         import torch
@@ -105,6 +127,8 @@ class FieldDecoder:
             inputs = np.stack([m.ravel() for m in mesh], axis=-1)
             values = self.evaluate(block, inputs)[:, channels]
             out[np.ix_(*sel)] = values.reshape((*[len(s) for s in sel], len(channels)))
+        if self.prior is not None:
+            out = self.prior.region(positions, channels) + np.float32(self.prior.scale) * out
         return self.denormalise(out, channels)
 
     def points(self, coords: np.ndarray) -> np.ndarray:
@@ -121,6 +145,8 @@ class FieldDecoder:
                 -1,
             )
             out[rows] = self.evaluate(int(block), inputs)
+        if self.prior is not None:
+            out = self.prior.points(coords) + np.float32(self.prior.scale) * out
         return self.denormalise(out, np.arange(out.shape[1]))
 
 

@@ -59,7 +59,9 @@ class Encoded:
     def decoder(self, device: str = "cpu") -> FieldDecoder:
         """The (cached) decoder of this field."""
         if not self._decoder:
-            self._decoder.append(FieldDecoder(self.header, dequantise(self.weights), device))
+            self._decoder.append(
+                FieldDecoder(self.header, dequantise(self.weights), device, prior=self.prior)
+            )
         return self._decoder[0]
 
     def array(self) -> InifArray:
@@ -82,6 +84,10 @@ class Encoded:
     def _from_parts(cls, header_obj: dict, body: bytes) -> Encoded:
         header = FieldHeader.from_json(header_obj)
         payload, prior = _split_sections(body, header)
+        if header.prior is not None:
+            from .hybrid import check_section
+
+            check_section(header.layout, header.prior, prior)
         try:
             weights = decode_payload(payload, header.tensor_shapes(), header.half)
         except (ValueError, lzma.LZMAError, EOFError) as exc:

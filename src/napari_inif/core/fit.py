@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import budget as _budget
+from . import hybrid as _hybrid
 from .blocks import BlockGrid
 from .config import CompressionConfig
 from .decode import FieldDecoder, InifArray
@@ -299,6 +300,11 @@ def fit(
     layout = Layout.of(data, axes)
     canon = layout.to_canonical(data)
     norm, lo, hi = normalise(canon)
+    start = time.perf_counter()  # the clock includes coding the prior (hybrid mode)
+    # Hybrid mode: a codec prior takes its share of the budget, the field fits the residual.
+    prior = _hybrid.prepare(norm, layout, config)
+    target = norm if prior is None else prior.residual(norm)
+    mse_scale = 1.0 if prior is None else prior.scale**2  # field units -> normalised image
     device = pick_device(config.device)
     # Size the header with the fit record it will carry (placeholder numbers of full length).
     placeholder = _fit_record(
@@ -307,24 +313,27 @@ def fit(
     plan = _budget.plan(
         layout,
         config,
-        norm,
+        target,
         lo=lo,
         hi=hi,
         scale=scale,
         unit=unit,
         metadata=metadata or {},
         fit=placeholder,
+        **_hybrid.plan_fields(prior),
     )
     header = replace(plan.header, fit={})
     grid = header.grid
-    start = time.perf_counter()
     fitter = BlockFitter(
         header,
         config,
         range(grid.n_blocks),
-        lambda b: norm[tuple(slice(lo_, hi_) for lo_, hi_ in grid.bounds(b))],
+        lambda b: target[tuple(slice(lo_, hi_) for lo_, hi_ in grid.bounds(b))],
         device,
     )
+    if prior is not None:
+        for group in fitter.groups:
+            _hybrid.quiet_head(group.net)  # start from the prior alone, not prior + init noise
     steps = config.steps
     ema = None
     last_preview = start
@@ -334,7 +343,7 @@ def fit(
         if config.time_limit:
             frac = max(frac, (time.perf_counter() - start) / config.time_limit)
         mse = fitter.step(frac)
-        psnr = 10 * math.log10(4.0 / max(mse, 1e-12))
+        psnr = 10 * math.log10(4.0 / max(mse * mse_scale, 1e-12))
         ema = psnr if ema is None else 0.9 * ema + 0.1 * psnr
         elapsed = time.perf_counter() - start
         remaining = (steps - step) * elapsed / step
@@ -344,7 +353,7 @@ def fit(
         if preview_every is not None and time.perf_counter() - last_preview >= preview_every:
             last_preview = time.perf_counter()
             weights = flat_weights(fitter.weights(), grid.n_blocks)
-            preview = InifArray(FieldDecoder(header, weights))
+            preview = InifArray(FieldDecoder(header, weights, prior=_hybrid.decoder_of(prior)))
         yield Progress(step, steps, mse, psnr, elapsed, remaining, "fit", preview)
         if config.time_limit and elapsed >= config.time_limit:
             break
@@ -354,7 +363,7 @@ def fit(
     yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
     weights = flat_weights(fitter.weights(), grid.n_blocks)
     q, payload = rate_control(weights, plan.payload_budget)
-    encoded = Encoded(_with_half(header, q.half), q, payload)
+    encoded = Encoded(_with_half(header, q.half), q, payload, _hybrid.section_of(prior))
     decoded = encoded.array()[...]
     canon_dec = layout.to_canonical(decoded)
     metrics = quality(
