@@ -101,3 +101,21 @@ def test_a_missing_or_truncated_file_is_reported(tmp_path, monkeypatch):
     (tmp_path / "short.inif").write_bytes(b"\x89INIF")
     assert read_layers([str(tmp_path / "short.inif"), str(tmp_path / "missing.inif")]) == [(None,)]
     assert len(messages) == 2
+
+
+def test_napari_plugin_discovery_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from npe2 import PluginManager\n"
+        "pm = PluginManager.instance()\n"
+        "pm.discover()\n"
+        "readers = [r.plugin_name for r in pm.iter_compatible_readers(['cells.inif'])]\n"
+        "assert 'napari-inif' in readers, readers\n"
+        "names = [w.display_name for w in pm.iter_widgets() if w.plugin_name == 'napari-inif']\n"
+        "assert names == ['Compress', 'Inspect'], names\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr

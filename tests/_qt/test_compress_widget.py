@@ -135,3 +135,17 @@ def test_close_cleans_up(viewer, qtbot, widget, source, monkeypatch):
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     viewer.add_image(np.zeros((3, 3)), name="after close")  # no handler of the closed widget runs
     assert [layer.name for layer in viewer.layers] == ["cells", "after close"]
+
+
+def test_removing_the_dock_cancels_the_fit(viewer, qtbot, widget, source, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    worker = widget._run.worker
+    viewer.window.remove_dock_widget(widget)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert worker.abort_requested
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    widget.deleteLater()  # napari un-parents a removed dock's widget; it is ours to delete
+    qtbot.wait(10)

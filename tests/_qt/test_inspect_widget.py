@@ -51,11 +51,13 @@ def test_difference_layer_is_lazy_and_exact(viewer, widget, cells_tyx, cells_enc
 def test_side_by_side_and_back(viewer, widget, pair):
     other = viewer.add_image(np.zeros((48, 40)), name="other")
     grid = viewer.canvas.grid
+    viewer.camera.zoom = 7.0
     widget.side_button.setChecked(True)
     assert grid.enabled and grid.shape == (1, 2)
     assert [layer.visible for layer in viewer.layers] == [True, True, False]
     widget.side_button.setChecked(False)
     assert not grid.enabled
+    assert viewer.camera.zoom == 7.0
     assert all(layer.visible for layer in viewer.layers)
     assert other.visible
 

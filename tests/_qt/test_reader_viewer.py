@@ -23,3 +23,11 @@ def test_a_corrupted_file_gives_a_notification_and_no_layer(viewer, cells_inif, 
     assert viewer.open(str(cells_inif), plugin=None) == []
     assert len(viewer.layers) == 0
     assert any("cells.inif" in m for m in notifications), notifications
+
+
+def test_save_layer_through_napari_writes_the_same_file(viewer, cells_inif, tmp_path):
+    from napari_inif.core import load
+
+    viewer.open(str(cells_inif), plugin="napari-inif")
+    [path] = viewer.layers.save(str(tmp_path / "copy.inif"), selected=False, plugin="napari-inif")
+    assert load(path).to_bytes() == cells_inif.read_bytes()

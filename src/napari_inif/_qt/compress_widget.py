@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -105,6 +105,7 @@ class CompressWidget(QWidget):
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
         self._choices = _choices()
         self._max_ratio = math.inf
+        self._closed = False
 
         self.layer_combo = LayerCombo(napari_viewer, _is_image, self)
         self.ratio_slider = QSlider(Qt.Orientation.Horizontal, self)
@@ -387,7 +388,10 @@ class CompressWidget(QWidget):
 
     # cleanup ----------------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Cancel a running fit and disconnect from the viewer."""
+        """Cancel a running fit and disconnect from the viewer (once)."""
+        if self._closed:
+            return
+        self._closed = True
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.layer_combo.cleanup()
@@ -396,6 +400,12 @@ class CompressWidget(QWidget):
         """Qt close: clean up first."""
         self.cleanup()
         super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cleanup()
+        return super().event(event)
 
 
 def _is_image(layer: Any) -> bool:

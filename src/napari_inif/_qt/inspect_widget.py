@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
@@ -79,6 +80,7 @@ class InspectWidget(QWidget):
         self.last_metrics: dict[str, Any] = {}
         self._grid_saved: tuple[dict[str, Any], list[tuple[Any, bool]]] | None = None
         self._workers: list[Any] = []
+        self._closed = False
 
         self.original = LayerCombo(napari_viewer, _is_plain_image, self)
         self.decoded = LayerCombo(napari_viewer, _is_decoded, self)
@@ -232,8 +234,15 @@ class InspectWidget(QWidget):
                 self.side_button.setChecked(False)
                 return
             shown = {id(unwrap(layer)) for layer in pair}
+            camera = self.viewer.camera
             self._grid_saved = (
-                {"enabled": grid.enabled, "shape": grid.shape, "stride": grid.stride},
+                {
+                    "enabled": grid.enabled,
+                    "shape": grid.shape,
+                    "stride": grid.stride,
+                    "center": camera.center,
+                    "zoom": camera.zoom,
+                },
                 [(unwrap(layer), layer.visible) for layer in self.viewer.layers],
             )
             for layer in self.viewer.layers:
@@ -241,6 +250,7 @@ class InspectWidget(QWidget):
             grid.stride = 1
             grid.shape = (1, 2)
             grid.enabled = True
+            self.viewer.reset_view()
         elif not on and self._grid_saved is not None:
             settings, visibility = self._grid_saved
             self._grid_saved = None
@@ -250,6 +260,8 @@ class InspectWidget(QWidget):
             grid.enabled = settings["enabled"]
             grid.shape = settings["shape"]
             grid.stride = settings["stride"]
+            self.viewer.camera.center = settings["center"]
+            self.viewer.camera.zoom = settings["zoom"]
         self.side_button.setChecked(self._grid_saved is not None)
 
     def _grid(self) -> Any:
@@ -359,7 +371,10 @@ class InspectWidget(QWidget):
         worker.finished.connect(lambda: self._workers.remove(worker))
 
     def cleanup(self) -> None:
-        """Stop the viewport sampler, restore the view, disconnect from the viewer."""
+        """Stop the viewport sampler, restore the view, disconnect from the viewer (once)."""
+        if self._closed:
+            return
+        self._closed = True
         self.set_viewport_sampling(False)
         if self._grid_saved is not None:
             self.side_by_side(False)
@@ -372,6 +387,12 @@ class InspectWidget(QWidget):
         """Qt close: clean up first."""
         self.cleanup()
         super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cleanup()
+        return super().event(event)
 
 
 def _notify(message: str) -> None:
