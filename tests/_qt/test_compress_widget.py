@@ -75,7 +75,8 @@ def test_cancel_stops_the_worker_and_leaves_no_layer(viewer, qtbot, widget, sour
     start = time.perf_counter()
     widget.cancel()
     assert [layer.name for layer in viewer.layers] == ["cells"]
-    _wait_idle(qtbot, widget, timeout=10_000)
+    assert widget._run is None and widget.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     took = time.perf_counter() - start
     assert not worker.is_running and worker.abort_requested
     assert took < 3.0, f"cancel took {took:.2f} s"
@@ -92,8 +93,7 @@ def test_removing_the_source_cancels(viewer, qtbot, widget, source, monkeypatch,
     qtbot.waitUntil(lambda: widget.progress.format().startswith("step"), timeout=30_000)
     worker = widget._run.worker
     viewer.layers.remove(source)
-    _wait_idle(qtbot, widget, timeout=10_000)
-    assert not worker.is_running
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     assert len(viewer.layers) == 0
     assert any("cancelled" in m for m in notifications)
 
@@ -149,3 +149,15 @@ def test_removing_the_dock_cancels_the_fit(viewer, qtbot, widget, source, monkey
     assert [layer.name for layer in viewer.layers] == ["cells"]
     widget.deleteLater()  # napari un-parents a removed dock's widget; it is ours to delete
     qtbot.wait(10)
+
+
+def test_closing_the_viewer_during_a_fit_cancels_it(viewer, qtbot, widget, source, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.format().startswith("step"), timeout=30_000)
+    worker = widget._run.worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert worker.abort_requested

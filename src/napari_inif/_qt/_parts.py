@@ -10,7 +10,17 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QComboBox, QWidget
 
-__all__ = ["LayerCombo", "PsnrPlot", "unwrap"]
+__all__ = ["LayerCombo", "PsnrPlot", "alive", "unwrap"]
+
+
+def alive(widget: Any) -> bool:
+    """Whether the Qt object behind ``widget`` still exists (closing a viewer deletes its
+    docks while a worker may still report to them)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 def unwrap(obj: Any) -> Any:

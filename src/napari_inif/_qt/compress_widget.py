@@ -12,7 +12,7 @@ is removed, so nothing half-made stays in the viewer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from qtpy.QtCore import QEvent, Qt
@@ -40,7 +40,7 @@ from .._layers import (
     layer_layout,
 )
 from .._writer import CONFIG_KEY
-from ._parts import LayerCombo, PsnrPlot, unwrap
+from ._parts import LayerCombo, PsnrPlot, alive, unwrap
 
 __all__ = ["PRESETS", "CompressWidget"]
 
@@ -92,7 +92,7 @@ class _Run:
     worker: Any = None
     preview: Any = None
     cancelled: bool = False
-    psnr: list[float] = field(default_factory=list)
+    encoded: Any = None
 
 
 class CompressWidget(QWidget):
@@ -271,12 +271,15 @@ class CompressWidget(QWidget):
         if run is None or run.cancelled:
             return
         run.cancelled = True
-        run.worker.quit()
+        run.worker.quit()  # the worker stops before its next step; its signals are ignored
+        self._run = None
         self._drop_preview(run)
-        self.progress.setFormat("cancelling…")
+        if alive(self):
+            self.progress.setFormat("cancelled")
+            self._update_buttons()
 
     def _on_progress(self, run: _Run, p: Any) -> None:
-        if run is not self._run or run.cancelled:
+        if run is not self._run or not alive(self):
             return
         if run.config.time_limit is None:
             self.progress.setValue(p.step)
@@ -304,8 +307,9 @@ class CompressWidget(QWidget):
         run.preview = self._add_beside(run.source, levels, meta)
 
     def _on_returned(self, run: _Run, encoded: Any) -> None:
-        if run is not self._run or run.cancelled or encoded is None:
+        if run is not self._run or encoded is None:
             return
+        run.encoded = encoded
         self._drop_preview(run)
         data, meta, _ = decoded_layer_data(
             encoded, name=decoded_name(run.source.name, run.config.ratio), source=run.source.name
@@ -315,16 +319,18 @@ class CompressWidget(QWidget):
         self.result_label.setText(_summary(encoded))
 
     def _on_errored(self, run: _Run, exc: BaseException) -> None:
+        if run is not self._run:
+            return
         self._drop_preview(run)
-        if run is self._run and not run.cancelled:
-            _notify_error(f"Compression of {run.source.name!r} failed: {exc}")
+        _notify_error(f"Compression of {run.source.name!r} failed: {exc}")
 
     def _on_finished(self, run: _Run) -> None:
         if run is not self._run:
             return
         self._run = None
-        self.progress.setFormat("cancelled" if run.cancelled else "done")
-        self._update_buttons()
+        if alive(self):
+            self.progress.setFormat("done" if run.encoded is not None else "failed")
+            self._update_buttons()
 
     # layers -----------------------------------------------------------------------------
     def _add_beside(self, source: Any, data: Any, meta: dict[str, Any]) -> Any:

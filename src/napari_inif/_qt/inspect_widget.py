@@ -39,7 +39,7 @@ from .._layers import (
     layer_shape,
     plane_dims,
 )
-from ._parts import LayerCombo, unwrap
+from ._parts import LayerCombo, alive, unwrap
 from .viewport import ViewportSampler
 
 __all__ = ["InspectWidget"]
@@ -192,10 +192,14 @@ class InspectWidget(QWidget):
 
     def _show_metrics(self, where: str, quality: Any) -> None:
         self.last_metrics[where] = quality
+        if not alive(self):
+            return
         label = self.slice_label if where == "slice" else self.stack_label
         label.setText(f"{where}: {_fmt(quality)}")
 
     def _metrics_failed(self, where: str, exc: BaseException) -> None:
+        if not alive(self):
+            return
         label = self.slice_label if where == "slice" else self.stack_label
         label.setText(f"{where}: failed")
         _notify(f"Could not compare the layers: {exc}")
@@ -355,6 +359,8 @@ class InspectWidget(QWidget):
         return worker
 
     def _add_roi(self, decoded: Any, k: int, placed: Any) -> None:
+        if decoded not in self.viewer.layers:
+            return
         self.viewer.add_image(
             placed.data,
             name=f"{decoded.name} [ROI {k}x]",
