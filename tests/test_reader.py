@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from napari_inif._layers import ENCODED_KEY, INFO_KEY
 from napari_inif._lazy import LazyArray
@@ -119,3 +121,19 @@ def test_napari_plugin_discovery_does_not_import_torch():
     env = {"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
+
+
+class _BadPath:
+    def __fspath__(self):
+        raise ValueError("no path here")
+
+
+@given(st.one_of(st.text(), st.binary(), st.integers(), st.lists(st.text(), max_size=3)))
+def test_get_reader_never_raises(path):
+    result = napari_get_reader(path)
+    assert result is None or result is read_layers
+
+
+def test_get_reader_survives_odd_path_objects():
+    assert napari_get_reader(_BadPath()) is None
+    assert napari_get_reader([_BadPath()]) is None

@@ -32,14 +32,16 @@ def _inif_path(path: Any) -> str | None:
 
 
 def napari_get_reader(path: Any) -> Callable[[Any], list[LayerData]] | None:
-    """Return :func:`read_layers` for a ``.inif`` path (or a list of them), else ``None``."""
+    """Return :func:`read_layers` for a ``.inif`` path (or a list of them), else ``None``.
+
+    Looks only at the names (and whether they are folders); never raises.
+    """
     try:
         paths = [path] if isinstance(path, str | os.PathLike) else list(path)
-    except TypeError:
-        return None
-    if not paths or any(_inif_path(p) is None for p in paths):
-        return None
-    if any(Path(p).is_dir() for p in paths):
+        texts = [_inif_path(p) for p in paths]
+        if not texts or any(t is None or os.path.isdir(t) for t in texts):
+            return None
+    except Exception:  # a path-like that fails to convert is simply not ours
         return None
     return read_layers
 

@@ -74,10 +74,11 @@ def test_cancel_stops_the_worker_and_leaves_no_layer(viewer, qtbot, widget, sour
     worker = widget._run.worker
     start = time.perf_counter()
     widget.cancel()
-    assert [layer.name for layer in viewer.layers] == ["cells"]
     assert widget._run is None and widget.start_button.isEnabled()
+    assert not viewer.layers[-1].visible  # the preview is hidden at once
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     took = time.perf_counter() - start
+    qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=5_000)  # and then removed
     assert not worker.is_running and worker.abort_requested
     assert took < 3.0, f"cancel took {took:.2f} s"
     assert [layer.name for layer in viewer.layers] == ["cells"]

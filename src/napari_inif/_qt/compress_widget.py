@@ -266,14 +266,17 @@ class CompressWidget(QWidget):
         run.worker.start()
 
     def cancel(self) -> None:
-        """Stop the running fit (between two steps) and remove its preview layer."""
+        """Stop the running fit (between two steps); its preview layer goes when it has."""
         run = self._run
         if run is None or run.cancelled:
             return
         run.cancelled = True
         run.worker.quit()  # the worker stops before its next step; its signals are ignored
         self._run = None
-        self._drop_preview(run)
+        if run.preview is not None:
+            # Removed when the worker has stopped (_on_finished): napari's layer removal
+            # runs a full gc.collect() that would hold the GIL the worker needs to stop.
+            run.preview.visible = False
         if alive(self):
             self.progress.setFormat("cancelled")
             self._update_buttons()
@@ -325,6 +328,8 @@ class CompressWidget(QWidget):
         _notify_error(f"Compression of {run.source.name!r} failed: {exc}")
 
     def _on_finished(self, run: _Run) -> None:
+        if run.cancelled:
+            self._drop_preview(run)
         if run is not self._run:
             return
         self._run = None
