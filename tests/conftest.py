@@ -36,3 +36,23 @@ def cells_tyx() -> np.ndarray:
     import tifffile
 
     return tifffile.imread(shared_file("cancer_cell_migration_crop_TYX.tif"))[:6, 40:88, 50:90]
+
+
+@pytest.fixture(scope="session")
+def cells_encoded():
+    """The ``cells_tyx`` crop compressed 16x in 40 steps (seconds on a CPU), made once."""
+    import tifffile
+
+    from napari_inif.core import CompressionConfig, compress
+
+    crop = tifffile.imread(shared_file("cancer_cell_migration_crop_TYX.tif"))[:6, 40:88, 50:90]
+    return compress(
+        crop, CompressionConfig(ratio=16, steps=40, device="cpu"), axes="TYX",
+        scale=(1.0, 0.5, 0.5), unit="um",
+    )
+
+
+@pytest.fixture
+def cells_inif(cells_encoded, tmp_path) -> Path:
+    """``cells_encoded`` saved as ``cells.inif`` in a fresh folder."""
+    return cells_encoded.save(tmp_path / "cells.inif")

@@ -1,0 +1,148 @@
+"""Small Qt parts shared by the dock widgets: a layer picker and a live PSNR plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QComboBox, QWidget
+
+__all__ = ["LayerCombo", "PsnrPlot", "alive", "unwrap"]
+
+
+def alive(widget: Any) -> bool:
+    """Whether the Qt object behind ``widget`` still exists (closing a viewer deletes its
+    docks while a worker may still report to them)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
+
+
+def unwrap(obj: Any) -> Any:
+    """The napari object behind a plugin ``PublicOnlyProxy`` (identity checks need it)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers that pass ``accept``, kept in sync.
+
+    The selection follows the layer object, not its position or name, so renaming or
+    reordering layers never silently switches the choice.
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        accept: Callable[[Any], bool],
+        parent: QWidget | None = None,
+        *,
+        allow_none: bool = False,
+    ):
+        super().__init__(parent)
+        self._viewer = viewer
+        self._accept = accept
+        self._allow_none = allow_none
+        self._layers: list[Any] = []
+        self._named: list[Any] = []
+        events = viewer.layers.events
+        for name in ("inserted", "removed", "moved", "reordered"):
+            getattr(events, name).connect(self.refresh)
+        self.refresh()
+
+    def current(self) -> Any:
+        """The chosen layer (the napari object itself) or ``None``."""
+        i = self.currentIndex() - (1 if self._allow_none else 0)
+        return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def select(self, layer: Any) -> None:
+        """Choose ``layer`` if it is listed."""
+        layer = unwrap(layer)
+        for i, candidate in enumerate(self._layers):
+            if candidate is layer:
+                self.setCurrentIndex(i + (1 if self._allow_none else 0))
+
+    def refresh(self, event: Any = None) -> None:
+        """Rebuild the list from the viewer, keeping the current choice if it is still there."""
+        keep = self.current()
+        for layer in self._named:
+            layer.events.name.disconnect(self.refresh)
+        layers = [unwrap(lay) for lay in self._viewer.layers]
+        self._named = layers
+        for layer in layers:
+            layer.events.name.connect(self.refresh)
+        self._layers = [lay for lay in reversed(layers) if self._accept(lay)]  # top first
+        self.blockSignals(True)
+        self.clear()
+        if self._allow_none:
+            self.addItem("(none)")
+        self.addItems([lay.name for lay in self._layers])
+        self.blockSignals(False)
+        if keep is not None and any(keep is lay for lay in self._layers):
+            self.select(keep)
+        self.currentIndexChanged.emit(self.currentIndex())
+
+    def cleanup(self) -> None:
+        """Disconnect from the viewer (call when the owning widget closes)."""
+        events = self._viewer.layers.events
+        for name in ("inserted", "removed", "moved", "reordered"):
+            getattr(events, name).disconnect(self.refresh)
+        for layer in self._named:
+            layer.events.name.disconnect(self.refresh)
+        self._named = []
+
+
+class PsnrPlot(QWidget):
+    """A tiny line plot of PSNR (dB) against step, drawn with QPainter (no matplotlib)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.points: list[tuple[float, float]] = []
+        self.setMinimumHeight(70)
+        self.setToolTip("PSNR on the training batches (dB) against step")
+
+    def clear(self) -> None:
+        """Forget all points."""
+        self.points = []
+        self.update()
+
+    def add(self, step: float, psnr: float) -> None:
+        """Append one point (non-finite values are skipped)."""
+        if math.isfinite(psnr):
+            self.points.append((float(step), float(psnr)))
+            self.update()
+
+    def paintEvent(self, event: Any) -> None:
+        """Draw the curve and its range."""
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        w, h = self.width(), self.height()
+        painter.setPen(QPen(QColor(128, 128, 128), 1))
+        painter.drawRect(0, 0, w - 1, h - 1)
+        if len(self.points) < 2:
+            painter.drawText(6, h // 2, "PSNR (dB) appears here while fitting")
+            return
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        x0, x1 = min(xs), max(xs) or 1.0
+        y0, y1 = min(ys), max(ys)
+        if y1 - y0 < 1e-6:
+            y1 = y0 + 1.0
+        pad = 4
+
+        def to_px(x: float, y: float) -> QPointF:
+            u = pad + (x - x0) / max(x1 - x0, 1e-9) * (w - 2 * pad)
+            v = h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
+            return QPointF(u, v)
+
+        painter.setPen(QPen(QColor(0, 170, 255), 2))
+        painter.drawPolyline(QPolygonF([to_px(x, y) for x, y in self.points]))
+        painter.setPen(QPen(QColor(200, 200, 200), 1))
+        flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop
+        painter.drawText(0, 2, w - 6, h, flags, f"{y1:.1f} dB")
+        flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom
+        painter.drawText(0, 0, w - 6, h - 2, flags, f"{y0:.1f} dB")

@@ -1,0 +1,454 @@
+"""The Compress dock widget: fit an image layer into a field in a background worker.
+
+The widget only gathers a :class:`~napari_inif.core.CompressionConfig` and drives the
+``core.fit`` generator in a napari ``thread_worker``; what the generator yields updates
+the progress bar, the live PSNR plot and (every few seconds) a preview layer that
+sharpens while the fit runs.  The result lands on a *new* layer tied to the source
+layer, never on whatever layer is selected when the fit ends.  Cancel is
+``worker.quit()``: the generator is abandoned between two steps and the preview layer
+is removed, so nothing half-made stays in the viewer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import (
+    ENCODED_KEY,
+    INFO_KEY,
+    decoded_layer_data,
+    decoded_name,
+    fit_layer,
+    inif_info,
+    layer_layout,
+)
+from .._writer import CONFIG_KEY
+from ._parts import LayerCombo, PsnrPlot, alive, unwrap
+
+__all__ = ["PRESETS", "CompressWidget"]
+
+#: Quality/speed presets: label -> steps (``None``: the time budget box decides).
+PRESETS: dict[str, int | None] = {
+    "Quick (300 steps)": 300,
+    "Balanced (1500 steps)": 1500,
+    "Best (5000 steps)": 5000,
+    "Time budget": None,
+}
+RATIO_STEPS_PER_OCTAVE = 4  # the ratio slider moves in quarter octaves
+RATIO_RANGE = (2.0, 10.0)  # log2: 4x .. 1024x
+PREVIEW_EVERY = 2.0  # seconds between live previews of the field
+PREVIEW_KEY = "inif_preview"  # metadata flag of the live preview layer
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Config fields the widget offers and their options, as far as ``core`` has them."""
+    from ..core import config as core_config
+
+    names = {f.name for f in fields(core_config.CompressionConfig)}
+    out: dict[str, tuple[str, ...]] = {}
+    if "mode" in names:
+        out["mode"] = tuple(getattr(core_config, "MODES", ("field",)))
+    if "guidance" in names:
+        out["guidance"] = tuple(getattr(core_config, "GUIDANCES", ("none",)))
+    return out
+
+
+@dataclass
+class _Run:
+    """One fit: the worker, the layer it reads and the preview layer it shows."""
+
+    source: Any
+    config: Any
+    worker: Any = None
+    preview: Any = None
+    cancelled: bool = False
+    encoded: Any = None
+
+
+class CompressWidget(QWidget):
+    """Dock widget: compress an image layer into an INIF field (napari ``Compress``)."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._run: _Run | None = None
+        self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
+        self._choices = _choices()
+        self._max_ratio = math.inf
+        self._closed = False
+
+        self.layer_combo = LayerCombo(napari_viewer, _is_image, self)
+        self.ratio_slider = QSlider(Qt.Orientation.Horizontal, self)
+        lo, hi = RATIO_RANGE
+        self.ratio_slider.setRange(
+            int(lo * RATIO_STEPS_PER_OCTAVE), int(hi * RATIO_STEPS_PER_OCTAVE)
+        )
+        self.ratio_slider.setValue(6 * RATIO_STEPS_PER_OCTAVE)  # 64x
+        self.ratio_label = QLabel(self)
+        self.ratio_label.setWordWrap(True)
+        self.preset = QComboBox(self)
+        self.preset.addItems(list(PRESETS))
+        self.preset.setCurrentIndex(1)
+        self.time_budget = QDoubleSpinBox(self)
+        self.time_budget.setRange(1.0, 24 * 3600.0)
+        self.time_budget.setValue(60.0)
+        self.time_budget.setSuffix(" s")
+        self.mode = QComboBox(self)
+        self.mode.addItems(list(self._choices.get("mode", ("field",))))
+        self.mode.setEnabled("mode" in self._choices)
+        self.guidance = QComboBox(self)
+        self.guidance.addItems(list(self._choices.get("guidance", ("none",))))
+        self.guidance.setEnabled("guidance" in self._choices)
+        self.device = QComboBox(self)
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.start_button = QPushButton("Start", self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.progress = QProgressBar(self)
+        self.progress.setFormat("idle")
+        self.progress.setTextVisible(True)
+        self.plot = PsnrPlot(self)
+        self.result_label = QLabel(self)
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.save_button = QPushButton("Save .inif…", self)
+
+        form = QFormLayout()
+        form.addRow("Image layer", self.layer_combo)
+        form.addRow("Ratio", self.ratio_slider)
+        form.addRow("", self.ratio_label)
+        form.addRow("Quality / speed", self.preset)
+        form.addRow("Time budget", self.time_budget)
+        form.addRow("Mode", self.mode)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Device", self.device)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.result_label)
+        layout.addWidget(self.save_button)
+
+        self.layer_combo.currentIndexChanged.connect(self._update_ratio)
+        self.ratio_slider.valueChanged.connect(self._update_ratio)
+        self.preset.currentIndexChanged.connect(self._update_buttons)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._save_dialog)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._update_ratio()
+
+    # settings ---------------------------------------------------------------------------
+    @property
+    def ratio(self) -> float:
+        """The ratio the slider shows."""
+        return 2.0 ** (self.ratio_slider.value() / RATIO_STEPS_PER_OCTAVE)
+
+    def set_ratio(self, ratio: float) -> None:
+        """Move the slider to the step nearest ``ratio``."""
+        self.ratio_slider.setValue(round(math.log2(ratio) * RATIO_STEPS_PER_OCTAVE))
+
+    def config(self) -> Any:
+        """The :class:`~napari_inif.core.CompressionConfig` the controls describe."""
+        from ..core import CompressionConfig
+
+        steps = PRESETS[self.preset.currentText()]
+        values: dict[str, Any] = {"ratio": self.ratio, "device": self.device.currentText()}
+        if steps is None:
+            values.update(steps=10**7, time_limit=self.time_budget.value())
+        else:
+            values["steps"] = steps
+        if "mode" in self._choices:
+            values["mode"] = self.mode.currentText()
+        if "guidance" in self._choices:
+            values["guidance"] = self.guidance.currentText()
+        return CompressionConfig(**values)
+
+    def _update_ratio(self, *_: Any) -> None:
+        layer = self.layer_combo.current()
+        self._max_ratio = math.inf
+        text = f"{self.ratio:.0f}x"
+        if layer is not None:
+            try:
+                from ..core import max_ratio
+
+                layout = layer_layout(layer)
+                self._max_ratio = max_ratio(layout)
+            except ValueError as exc:  # unsupported layer (dtype, axes)
+                self._max_ratio = 0.0
+                text = f"cannot compress this layer: {exc}"
+            else:
+                text += f" → {_human(layout.raw_bytes / self.ratio)} of {_human(layout.raw_bytes)}"
+                if self.ratio > self._max_ratio:
+                    text += (
+                        f" — too high for this layer; the largest possible ratio is "
+                        f"{self._max_ratio:.0f}x"
+                    )
+        self.ratio_label.setText(text)
+        self._update_buttons()
+
+    def _update_buttons(self, *_: Any) -> None:
+        running = self._run is not None
+        ok = self.layer_combo.current() is not None and self.ratio <= self._max_ratio
+        self.start_button.setEnabled(ok and not running)
+        self.cancel_button.setEnabled(running)
+        self.time_budget.setEnabled(PRESETS[self.preset.currentText()] is None)
+        self.save_button.setEnabled(self.result is not None and not running)
+
+    # fitting ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start fitting the chosen layer in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        source = self.layer_combo.current()
+        if source is None or self._run is not None:
+            return
+        if self.ratio > self._max_ratio:
+            _notify_error(
+                f"{self.ratio:.0f}x is too high for {source.name!r}; "
+                f"the largest possible ratio is {self._max_ratio:.0f}x"
+            )
+            return
+        config = self.config()
+        source.metadata[CONFIG_KEY] = config.to_dict()  # what File > Save as .inif will use
+        run = self._run = _Run(source, config)
+        run.worker = create_worker(
+            fit_layer,
+            source,
+            config,
+            preview_every=PREVIEW_EVERY,
+            _start_thread=False,
+            _connect={
+                "yielded": lambda p: self._on_progress(run, p),
+                "returned": lambda e: self._on_returned(run, e),
+                "errored": lambda exc: self._on_errored(run, exc),
+                "finished": lambda: self._on_finished(run),
+            },
+        )
+        self.plot.clear()
+        self.progress.setRange(0, config.steps if config.time_limit is None else 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("reading the layer…")
+        self._update_buttons()
+        run.worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running fit (between two steps); its preview layer goes when it has."""
+        run = self._run
+        if run is None or run.cancelled:
+            return
+        run.cancelled = True
+        run.worker.quit()  # the worker stops before its next step; its signals are ignored
+        self._run = None
+        if run.preview is not None:
+            # Removed when the worker has stopped (_on_finished): napari's layer removal
+            # runs a full gc.collect() that would hold the GIL the worker needs to stop.
+            run.preview.visible = False
+        if alive(self):
+            self.progress.setFormat("cancelled")
+            self._update_buttons()
+
+    def _on_progress(self, run: _Run, p: Any) -> None:
+        if run is not self._run or not alive(self):
+            return
+        if run.config.time_limit is None:
+            self.progress.setValue(p.step)
+        else:
+            self.progress.setValue(int(1000 * min(1.0, p.elapsed / run.config.time_limit)))
+        if p.phase == "fit":
+            self.plot.add(p.step, p.psnr)
+            self.progress.setFormat(
+                f"step {p.step}/{p.steps} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}"
+            )
+        else:
+            self.progress.setFormat(f"{p.phase}… PSNR {p.psnr:.1f} dB")
+        if p.preview is not None:
+            self._show_preview(run, p.preview)
+
+    def _show_preview(self, run: _Run, preview: Any) -> None:
+        levels = [_lazy(level) for level in preview.levels]
+        if run.preview is not None and run.preview in self.viewer.layers:
+            run.preview.data = levels
+            return
+        if run.preview is not None:  # the user deleted the preview: do not bring it back
+            return
+        name = f"{decoded_name(run.source.name, run.config.ratio)} (fitting…)"
+        meta = {"name": name, "multiscale": True, "metadata": {PREVIEW_KEY: True}}
+        run.preview = self._add_beside(run.source, levels, meta)
+
+    def _on_returned(self, run: _Run, encoded: Any) -> None:
+        if run is not self._run or encoded is None:
+            return
+        run.encoded = encoded
+        self._drop_preview(run)
+        data, meta, _ = decoded_layer_data(
+            encoded, name=decoded_name(run.source.name, run.config.ratio), source=run.source.name
+        )
+        layer = self._add_beside(run.source, data, meta)
+        self.result = (layer, encoded)
+        self.result_label.setText(_summary(encoded))
+
+    def _on_errored(self, run: _Run, exc: BaseException) -> None:
+        if run is not self._run:
+            return
+        self._drop_preview(run)
+        _notify_error(f"Compression of {run.source.name!r} failed: {exc}")
+
+    def _on_finished(self, run: _Run) -> None:
+        if run.cancelled:
+            self._drop_preview(run)
+        if run is not self._run:
+            return
+        self._run = None
+        if alive(self):
+            self.progress.setFormat("done" if run.encoded is not None else "failed")
+            self._update_buttons()
+
+    # layers -----------------------------------------------------------------------------
+    def _add_beside(self, source: Any, data: Any, meta: dict[str, Any]) -> Any:
+        """Add image layer(s) just above ``source``; returns the first one."""
+        kwargs = dict(meta)
+        if kwargs.get("channel_axis") is None:
+            kwargs["contrast_limits"] = list(source.contrast_limits)
+            kwargs["colormap"] = source.colormap
+        kwargs.setdefault("scale", list(source.scale))
+        kwargs["translate"] = list(source.translate)
+        added = self.viewer.add_image(data, **kwargs)
+        added = added if isinstance(added, list) else [added]
+        layers = self.viewer.layers
+        if source in layers:
+            for layer in added:
+                layers.move(layers.index(layer), layers.index(source) + 1)
+        return unwrap(added[0])
+
+    def _drop_preview(self, run: _Run) -> None:
+        if run.preview is not None and run.preview in self.viewer.layers:
+            self.viewer.layers.remove(run.preview)
+        run.preview = None
+
+    def _on_layer_removed(self, event: Any) -> None:
+        run = self._run
+        removed = unwrap(event.value)
+        if run is not None and removed is run.source and not run.cancelled:
+            self.cancel()
+            _notify_info(f"{run.source.name!r} was removed: its compression was cancelled")
+        if self.result is not None and removed is self.result[0]:
+            self.result = None
+            self._update_buttons()
+
+    # saving -----------------------------------------------------------------------------
+    def _save_dialog(self) -> None:
+        if self.result is None:
+            return
+        layer, _ = self.result
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save INIF file", f"{layer.name}.inif", "INIF files (*.inif)"
+        )
+        if path:
+            self.save(path)
+
+    def save(self, path: str) -> str:
+        """Write the last result to ``path`` (atomically) and record it on its layer."""
+        if self.result is None:
+            raise RuntimeError("nothing to save: run a compression first")
+        layer, encoded = self.result
+        if not path.lower().endswith(".inif"):
+            path += ".inif"
+        try:
+            encoded.save(path)
+        except OSError as exc:
+            _notify_error(f"Could not save {path}: {exc}")
+            return ""
+        info = inif_info(encoded, path=path, source=layer.metadata[INFO_KEY]["source_layer"])
+        layer.metadata[INFO_KEY] = info
+        self.result_label.setText(_summary(encoded, path))
+        return path
+
+    # cleanup ----------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Cancel a running fit and disconnect from the viewer (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.cancel()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        self.layer_combo.cleanup()
+
+    def closeEvent(self, event: Any) -> None:
+        """Qt close: clean up first."""
+        self.cleanup()
+        super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cleanup()
+        return super().event(event)
+
+
+def _is_image(layer: Any) -> bool:
+    from napari.layers import Image
+
+    meta = layer.metadata
+    return isinstance(layer, Image) and not meta.get(ENCODED_KEY) and not meta.get(PREVIEW_KEY)
+
+
+def _lazy(level: Any) -> Any:
+    from .._lazy import LazyArray
+
+    return LazyArray(level)
+
+
+def _summary(encoded: Any, path: str | None = None) -> str:
+    fit = encoded.header.fit
+    nan = float("nan")
+    text = (
+        f"{encoded.ratio:.1f}x ({_human(encoded.nbytes)}) · PSNR {fit.get('psnr', nan):.2f} dB"
+        f" · SSIM {fit.get('ssim', nan):.3f} · max error {fit.get('max_error')}"
+    )
+    return text + (f"\nsaved to {path}" if path else "")
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def _notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)

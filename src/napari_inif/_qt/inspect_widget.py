@@ -1,0 +1,407 @@
+"""The Inspect dock widget: original vs decoded, side by side, metrics and ROI decoding.
+
+* Metrics (PSNR, SSIM, max error from :mod:`napari_inif.core.metrics`) for the current
+  slice or the whole stack, computed in a worker thread.
+* A lazy difference layer (original - decoded, float32, multiscale).
+* Side by side: napari's grid mode with only the two layers shown (one camera, so
+  pan and zoom stay linked), and back to the previous view.
+* Viewport sampling: the decoded layer sampled at screen resolution when zoomed in.
+* ROI decode: a rectangle of a Shapes layer (or the current view) decoded at the stored
+  resolution or ``k`` times finer into a new layer placed over the decoded one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import (
+    ENCODED_KEY,
+    INFO_KEY,
+    compare,
+    current_index,
+    difference_levels,
+    finer_region,
+    layer_displayed,
+    layer_shape,
+    plane_dims,
+)
+from ._parts import LayerCombo, alive, unwrap
+from .viewport import ViewportSampler
+
+__all__ = ["InspectWidget"]
+
+
+def _is_plain_image(layer: Any) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and ENCODED_KEY not in layer.metadata
+
+
+def _is_decoded(layer: Any) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and ENCODED_KEY in layer.metadata
+
+
+def _is_shapes(layer: Any) -> bool:
+    from napari.layers import Shapes
+
+    return isinstance(layer, Shapes)
+
+
+def _fmt(q: Any) -> str:
+    return (
+        f"PSNR {q.psnr:.2f} dB (dtype range {q.psnr_dtype:.2f}) · SSIM {q.ssim:.4f} · "
+        f"max error {q.max_error:g}"
+    )
+
+
+class InspectWidget(QWidget):
+    """Dock widget: compare a decoded layer with its original (napari ``Inspect``)."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.sampler: ViewportSampler | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self._grid_saved: tuple[dict[str, Any], list[tuple[Any, bool]]] | None = None
+        self._workers: list[Any] = []
+        self._closed = False
+
+        self.original = LayerCombo(napari_viewer, _is_plain_image, self)
+        self.decoded = LayerCombo(napari_viewer, _is_decoded, self)
+        self.slice_button = QPushButton("Metrics: current slice", self)
+        self.stack_button = QPushButton("Metrics: whole stack", self)
+        self.slice_label = QLabel("slice: -", self)
+        self.stack_label = QLabel("stack: -", self)
+        for label in (self.slice_label, self.stack_label):
+            label.setWordWrap(True)
+        self.diff_button = QPushButton("Difference layer", self)
+        self.side_button = QPushButton("Side by side", self)
+        self.side_button.setCheckable(True)
+        self.viewport_box = QCheckBox("Sample the field at screen resolution when zoomed in", self)
+        self.shapes = LayerCombo(napari_viewer, _is_shapes, self, allow_none=True)
+        self.zoom = QSpinBox(self)
+        self.zoom.setRange(1, 16)
+        self.zoom.setValue(4)
+        self.zoom.setSuffix("x finer")
+        self.all_planes = QCheckBox("all planes (whole stack)", self)
+        self.roi_button = QPushButton("Decode ROI", self)
+
+        form = QFormLayout()
+        form.addRow("Original", self.original)
+        form.addRow("Decoded", self.decoded)
+        buttons = QGridLayout()
+        buttons.addWidget(self.slice_button, 0, 0)
+        buttons.addWidget(self.stack_button, 0, 1)
+        buttons.addWidget(self.diff_button, 1, 0)
+        buttons.addWidget(self.side_button, 1, 1)
+        roi = QFormLayout()
+        roi.addRow("ROI rectangle", self.shapes)
+        roi.addRow("Resolution", self.zoom)
+        roi.addRow("", self.all_planes)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.slice_label)
+        layout.addWidget(self.stack_label)
+        layout.addWidget(self.viewport_box)
+        layout.addWidget(QLabel("<b>Region of interest</b> (a Shapes rectangle, or the view)"))
+        layout.addLayout(roi)
+        layout.addWidget(self.roi_button)
+
+        self.slice_button.clicked.connect(self.slice_metrics)
+        self.stack_button.clicked.connect(self.stack_metrics)
+        self.diff_button.clicked.connect(self.add_difference)
+        self.side_button.toggled.connect(self.side_by_side)
+        self.viewport_box.toggled.connect(self.set_viewport_sampling)
+        self.roi_button.clicked.connect(self.decode_roi)
+        self.decoded.currentIndexChanged.connect(self._match_original)
+        self._match_original()
+
+    # layer choice -----------------------------------------------------------------------
+    def _pair(self) -> tuple[Any, Any] | None:
+        original, decoded = self.original.current(), self.decoded.current()
+        if original is None or decoded is None:
+            _notify("Choose an original and a decoded layer first")
+            return None
+        return original, decoded
+
+    def _match_original(self, *_: Any) -> None:
+        """Pick the original the decoded layer came from, when it is in the viewer."""
+        decoded = self.decoded.current()
+        if decoded is None:
+            return
+        source = decoded.metadata.get(INFO_KEY, {}).get("source_layer")
+        for layer in self.viewer.layers:
+            if layer.name == source and _is_plain_image(layer):
+                self.original.select(layer)
+        if self.sampler is not None and self.sampler.layer is not unwrap(decoded):
+            self.set_viewport_sampling(True)
+
+    def _index(self, layer: Any) -> tuple[Any, ...]:
+        dims = self.viewer.dims
+        return current_index(layer, dims.point, layer_displayed(layer, dims.displayed, dims.ndim))
+
+    # metrics ----------------------------------------------------------------------------
+    def slice_metrics(self) -> Any:
+        """PSNR/SSIM/max error of the current slice, in a worker; returns the worker."""
+        pair = self._pair()
+        if pair is None:
+            return None
+        return self._run(compare, pair[0], pair[1], self._index(pair[1]), where="slice")
+
+    def stack_metrics(self) -> Any:
+        """PSNR/SSIM/max error of the whole stack, in a worker; returns the worker."""
+        pair = self._pair()
+        if pair is None:
+            return None
+        return self._run(compare, pair[0], pair[1], None, where="stack")
+
+    def _run(self, func: Any, *args: Any, where: str) -> Any:
+        from napari.qt.threading import create_worker
+
+        label = self.slice_label if where == "slice" else self.stack_label
+        label.setText(f"{where}: computing…")
+        worker = create_worker(
+            func,
+            *args,
+            _start_thread=False,
+            _connect={
+                "returned": lambda q: self._show_metrics(where, q),
+                "errored": lambda exc: self._metrics_failed(where, exc),
+            },
+        )
+        self._track(worker)
+        worker.start()
+        return worker
+
+    def _show_metrics(self, where: str, quality: Any) -> None:
+        self.last_metrics[where] = quality
+        if not alive(self):
+            return
+        label = self.slice_label if where == "slice" else self.stack_label
+        label.setText(f"{where}: {_fmt(quality)}")
+
+    def _metrics_failed(self, where: str, exc: BaseException) -> None:
+        if not alive(self):
+            return
+        label = self.slice_label if where == "slice" else self.stack_label
+        label.setText(f"{where}: failed")
+        _notify(f"Could not compare the layers: {exc}")
+
+    # difference and side by side ------------------------------------------------------
+    def add_difference(self) -> Any:
+        """Add a lazy ``original - decoded`` layer; returns it."""
+        pair = self._pair()
+        if pair is None:
+            return None
+        original, decoded = pair
+        try:
+            levels = difference_levels(original, decoded)
+        except ValueError as exc:
+            _notify(f"Cannot make a difference layer: {exc}")
+            return None
+        lo, hi = original.contrast_limits
+        span = max(abs(hi - lo) / 4, 1e-6)
+        return self.viewer.add_image(
+            levels,
+            multiscale=True,
+            name=f"{original.name} - {decoded.name}",
+            colormap="PiYG",
+            contrast_limits=[-span, span],
+            scale=list(decoded.scale),
+            translate=list(decoded.translate),
+            metadata={"inif_difference_of": [original.name, decoded.name]},
+        )
+
+    def side_by_side(self, on: bool) -> None:
+        """Grid mode with only the original and decoded layers visible (``False``: back)."""
+        grid = self._grid()
+        if on and self._grid_saved is None:
+            pair = self._pair()
+            if pair is None:
+                self.side_button.setChecked(False)
+                return
+            shown = {id(unwrap(layer)) for layer in pair}
+            camera = self.viewer.camera
+            self._grid_saved = (
+                {
+                    "enabled": grid.enabled,
+                    "shape": grid.shape,
+                    "stride": grid.stride,
+                    "center": camera.center,
+                    "zoom": camera.zoom,
+                },
+                [(unwrap(layer), layer.visible) for layer in self.viewer.layers],
+            )
+            for layer in self.viewer.layers:
+                layer.visible = id(unwrap(layer)) in shown
+            grid.stride = 1
+            grid.shape = (1, 2)
+            grid.enabled = True
+            self.viewer.reset_view()
+        elif not on and self._grid_saved is not None:
+            settings, visibility = self._grid_saved
+            self._grid_saved = None
+            for layer, visible in visibility:
+                if layer in self.viewer.layers:
+                    layer.visible = visible
+            grid.enabled = settings["enabled"]
+            grid.shape = settings["shape"]
+            grid.stride = settings["stride"]
+            self.viewer.camera.center = settings["center"]
+            self.viewer.camera.zoom = settings["zoom"]
+        self.side_button.setChecked(self._grid_saved is not None)
+
+    def _grid(self) -> Any:
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9
+        return canvas.grid if canvas is not None else self.viewer.grid
+
+    # viewport sampling ------------------------------------------------------------------
+    def set_viewport_sampling(self, on: bool) -> None:
+        """Start (or stop) sampling the decoded layer at screen resolution."""
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+        decoded = self.decoded.current()
+        if on and decoded is not None:
+            self.sampler = ViewportSampler(self.viewer, decoded)
+        if self.viewport_box.isChecked() != (self.sampler is not None):
+            self.viewport_box.blockSignals(True)
+            self.viewport_box.setChecked(self.sampler is not None)
+            self.viewport_box.blockSignals(False)
+
+    # ROI --------------------------------------------------------------------------------
+    def roi_region(self) -> tuple[slice, ...] | None:
+        """Level-0 region of the decoded layer: the ROI rectangle, or the visible view."""
+        decoded = self.decoded.current()
+        if decoded is None:
+            return None
+        dims = self.viewer.dims
+        displayed = layer_displayed(decoded, dims.displayed, dims.ndim)
+        plane = plane_dims(decoded)
+        if len(displayed) != 2 or set(displayed) != set(plane):
+            _notify("ROI decoding needs a 2D view of the decoded layer's Y and X axes")
+            return None
+        shape = layer_shape(decoded)
+        box = self._shape_box(decoded, plane) or self._view_box(decoded, plane)
+        index = current_index(decoded, dims.point, displayed)
+        region = []
+        for d, n in enumerate(shape):
+            if d in plane:
+                lo = int(np.clip(math.floor(box[0][plane.index(d)] + 0.5), 0, n - 1))
+                hi = int(np.clip(math.ceil(box[1][plane.index(d)] + 0.5), lo + 1, n))
+                region.append(slice(lo, hi))
+            elif self.all_planes.isChecked():
+                region.append(slice(0, n))
+            else:
+                region.append(slice(index[d], index[d] + 1))
+        return tuple(region)
+
+    def _shape_box(self, decoded: Any, plane: tuple[int, ...]) -> Any:
+        """Bounding box (data coordinates of ``decoded``, plane dims) of the chosen rectangle."""
+        shapes = self.shapes.current()
+        if shapes is None or len(shapes.data) == 0:
+            return None
+        chosen = sorted(shapes.selected_data) or [len(shapes.data) - 1]
+        vertices = np.concatenate([np.asarray(shapes.data[i]) for i in chosen])
+        corners = np.array([decoded.world_to_data(shapes.data_to_world(v)) for v in vertices])[
+            :, list(plane)
+        ]
+        return corners.min(axis=0), corners.max(axis=0)
+
+    def _view_box(self, decoded: Any, plane: tuple[int, ...]) -> Any:
+        """The visible part of ``decoded`` (level-0 data coordinates) as a box."""
+        level = decoded.data_level if decoded.multiscale else 0
+        f = decoded.downsample_factors[level] if decoded.multiscale else np.ones(decoded.ndim)
+        corners = np.asarray(decoded.corner_pixels, float)
+        lo = [corners[0, d] * f[d] - 0.5 for d in plane]
+        hi = [(corners[1, d] + 1) * f[d] - 0.5 for d in plane]
+        return np.array(lo), np.array(hi)
+
+    def decode_roi(self) -> Any:
+        """Decode the ROI (``zoom`` times finer) into a new layer, in a worker."""
+        from napari.qt.threading import create_worker
+
+        decoded = self.decoded.current()
+        region = self.roi_region()
+        if decoded is None or region is None:
+            return None
+        k = self.zoom.value()
+        worker = create_worker(
+            finer_region,
+            decoded,
+            region,
+            k,
+            _start_thread=False,
+            _connect={
+                "returned": lambda placed: self._add_roi(decoded, k, placed),
+                "errored": lambda exc: _notify(f"ROI decoding failed: {exc}"),
+            },
+        )
+        self._track(worker)
+        worker.start()
+        return worker
+
+    def _add_roi(self, decoded: Any, k: int, placed: Any) -> None:
+        if decoded not in self.viewer.layers:
+            return
+        self.viewer.add_image(
+            placed.data,
+            name=f"{decoded.name} [ROI {k}x]",
+            scale=placed.scale,
+            translate=placed.translate,
+            colormap=decoded.colormap,
+            contrast_limits=decoded.contrast_limits,
+            metadata={"inif_roi_of": decoded.name, "zoom": k},
+        )
+
+    # cleanup ----------------------------------------------------------------------------
+    def _track(self, worker: Any) -> None:
+        self._workers.append(worker)
+        worker.finished.connect(lambda: self._workers.remove(worker))
+
+    def cleanup(self) -> None:
+        """Stop the viewport sampler, restore the view, disconnect from the viewer (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.set_viewport_sampling(False)
+        if self._grid_saved is not None:
+            self.side_by_side(False)
+        for worker in list(self._workers):
+            worker.quit()
+        for combo in (self.original, self.decoded, self.shapes):
+            combo.cleanup()
+
+    def closeEvent(self, event: Any) -> None:
+        """Qt close: clean up first."""
+        self.cleanup()
+        super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cleanup()
+        return super().event(event)
+
+
+def _notify(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)

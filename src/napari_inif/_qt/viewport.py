@@ -1,0 +1,163 @@
+"""Viewport sampling: show a decoded layer at screen resolution when zoomed past its pixels.
+
+The field is continuous, so once one stored pixel covers several screen pixels the
+visible region can be evaluated ``k`` times finer (:func:`napari_inif._layers.finer_region`).
+The sampler follows the ndv pattern for requests while panning: camera and slider
+events restart a short debounce timer; a request runs in a worker thread; at most one
+runs at a time (the newest waiting request runs next); a result whose generation is not
+the latest is dropped; results are applied on the main thread only.  The finer samples
+go to one overlay layer, ``<name> [viewport]``, placed exactly over the decoded layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QObject, QTimer
+
+from .._layers import finer_region, layer_displayed, viewport_request
+from ._parts import unwrap
+
+__all__ = ["ViewportSampler"]
+
+
+class ViewportSampler(QObject):
+    """Keeps a ``[viewport]`` overlay of ``layer`` sampled at screen resolution.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    layer
+        A decoded INIF layer (from the reader or the Compress widget).
+    delay_ms
+        Debounce delay after the last camera or slider change.
+    max_zoom
+        Largest sampling factor (samples per stored pixel along Y and X).
+    """
+
+    def __init__(self, viewer: Any, layer: Any, *, delay_ms: int = 150, max_zoom: int = 8):
+        super().__init__()
+        self.viewer = viewer
+        self.layer = unwrap(layer)
+        self.max_zoom = max_zoom
+        self.overlay: Any = None
+        self.generation = 0
+        self.applied = 0  # results shown (for tests and statistics)
+        self.dropped = 0  # stale results thrown away
+        self.busy = False  # a request is running
+        self._pending = False
+        self._stopped = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(delay_ms)
+        self._timer.timeout.connect(self.request)
+        self._events = [
+            viewer.camera.events.zoom,
+            viewer.camera.events.center,
+            viewer.dims.events.current_step,
+            viewer.dims.events.ndisplay,
+            viewer.dims.events.order,
+        ]
+        for emitter in self._events:
+            emitter.connect(self.schedule)
+        viewer.layers.events.removed.connect(self._on_removed)
+        self.schedule()
+
+    def schedule(self, event: Any = None) -> None:
+        """Note a change of view: results of older requests become stale."""
+        self.generation += 1
+        self._timer.start()
+
+    def request(self) -> None:
+        """Decode the current view finer in a worker (or hide the overlay if not zoomed in)."""
+        from napari.qt.threading import create_worker
+
+        if self._stopped:
+            return
+        dims = self.viewer.dims
+        displayed = layer_displayed(self.layer, dims.displayed, dims.ndim)
+        wanted = viewport_request(self.layer, dims.point, displayed, max_k=self.max_zoom)
+        if wanted is None:
+            if self.overlay is not None:
+                self.overlay.visible = False
+            return
+        if self.busy:
+            self._pending = True
+            return
+        self.busy = True
+        generation = self.generation
+        worker = create_worker(
+            finer_region,
+            self.layer,
+            wanted.region,
+            wanted.k,
+            _start_thread=False,
+            _connect={
+                "returned": lambda placed: self._apply(generation, placed),
+                "errored": self._failed,
+                "finished": self._done,
+            },
+        )
+        worker.start()
+
+    def _apply(self, generation: int, placed: Any) -> None:
+        if generation != self.generation or self.layer not in self.viewer.layers:
+            self.dropped += 1
+            return
+        if self.overlay is None or self.overlay not in self.viewer.layers:
+            self.overlay = self._add_overlay(placed)
+        else:
+            self.overlay.data = placed.data
+            self.overlay.scale = placed.scale
+            self.overlay.translate = placed.translate
+            self.overlay.contrast_limits = self.layer.contrast_limits
+            self.overlay.visible = True
+        self.applied += 1
+
+    def _add_overlay(self, placed: Any) -> Any:
+        layer = self.layer
+        selection = self.viewer.layers.selection
+        active = selection.active
+        overlay = self.viewer.add_image(
+            placed.data,
+            name=f"{layer.name} [viewport]",
+            scale=placed.scale,
+            translate=placed.translate,
+            colormap=layer.colormap,
+            contrast_limits=layer.contrast_limits,
+            metadata={"inif_viewport_of": layer.name},
+        )
+        selection.active = active  # adding selected the overlay: keep the user's choice
+        return unwrap(overlay)
+
+    def _failed(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"Viewport decoding of {self.layer.name!r} failed: {exc}")
+
+    def _done(self) -> None:
+        self.busy = False
+        if self._pending:
+            self._pending = False
+            self.request()
+
+    def _on_removed(self, event: Any) -> None:
+        if unwrap(event.value) is self.layer:
+            self.stop()
+
+    def stop(self) -> None:
+        """Disconnect from the viewer and remove the overlay (a running request is dropped)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._pending = False
+        self._timer.stop()
+        self.generation += 1
+        for emitter in self._events:
+            emitter.disconnect(self.schedule)
+        self._events = []
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        if self.overlay is not None and self.overlay in self.viewer.layers:
+            self.viewer.layers.remove(self.overlay)
+        self.overlay = None

@@ -1,0 +1,164 @@
+"""The Compress dock widget: fit in a worker, live preview, cancel, refusals, errors, save."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_inif._qt import compress_widget
+from napari_inif._qt.compress_widget import PRESETS, CompressWidget
+from napari_inif.core import Layout, load, max_ratio, metrics
+
+QUICK = "Quick (300 steps)"
+
+
+@pytest.fixture
+def widget(viewer) -> CompressWidget:
+    """The widget docked the way `inif demo` does it (by its display name)."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-inif", "Compress")
+    return widget
+
+
+@pytest.fixture
+def source(viewer, cells_tyx):
+    return viewer.add_image(cells_tyx, name="cells", axis_labels=("t", "y", "x"))
+
+
+def _wait_idle(qtbot, widget, timeout=60_000):
+    qtbot.waitUntil(lambda: widget._run is None, timeout=timeout)
+
+
+def test_compress_to_completion(viewer, qtbot, widget, source, cells_tyx, monkeypatch, tmp_path):
+    monkeypatch.setitem(PRESETS, QUICK, 30)
+    other = viewer.add_image(np.zeros((4, 4)), name="selected at the end")
+    widget.layer_combo.select(source)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.device.setCurrentText("cpu")
+    viewer.layers.selection.active = other
+    before = cells_tyx.copy()
+    widget.start()
+    assert widget.cancel_button.isEnabled() and not widget.start_button.isEnabled()
+    _wait_idle(qtbot, widget)
+
+    decoded = viewer.layers["cells [INIF 16x]"]
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("cells [INIF 16x]") == names.index("cells") + 1  # tied to its source
+    info = decoded.metadata["inif"]
+    assert info["source_layer"] == "cells"
+    assert info["ratio"] == pytest.approx(16, rel=0.1)
+    full = np.asarray(decoded.data[0])
+    assert full.shape == cells_tyx.shape and full.dtype == cells_tyx.dtype
+    assert info["psnr"] == pytest.approx(metrics.psnr(cells_tyx, full), abs=1e-3)
+    assert 15 < info["psnr"] < 60
+    assert source.metadata["inif_config"]["steps"] == 30
+    np.testing.assert_array_equal(source.data, before)  # the original is never modified
+    assert widget.progress.format() == "done" and len(widget.plot.points) >= 20
+
+    path = widget.save(str(tmp_path / "cells"))
+    assert path.endswith("cells.inif")
+    assert decoded.metadata["inif"]["file"] == path
+    assert load(path).to_bytes() == widget.result[1].to_bytes()
+
+
+def test_cancel_stops_the_worker_and_leaves_no_layer(viewer, qtbot, widget, source, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    monkeypatch.setattr(compress_widget, "PREVIEW_EVERY", 0.3)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=30_000)  # the live preview
+    assert viewer.layers[1].name == "cells [INIF 16x] (fitting…)"
+    worker = widget._run.worker
+    start = time.perf_counter()
+    widget.cancel()
+    assert widget._run is None and widget.start_button.isEnabled()
+    assert not viewer.layers[-1].visible  # the preview is hidden at once
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    took = time.perf_counter() - start
+    qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=5_000)  # and then removed
+    assert not worker.is_running and worker.abort_requested
+    assert took < 3.0, f"cancel took {took:.2f} s"
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    assert widget.progress.format() == "cancelled"
+    assert widget.start_button.isEnabled() and widget.result is None
+
+
+def test_removing_the_source_cancels(viewer, qtbot, widget, source, monkeypatch, notifications):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.format().startswith("step"), timeout=30_000)
+    worker = widget._run.worker
+    viewer.layers.remove(source)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert len(viewer.layers) == 0
+    assert any("cancelled" in m for m in notifications)
+
+
+def test_an_unreachable_ratio_is_refused_with_the_largest_possible(
+    viewer, widget, source, notifications
+):
+    top = max_ratio(Layout(source.data.shape, "TYX", "uint16"))
+    widget.set_ratio(1024)
+    assert not widget.start_button.isEnabled()
+    assert f"largest possible ratio is {top:.0f}x" in widget.ratio_label.text()
+    widget.start()  # refused even if called directly
+    assert widget._run is None
+    assert any(f"{top:.0f}x" in m for m in notifications)
+    widget.set_ratio(16)
+    assert widget.start_button.isEnabled()
+
+
+def test_a_failing_fit_becomes_a_notification(viewer, qtbot, widget, source, notifications):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    widget.set_ratio(16)
+    widget.device.setCurrentText("cuda")
+    widget.start()
+    _wait_idle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    assert any("failed" in m and "cuda" in m.lower() for m in notifications), notifications
+
+
+def test_close_cleans_up(viewer, qtbot, widget, source, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    worker = widget._run.worker
+    widget.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    viewer.add_image(np.zeros((3, 3)), name="after close")  # no handler of the closed widget runs
+    assert [layer.name for layer in viewer.layers] == ["cells", "after close"]
+
+
+def test_removing_the_dock_cancels_the_fit(viewer, qtbot, widget, source, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    worker = widget._run.worker
+    viewer.window.remove_dock_widget(widget)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert worker.abort_requested
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    widget.deleteLater()  # napari un-parents a removed dock's widget; it is ours to delete
+    qtbot.wait(10)
+
+
+def test_closing_the_viewer_during_a_fit_cancels_it(viewer, qtbot, widget, source, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.format().startswith("step"), timeout=30_000)
+    worker = widget._run.worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert worker.abort_requested

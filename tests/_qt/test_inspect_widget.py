@@ -1,0 +1,123 @@
+"""The Inspect dock widget: metrics, difference, side by side, ROI decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_inif._qt.inspect_widget import InspectWidget
+from napari_inif.core import metrics
+
+
+@pytest.fixture
+def pair(viewer, cells_tyx, cells_inif):
+    """The original crop and its decoded layer (opened from the .inif), on the viewer."""
+    original = viewer.add_image(cells_tyx, name="cells", scale=(1.0, 0.5, 0.5))
+    [decoded] = viewer.open(str(cells_inif), plugin="napari-inif")
+    decoded.name = "cells [INIF 16x]"
+    return original, decoded
+
+
+@pytest.fixture
+def widget(viewer, pair) -> InspectWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-inif", "Inspect")
+    widget.original.select(pair[0])
+    widget.decoded.select(pair[1])
+    return widget
+
+
+def test_metrics_match_core_metrics(viewer, qtbot, widget, cells_tyx, cells_encoded):
+    decoded = cells_encoded.array()[...]
+    viewer.dims.set_current_step(0, 3)
+    widget.slice_metrics()
+    qtbot.waitUntil(lambda: "slice" in widget.last_metrics, timeout=30_000)
+    assert widget.last_metrics["slice"] == metrics.quality(cells_tyx[3], decoded[3])
+    widget.stack_metrics()
+    qtbot.waitUntil(lambda: "stack" in widget.last_metrics, timeout=30_000)
+    expected = metrics.quality(cells_tyx, decoded)
+    assert widget.last_metrics["stack"] == expected
+    assert expected.psnr == pytest.approx(cells_encoded.header.fit["psnr"], abs=1e-3)
+    assert f"{expected.psnr:.2f} dB" in widget.stack_label.text()
+
+
+def test_difference_layer_is_lazy_and_exact(viewer, widget, cells_tyx, cells_encoded):
+    diff = widget.add_difference()
+    assert diff.multiscale and diff.dtype == np.float32
+    plane = np.asarray(diff.data[0][2])
+    expected = cells_tyx[2].astype(np.float32) - cells_encoded.array()[2].astype(np.float32)
+    np.testing.assert_array_equal(plane, expected)
+
+
+def test_side_by_side_and_back(viewer, widget, pair):
+    other = viewer.add_image(np.zeros((48, 40)), name="other")
+    grid = viewer.canvas.grid
+    viewer.camera.zoom = 7.0
+    widget.side_button.setChecked(True)
+    assert grid.enabled and grid.shape == (1, 2)
+    assert [layer.visible for layer in viewer.layers] == [True, True, False]
+    widget.side_button.setChecked(False)
+    assert not grid.enabled
+    assert viewer.camera.zoom == 7.0
+    assert all(layer.visible for layer in viewer.layers)
+    assert other.visible
+
+
+def test_roi_decode_from_a_rectangle(viewer, qtbot, widget, pair, cells_encoded):
+    _, decoded = pair
+    shapes = viewer.add_shapes(
+        [np.array([[10.0, 5.0], [10.0, 25.0], [30.0, 25.0], [30.0, 5.0]])],
+        shape_type="rectangle",
+        scale=(0.5, 0.5),
+        name="roi",
+    )
+    widget.shapes.select(shapes)
+    widget.zoom.setValue(4)
+    viewer.dims.set_current_step(0, 2)
+    assert widget.roi_region() == (slice(2, 3), slice(10, 31), slice(5, 26))
+    widget.decode_roi()
+    qtbot.waitUntil(lambda: "cells [INIF 16x] [ROI 4x]" in viewer.layers, timeout=30_000)
+    roi = viewer.layers["cells [INIF 16x] [ROI 4x]"]
+    assert roi.data.shape == (1, 84, 84)
+    np.testing.assert_allclose(roi.scale, [1.0, 0.125, 0.125])
+    np.testing.assert_allclose(roi.translate, [2.0, 0.5 * (10 - 0.375), 0.5 * (5 - 0.375)])
+    np.testing.assert_array_equal(roi.data, cells_encoded.array().zoom(4)[2:3, 40:124, 20:104])
+    blocks = cells_encoded.header.grid.n_blocks
+    assert len(decoded.data[0].source.decoder.blocks_evaluated) <= blocks
+
+
+def test_roi_decode_all_planes_at_stored_resolution(viewer, qtbot, widget, cells_encoded):
+    shapes = viewer.add_shapes(
+        [np.array([[4.0, 4.0], [4.0, 8.0], [8.0, 8.0], [8.0, 4.0]])],
+        shape_type="rectangle",
+        scale=(0.5, 0.5),
+    )
+    widget.shapes.select(shapes)
+    widget.zoom.setValue(1)
+    widget.all_planes.setChecked(True)
+    widget.decode_roi()
+    qtbot.waitUntil(lambda: "cells [INIF 16x] [ROI 1x]" in viewer.layers, timeout=30_000)
+    roi = viewer.layers["cells [INIF 16x] [ROI 1x]"]
+    np.testing.assert_array_equal(roi.data, cells_encoded.array()[:, 4:9, 4:9])
+    np.testing.assert_allclose(roi.translate, [0.0, 2.0, 2.0])
+
+
+def test_choosing_a_decoded_layer_picks_its_source(viewer, widget, pair):
+    original, decoded = pair
+    viewer.add_image(np.zeros((6, 48, 40), np.uint16), name="decoy")
+    decoded.metadata["inif"]["source_layer"] = "cells"
+    widget.original.select(viewer.layers["decoy"])
+    widget._match_original()
+    assert widget.original.current() is original
+
+
+def test_viewport_toggle_and_close_clean_up(viewer, qtbot, widget, pair):
+    widget.viewport_box.setChecked(True)
+    assert widget.sampler is not None and widget.sampler.layer is pair[1]
+    widget.side_button.setChecked(True)
+    sampler = widget.sampler
+    widget.close()
+    qtbot.waitUntil(lambda: not sampler.busy, timeout=30_000)
+    assert widget.sampler is None
+    assert not viewer.canvas.grid.enabled
+    assert all(layer.visible for layer in viewer.layers)
+    assert not any(layer.name.endswith("[viewport]") for layer in viewer.layers)

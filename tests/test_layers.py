@@ -1,0 +1,95 @@
+"""Layer glue: axes, fitting input, finer regions and viewport requests."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_inif._layers import (
+    codec_dtype,
+    decoded_layer_data,
+    finer_region,
+    layer_axes,
+    layer_image,
+    plane_dims,
+    viewport_request,
+)
+
+
+def _layer(data, meta, **extra):
+    """A stand-in for a napari image layer built from layer data."""
+    ndim = data[0].ndim if meta.get("multiscale") else data.ndim
+    values = {
+        "data": data,
+        "multiscale": bool(meta.get("multiscale")),
+        "ndim": ndim,
+        "name": meta.get("name", "x"),
+        "axis_labels": meta.get("axis_labels", [str(i - ndim) for i in range(ndim)]),
+        "scale": np.asarray(meta.get("scale", [1.0] * ndim), float),
+        "translate": np.asarray(meta.get("translate", [0.0] * ndim), float),
+        "rgb": False,
+        "units": None,
+    }
+    values.update(extra)
+    return SimpleNamespace(**values)
+
+
+def test_codec_dtype():
+    assert codec_dtype(np.uint16) == np.uint16
+    assert codec_dtype(np.float64) == np.float32
+    assert codec_dtype(np.int32) == np.float32
+    assert codec_dtype(bool) == np.uint8
+    with pytest.raises(ValueError):
+        codec_dtype(np.complex64)
+
+
+def test_layer_axes_from_labels_or_guessed():
+    arr = np.zeros((3, 4, 5), np.uint8)
+    assert layer_axes(_layer(arr, {"axis_labels": ["t", "y", "x"]})) == "TYX"
+    assert layer_axes(_layer(arr, {})) == "ZYX"
+    assert layer_axes(_layer(arr, {"axis_labels": ["Y", "Y", "X"]})) == "ZYX"
+
+
+def test_layer_image_converts_and_keeps_scale():
+    arr = np.linspace(0, 1, 60).reshape(6, 10)
+    image = layer_image(_layer(arr, {"scale": [2.0, 2.0]}))
+    assert image.data.dtype == np.float32 and image.axes == "YX" and image.scale == (2.0, 2.0)
+
+
+def test_finer_region_places_samples_between_pixels(cells_encoded):
+    data, meta, _ = decoded_layer_data(cells_encoded, name="cells")
+    layer = _layer(data, meta, translate=np.array([0.0, 10.0, 20.0]))
+    assert plane_dims(layer) == (1, 2)
+    region = (slice(2, 3), slice(8, 12), slice(4, 10))
+    placed = finer_region(layer, region, 4)
+    assert placed.data.shape == (1, 16, 24)
+    assert placed.scale == (1.0, 0.125, 0.125)
+    # sample j sits at original pixel start + (j + 0.5) / k - 0.5, in world units
+    assert placed.translate == pytest.approx((2.0, 10 + 0.5 * (8 - 0.375), 20 + 0.5 * (4 - 0.375)))
+    direct = cells_encoded.array().zoom(4)[2:3, 32:48, 16:40]
+    np.testing.assert_array_equal(placed.data, direct)
+    same = finer_region(layer, region, 1)
+    np.testing.assert_array_equal(same.data, cells_encoded.array()[2:3, 8:12, 4:10])
+    assert same.translate == pytest.approx((2.0, 14.0, 22.0))
+
+
+def test_viewport_request_only_when_zoomed_past_pixels(cells_encoded):
+    data, meta, _ = decoded_layer_data(cells_encoded, name="cells")
+    corners = np.array([[0, 5, 6], [0, 20, 30]])
+    extra = {
+        "corner_pixels": corners,
+        "data_level": 0,
+        "downsample_factors": np.ones((1, 3)),
+        "world_to_data": lambda p: np.asarray(p),
+    }
+    layer = _layer(data, meta, scale_factor=0.5 / 3.2, **extra)  # 3.2 screen px per pixel
+    request = viewport_request(layer, [4.0, 0.0, 0.0], (1, 2))
+    assert request.k == 4
+    assert request.region == (slice(4, 5), slice(5, 21), slice(6, 31))
+    zoomed_out = _layer(data, meta, scale_factor=1.0, **extra)
+    assert viewport_request(zoomed_out, [4.0, 0.0, 0.0], (1, 2)) is None
+    assert viewport_request(layer, [4.0, 0.0, 0.0], (0, 2)) is None  # a T-X view
+    capped = viewport_request(layer, [4.0, 0.0, 0.0], (1, 2), max_k=2)
+    assert capped.k == 2

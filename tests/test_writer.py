@@ -1,0 +1,37 @@
+"""The npe2 writer: image layer data -> .inif."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_inif._layers import ENCODED_KEY, decoded_layer_data
+from napari_inif._writer import CONFIG_KEY, write_image
+from napari_inif.core import load
+
+
+def test_a_decoded_layer_is_written_without_fitting_again(cells_encoded, tmp_path, monkeypatch):
+    monkeypatch.setattr("napari_inif.core.compress", lambda *a, **k: pytest.fail("refitted"))
+    data, meta, _ = decoded_layer_data(cells_encoded, name="cells [INIF 16x]")
+    [path] = write_image(str(tmp_path / "out"), data, meta)
+    assert path.endswith("out.inif")
+    assert load(path).to_bytes() == cells_encoded.to_bytes()
+
+
+def test_a_plain_layer_is_fitted_with_the_recorded_settings(tmp_path):
+    rng = np.random.default_rng(0)
+    image = (rng.random((96, 120)) * 200).astype(np.uint8)
+    meta = {
+        "name": "noise",
+        "axis_labels": ["-2", "-1"],  # napari's default labels: axes are guessed (YX)
+        "scale": [0.5, 0.5],
+        "metadata": {CONFIG_KEY: {"ratio": 8.0, "steps": 5, "device": "cpu"}},
+    }
+    [path] = write_image(str(tmp_path / "noise.inif"), image, meta)
+    encoded = load(path)
+    assert encoded.header.layout.shape == (96, 120)
+    assert encoded.header.layout.axes == "YX"
+    assert encoded.header.scale == (0.5, 0.5)
+    assert encoded.header.fit["steps"] == 5
+    assert encoded.ratio == pytest.approx(8.0, rel=0.1)
+    assert ENCODED_KEY not in meta["metadata"]
