@@ -132,6 +132,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["out.inif"]
 
 
+def test_written_files_get_normal_permissions(tmp_path):
+    target = tmp_path / "out.inif"
+    write_atomic(target, b"data")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_load_of_a_directory_or_other_file(tmp_path):
     with pytest.raises(InifFormatError):
         load(tmp_path)

@@ -166,6 +166,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 would stick to the result
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
