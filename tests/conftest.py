@@ -47,8 +47,11 @@ def cells_encoded():
 
     crop = tifffile.imread(shared_file("cancer_cell_migration_crop_TYX.tif"))[:6, 40:88, 50:90]
     return compress(
-        crop, CompressionConfig(ratio=16, steps=40, device="cpu"), axes="TYX",
-        scale=(1.0, 0.5, 0.5), unit="um",
+        crop,
+        CompressionConfig(ratio=16, steps=40, device="cpu"),
+        axes="TYX",
+        scale=(1.0, 0.5, 0.5),
+        unit="um",
     )
 
 

@@ -39,3 +39,13 @@ def test_choose_grid_respects_target_and_minimum_edge(shape, n):
 def test_invalid_grid_is_refused():
     with pytest.raises(ValueError):
         BlockGrid((10,), (11,))
+
+
+def test_margin_extends_the_fitted_region_inside_the_image():
+    grid = BlockGrid((100, 60), (4, 2), margin=3)
+    assert grid.fit_bounds(0) == ((0, 28), (0, 33))
+    assert grid.fit_bounds(grid.n_blocks - 1) == ((72, 100), (27, 60))
+    assert grid.fit_edges == (31, 36)
+    # tile pixels still map inside (-1, 1) of their block's field
+    inputs = grid.normalise(5, 0, np.arange(*grid.bounds(5)[0]))
+    assert -1 < inputs.min() and inputs.max() < 1

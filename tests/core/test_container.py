@@ -13,7 +13,7 @@ from napari_inif.core.container import MAGIC, header_bytes, pack, unpack, write_
 
 @pytest.fixture(scope="module")
 def valid_file() -> bytes:
-    data = np.random.default_rng(0).integers(0, 4000, (24, 40)).astype(np.uint16)
+    data = np.random.default_rng(0).integers(0, 4000, (32, 64)).astype(np.uint16)
     return compress(data, CompressionConfig(ratio=4, steps=5)).to_bytes()
 
 

@@ -89,7 +89,7 @@ def test_grouped_tasks_fit_like_one_batch(cells_tyx):
         header,
         CONFIG,
         range(grid.n_blocks),
-        lambda b: norm[tuple(slice(a, z) for a, z in grid.bounds(b))],
+        lambda b: norm[tuple(slice(a, z) for a, z in grid.fit_bounds(b))],
         torch.device("cpu"),
     )
     for step in range(1, CONFIG.steps + 1):
@@ -122,9 +122,11 @@ def test_zarr_source_gives_the_in_memory_result(cells_zarr, cells_tyx):
     )
     assert abs(h.fit["psnr"] - r.fit["psnr"]) < 0.3 and h.fit["max_error"] > 0
     assert 8 * 0.9 <= enc.ratio <= 8 * 1.1
-    # Bounded memory: every read is one block; three passes (statistics, fit, quality).
+    # Bounded memory: every read is one block (the fit reads it with its margin);
+    # three passes (statistics, fit, quality).
     grid = h.grid
     block_sizes = {int(np.prod(grid.extent(b))) for b in range(grid.n_blocks)}
+    block_sizes |= {int(np.prod(grid.fit_extent(b))) for b in range(grid.n_blocks)}
     assert set(reads) <= block_sizes and len(reads) == 3 * grid.n_blocks
     decoded = enc.array()[...]
     rmse = np.sqrt(np.mean((decoded.astype(float) - cells_tyx) ** 2))

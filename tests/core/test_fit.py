@@ -19,7 +19,7 @@ def test_blocks_fit_the_same_alone_or_together(cells_tyx):
     assert grid.n_blocks >= 4 and len(set(header.widths)) >= 1
 
     def pixels(b):
-        return norm[tuple(slice(a, z) for a, z in grid.bounds(b))]
+        return norm[tuple(slice(a, z) for a, z in grid.fit_bounds(b))]
 
     cpu = torch.device("cpu")
     together = BlockFitter(header, config, range(grid.n_blocks), pixels, cpu)

@@ -30,8 +30,13 @@ def nuclei():
 def _hybrid(data, ratio, prior="jpegxl", **kw):
     axes = kw.pop("axes", None)
     config = CompressionConfig(
-        ratio=ratio, steps=kw.pop("steps", 40), batch_size=2048, device="cpu",
-        mode="hybrid", prior=prior, **kw,
+        ratio=ratio,
+        steps=kw.pop("steps", 40),
+        batch_size=2048,
+        device="cpu",
+        mode="hybrid",
+        prior=prior,
+        **kw,
     )
     return compress(data, config, axes=axes)
 
@@ -133,7 +138,8 @@ def test_unknown_or_missing_codec_names_the_available_ones(monkeypatch, nuclei):
     # A file whose codec is missing here says so when it is decoded.
     enc = _hybrid(nuclei, ratio=5, steps=3, prior="jpeg2k")
     monkeypatch.setitem(
-        hybrid.PRIORS, "jpeg2k",
+        hybrid.PRIORS,
+        "jpeg2k",
         dataclasses.replace(hybrid.PRIORS["jpeg2k"], available=lambda: False),
     )
     with pytest.raises(ValueError, match="'jpeg2k' is not available here; available priors"):
@@ -189,17 +195,45 @@ def test_cli_hybrid_compress_and_info(tmp_path, nuclei, capsys):
     src = tmp_path / "n.tif"
     tifffile.imwrite(src, nuclei)
     out = tmp_path / "n.inif"
-    rc = main([
-        "compress", str(src), "-o", str(out), "--ratio", "5", "--steps", "5", "--quiet",
-        "--device", "cpu", "--mode", "hybrid", "--prior", "jpegxl", "--prior-fraction", "0.5",
-    ])
+    rc = main(
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(out),
+            "--ratio",
+            "5",
+            "--steps",
+            "5",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--mode",
+            "hybrid",
+            "--prior",
+            "jpegxl",
+            "--prior-fraction",
+            "0.5",
+        ]
+    )
     assert rc == 0
     assert load(out).header.prior["codec"] == "jpegxl"
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "prior       hybrid: jpegxl" in text
-    rc = main(["compress", str(src), "-o", str(tmp_path / "x.inif"), "--mode", "hybrid",
-               "--prior", "nope", "--quiet"])
+    rc = main(
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(tmp_path / "x.inif"),
+            "--mode",
+            "hybrid",
+            "--prior",
+            "nope",
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "available priors" in capsys.readouterr().err

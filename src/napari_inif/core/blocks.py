@@ -24,10 +24,13 @@ class BlockGrid:
 
     shape: tuple[int, ...]
     counts: tuple[int, ...]
+    margin: int = 0
 
     def __post_init__(self) -> None:
         if len(self.shape) != len(self.counts):
             raise ValueError("shape and counts differ in length")
+        if not 0 <= self.margin <= 64:
+            raise ValueError(f"block margin must be 0..64, got {self.margin}")
         for n, k in zip(self.shape, self.counts, strict=True):
             if not 1 <= k <= n:
                 raise ValueError(f"cannot split an axis of {n} into {k} blocks")
@@ -62,6 +65,29 @@ class BlockGrid:
         """Length of ``block`` on every axis."""
         return tuple(b - a for a, b in self.bounds(block))
 
+    def fit_bounds(self, block: int) -> tuple[tuple[int, int], ...]:
+        """Bounds of the region ``block``'s field is fitted on: its tile plus ``margin``.
+
+        Fitting a little beyond the tile keeps the field's own edge effects out of the
+        pixels it decodes, so neighbouring blocks meet without visible seams.
+        """
+        m = self.margin
+        return tuple(
+            (max(a - m, 0), min(b + m, n))
+            for (a, b), n in zip(self.bounds(block), self.shape, strict=True)
+        )
+
+    def fit_extent(self, block: int) -> tuple[int, ...]:
+        """Length of ``block``'s fitted region on every axis."""
+        return tuple(b - a for a, b in self.fit_bounds(block))
+
+    @property
+    def fit_edges(self) -> tuple[int, ...]:
+        """Largest fitted-region length on every axis (tile edge plus both margins)."""
+        return tuple(
+            min(e + 2 * self.margin, n) for e, n in zip(self.edges, self.shape, strict=True)
+        )
+
     def block_of(self, pixels: np.ndarray, axis: int) -> np.ndarray:
         """Block position along ``axis`` of (possibly fractional) pixel coordinates."""
         index = np.floor(np.asarray(pixels, np.float64) + 0.5).astype(np.int64)
@@ -72,7 +98,7 @@ class BlockGrid:
 
         Integer coordinates are pixel centres; fractional ones sample between them.
         """
-        (start, stop) = self.bounds(block)[axis]
+        (start, stop) = self.fit_bounds(block)[axis]
         return 2.0 * (np.asarray(pixels, np.float64) - start + 0.5) / (stop - start) - 1.0
 
     def touching(self, ranges: tuple[tuple[int, int], ...]) -> list[int]:
@@ -88,7 +114,9 @@ class BlockGrid:
         ]
 
 
-def choose_grid(shape: tuple[int, ...], n_target: int, *, min_edge: int = 16) -> BlockGrid:
+def choose_grid(
+    shape: tuple[int, ...], n_target: int, *, min_edge: int = 16, margin: int = 0
+) -> BlockGrid:
     """A grid of about ``n_target`` blocks, splitting the longest axis first.
 
     No block edge goes below ``min_edge`` pixels (or the axis length, if shorter), so that
@@ -105,4 +133,4 @@ def choose_grid(shape: tuple[int, ...], n_target: int, *, min_edge: int = 16) ->
         else:
             break
     grid = BlockGrid(tuple(shape), tuple(counts))
-    return BlockGrid(tuple(shape), grid.counts_effective)
+    return BlockGrid(tuple(shape), grid.counts_effective, margin if grid.n_blocks > 1 else 0)

@@ -118,6 +118,7 @@ def _header(
         depth=depth,
         widths=tuple(widths),
         half=32767,
+        margin=grid.margin,
         scale=kw.get("scale"),  # type: ignore[arg-type]
         unit=kw.get("unit"),  # type: ignore[arg-type]
         prior=kw.get("prior"),  # type: ignore[arg-type]
@@ -179,7 +180,7 @@ def plan(
         round(params_est / config.params_per_block),
         1,
     )
-    grid = choose_grid(layout.coord_shape, n_target)
+    grid = choose_grid(layout.coord_shape, n_target, margin=config.block_margin)
     # The header lists one width per block: measure it with three-digit placeholders.
     depth = config.depth or 7
     header = _header(layout, grid, depth, [999] * grid.n_blocks, **header_fields)

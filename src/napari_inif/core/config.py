@@ -45,6 +45,9 @@ class CompressionConfig:
         Parameters a block aims at; decides how many blocks the image is split into.
     max_block_voxels
         Upper bound on the pixels of one block (bounds memory).
+    block_margin
+        Pixels beyond its tile, on each side, that each block's field is also fitted on;
+        keeps the fields' edge effects off the tile borders (no seams).
     allocation
         ``"content"`` shares the budget by block standard deviation, ``"uniform"`` equally.
     bits
@@ -79,6 +82,7 @@ class CompressionConfig:
     params_per_block: int = 12000
     max_block_voxels: int = 1 << 20
     allocation: str = "content"
+    block_margin: int = 2
     bits: int = 8
     seed: int = 0
     device: str = "auto"
@@ -98,6 +102,7 @@ class CompressionConfig:
             (self.params_per_block >= 100, "params_per_block must be at least 100"),
             (self.max_block_voxels >= 256, "max_block_voxels must be at least 256"),
             (self.allocation in ("content", "uniform"), "allocation is content or uniform"),
+            (0 <= self.block_margin <= 64, "block_margin must be 0..64"),
             (4 <= self.bits <= 16, "bits must be 4..16"),
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
             (

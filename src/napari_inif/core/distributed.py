@@ -111,9 +111,12 @@ class SourcePlan:
 # --- block geometry ------------------------------------------------------------------
 
 
-def block_box(layout: Layout, grid: BlockGrid, block: int) -> tuple[slice, ...]:
-    """Slices of ``block`` in the original array's axes (all channels)."""
-    bounds = dict(zip(layout.coord_axes, grid.bounds(block), strict=True))
+def block_box(
+    layout: Layout, grid: BlockGrid, block: int, *, fitted: bool = False
+) -> tuple[slice, ...]:
+    """Slices of ``block`` (its fitted region if ``fitted``) in the original array's axes."""
+    box = grid.fit_bounds(block) if fitted else grid.bounds(block)
+    bounds = dict(zip(layout.coord_axes, box, strict=True))
     return tuple(
         slice(*bounds[i]) if i in bounds else slice(None) for i in range(len(layout.shape))
     )
@@ -129,8 +132,10 @@ def _canonical(layout: Layout, region: np.ndarray) -> np.ndarray:
     return arr.reshape((*[region.shape[i] for i in layout.coord_axes], layout.channels))
 
 
-def _read_block(source: ArraySource, layout: Layout, grid: BlockGrid, block: int) -> np.ndarray:
-    return _canonical(layout, source.read(block_box(layout, grid, block)))
+def _read_block(
+    source: ArraySource, layout: Layout, grid: BlockGrid, block: int, *, fitted: bool = False
+) -> np.ndarray:
+    return _canonical(layout, source.read(block_box(layout, grid, block, fitted=fitted)))
 
 
 def _normalised(canon: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
@@ -143,7 +148,7 @@ def _normalised(canon: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> 
 def group_blocks(header: FieldHeader, task_voxels: int = TASK_VOXELS) -> list[list[int]]:
     """Blocks in tasks: one width per task, at most ``task_voxels`` padded values each."""
     grid = header.grid
-    per_block = math.prod(grid.edges) * header.layout.channels
+    per_block = math.prod(grid.fit_edges) * header.layout.channels
     cap = max(1, task_voxels // per_block)
     groups: list[list[int]] = []
     for width in sorted(set(header.widths)):
@@ -208,7 +213,8 @@ def _fit_steps(
     start = time.perf_counter()
 
     def pixels(block: int) -> np.ndarray:
-        return _normalised(_read_block(source, layout, grid, block), header.lo, header.hi)
+        region = _read_block(source, layout, grid, block, fitted=True)
+        return _normalised(region, header.lo, header.hi)
 
     fitter = BlockFitter(header, config, blocks, pixels, device)
     mse = float("nan")
@@ -350,7 +356,7 @@ def scan_source(
     """
     layout = source.layout
     grid = _budget.plan(layout, config).grid  # the grid does not depend on content
-    per_block = math.prod(grid.edges) * layout.channels
+    per_block = math.prod(grid.fit_edges) * layout.channels
     cap = max(1, task_voxels // per_block)
     chunks = [list(range(i, min(i + cap, grid.n_blocks))) for i in range(0, grid.n_blocks, cap)]
     shared = _shared(client, source) if _shared_source is None else _shared_source

@@ -119,7 +119,8 @@ class BlockFitter:
     blocks
         Block numbers to fit.
     pixels
-        ``pixels(block)`` returns the block's normalised pixels ``(*extent, C)``, float32.
+        ``pixels(block)`` returns the normalised pixels ``(*fit_extent, C)`` (float32) of
+        the block's fitted region (:meth:`.blocks.BlockGrid.fit_bounds`).
     device
         Torch device.
     """
@@ -136,7 +137,7 @@ class BlockFitter:
         self.config = config
         self.device = device
         grid = header.grid
-        self.edges = torch.tensor(grid.edges, dtype=torch.float32, device=device)
+        self.edges = torch.tensor(grid.fit_edges, dtype=torch.float32, device=device)
         self.per_block = max(16, config.batch_size // max(1, grid.n_blocks))
         self.groups: list[_Group] = []
         for width in sorted({header.widths[b] for b in blocks}):
@@ -150,7 +151,7 @@ class BlockFitter:
             ).to(device)
             data = torch.from_numpy(_padded(pixels, grid, members)).to(device)
             extents = torch.tensor(
-                [grid.extent(b) for b in members], dtype=torch.float32, device=device
+                [grid.fit_extent(b) for b in members], dtype=torch.float32, device=device
             )
             gens = [
                 torch.Generator(device=device).manual_seed(block_seed(config.seed, b) + 1)
@@ -246,7 +247,7 @@ class _Group:
 
 def _padded(pixels: Callable[[int], np.ndarray], grid: BlockGrid, blocks: list[int]) -> np.ndarray:
     """``(B, prod(edges), C)`` block pixels, edge-padded to the nominal block size."""
-    edges = grid.edges
+    edges = grid.fit_edges
     regions = [pixels(b) for b in blocks]
     c = regions[0].shape[-1]
     out = np.empty((len(blocks), *edges, c), np.float32)
@@ -328,7 +329,7 @@ def fit(
         header,
         config,
         range(grid.n_blocks),
-        lambda b: target[tuple(slice(lo_, hi_) for lo_, hi_ in grid.bounds(b))],
+        lambda b: target[tuple(slice(lo_, hi_) for lo_, hi_ in grid.fit_bounds(b))],
         device,
     )
     if prior is not None:

@@ -36,6 +36,8 @@ class FieldHeader:
         Hidden width of every block's network, in block order.
     half
         Quantiser half-range shared by all tensors (``2 * half + 1`` levels).
+    margin
+        Pixels beyond its tile on each side that a block's field was fitted on.
     scale
         Physical pixel size per original axis (``None`` if unknown), and its ``unit``.
     prior
@@ -53,6 +55,7 @@ class FieldHeader:
     depth: int
     widths: tuple[int, ...]
     half: int = 127
+    margin: int = 0
     scale: tuple[float, ...] | None = None
     unit: str | None = None
     prior: dict[str, Any] | None = None
@@ -62,7 +65,7 @@ class FieldHeader:
     @property
     def grid(self) -> BlockGrid:
         """The block grid over the coordinate axes."""
-        return BlockGrid(self.layout.coord_shape, self.grid_counts)
+        return BlockGrid(self.layout.coord_shape, self.grid_counts, self.margin)
 
     def arch(self, block: int) -> Architecture:
         """Architecture of ``block``'s network."""
@@ -100,6 +103,7 @@ class FieldHeader:
             "depth": self.depth,
             "widths": list(self.widths),
             "half": self.half,
+            "margin": self.margin,
             "scale": None if self.scale is None else list(self.scale),
             "unit": self.unit,
             "prior": self.prior,
@@ -158,6 +162,9 @@ class FieldHeader:
         half = obj["half"]
         if not isinstance(half, int) or not 1 <= half <= 32767:
             raise InifFormatError(f"invalid quantiser half {half!r}")
+        margin = obj.get("margin", 0)
+        if not isinstance(margin, int) or isinstance(margin, bool) or not 0 <= margin <= 64:
+            raise InifFormatError(f"invalid block margin {margin!r}")
         scale = None if obj.get("scale") is None else floats(obj["scale"], "scale")
         if scale is not None and len(scale) != len(shape):
             raise InifFormatError("scale does not match the number of axes")
@@ -170,7 +177,19 @@ class FieldHeader:
         if not isinstance(fit, dict) or not isinstance(metadata, dict):
             raise InifFormatError("fit and metadata must be objects")
         header = cls(
-            layout, lo, hi, grid_counts, depth, widths, half, scale, unit, prior, fit, metadata
+            layout,
+            lo,
+            hi,
+            grid_counts,
+            depth,
+            widths,
+            half,
+            margin,
+            scale,
+            unit,
+            prior,
+            fit,
+            metadata,
         )
         if header.n_params > MAX_PARAMS:
             raise InifFormatError(f"header declares {header.n_params} parameters")
