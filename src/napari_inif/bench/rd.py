@@ -1,0 +1,182 @@
+"""Rate-distortion: napari-inif rows and classic codecs at the same byte budget.
+
+For each case and asked ratio, every napari-inif row (see :mod:`.methods`) is fitted at
+that ratio; the reference row ``inif`` sets the byte budget, and each classic codec (see
+:mod:`.codecs`) is matched to it by searching its quality setting for the largest file
+that is not larger.  Stacks are coded by 2D codecs plane by plane *and* as one mosaic of
+their planes, and by HEVC as a video.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .agreement import foreground_dice
+from .cases import Case
+from .codecs import ClassicCodec, match_size
+from .methods import Method
+
+__all__ = ["RDRow", "run_case"]
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class RDRow:
+    """One point of a rate-distortion curve (``status`` other than ``ok``: no numbers)."""
+
+    case: str
+    file: str
+    crop: str
+    shape: str
+    dtype: str
+    ratio: float  # asked
+    method: str
+    family: str  # "inif" or "classic"
+    layout: str  # "field", "image", "plane", "mosaic", "video"
+    status: str  # "ok", "unreachable", "skipped"
+    note: str
+    setting: str
+    budget: int
+    nbytes: int
+    ratio_actual: float
+    psnr: float  # dB against the original's max - min
+    psnr_dtype: float
+    ssim: float
+    dice: float  # Otsu foreground agreement
+    encode_s: float
+    decode_s: float
+    device: str
+
+
+def _row(case: Case, data: np.ndarray, ratio: float, method: str, family: str, layout: str,
+         budget: int, **kw: object) -> RDRow:
+    values: dict[str, object] = {
+        "status": "ok", "note": "", "setting": "", "nbytes": 0, "ratio_actual": NAN,
+        "psnr": NAN, "psnr_dtype": NAN, "ssim": NAN, "dice": NAN, "encode_s": NAN,
+        "decode_s": NAN, "device": "cpu",
+    }
+    values.update(kw)
+    return RDRow(
+        case=case.name, file=case.file, crop=case.crop_text,
+        shape="x".join(map(str, data.shape)), dtype=data.dtype.name, ratio=ratio,
+        method=method, family=family, layout=layout, budget=budget, **values,  # type: ignore[arg-type]
+    )
+
+
+def _measures(case: Case, data: np.ndarray, decoded: np.ndarray, nbytes: int) -> dict[str, float]:
+    from ..core.metrics import quality
+
+    decoded = np.asarray(decoded).reshape(data.shape)
+    q = quality(data, decoded, plane_axes=3 if "Z" in case.axes else 2)
+    return {
+        "nbytes": int(nbytes),
+        "ratio_actual": data.nbytes / nbytes,
+        "psnr": q.psnr,
+        "psnr_dtype": q.psnr_dtype,
+        "ssim": q.ssim,
+        "dice": foreground_dice(data, decoded),
+    }
+
+
+def run_case(
+    case: Case,
+    data: np.ndarray,
+    *,
+    ratios: Sequence[float],
+    steps: int,
+    methods: Sequence[Method],
+    codecs: Sequence[ClassicCodec],
+    seed: int = 0,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> list[RDRow]:
+    """All rows of one case (see the module docstring)."""
+    from ..core import BudgetError, Layout, compress, max_ratio
+
+    rows: list[RDRow] = []
+    top = max_ratio(Layout.of(data, case.axes))
+    stack = data if case.is_stack else data[None]
+    methods = sorted(methods, key=lambda m: m.name != "inif")  # the reference first
+    for ratio in ratios:
+        budget = int(data.nbytes / ratio)
+        if ratio > top:
+            log(f"  {case.name} {ratio:g}x: skipped, the largest ratio for it is {top:.0f}x")
+            rows.append(_row(case, data, ratio, "*", "-", "-", budget, status="unreachable",
+                             note=f"largest ratio for this image is {top:.0f}x"))
+            continue
+        reference = None
+        for method in methods:
+            reason = method.unavailable()
+            if reason:
+                rows.append(_row(case, data, ratio, method.name, "inif", "field", budget,
+                                 status="skipped", note=reason))
+                continue
+            config = method.config(ratio=ratio, steps=steps, seed=seed, device=device)
+            start = time.perf_counter()
+            try:
+                encoded = compress(data, config, axes=case.axes)
+            except BudgetError as exc:
+                rows.append(_row(case, data, ratio, method.name, "inif", "field", budget,
+                                 status="unreachable", note=str(exc)))
+                continue
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = encoded.array()[...]
+            decode_s = time.perf_counter() - start
+            if method.name == "inif":
+                reference = encoded.nbytes
+            measures = _measures(case, data, decoded, encoded.nbytes)
+            rows.append(_row(
+                case, data, ratio, method.name, "inif", "field", budget,
+                setting=f"steps={encoded.header.fit.get('steps', steps)}",
+                encode_s=encode_s, decode_s=decode_s,
+                device=str(encoded.header.fit.get("device", device)), **measures,
+            ))
+            log(f"  {case.name} {ratio:g}x {method.name:12s} {encoded.nbytes:8d} B  "
+                f"PSNR {measures['psnr']:6.2f} dB  SSIM {measures['ssim']:.4f}  "
+                f"{encode_s:6.1f} s")
+        classic_budget = reference if reference is not None else budget
+        for codec in codecs:
+            if codec.stack:
+                layouts = ["video" if case.is_stack else "image"]
+            else:
+                layouts = ["plane", "mosaic"] if case.is_stack else ["image"]
+            for layout in layouts:
+                start = time.perf_counter()
+                coded = match_size(
+                    codec, stack, classic_budget,
+                    layout="mosaic" if layout == "mosaic" else "plane",
+                )
+                search_s = time.perf_counter() - start
+                if coded is None:
+                    rows.append(_row(
+                        case, data, ratio, codec.name, "classic", layout, classic_budget,
+                        status="unreachable",
+                        note="over the budget even at its lowest quality setting",
+                    ))
+                    log(f"  {case.name} {ratio:g}x {codec.name}/{layout}: cannot reach "
+                        f"{classic_budget} B")
+                    continue
+                measures = _measures(case, data, coded.decoded.reshape(data.shape), coded.nbytes)
+                rows.append(_row(
+                    case, data, ratio, codec.name, "classic", layout, classic_budget,
+                    setting=f"{codec.setting}={_fmt(coded.value)}",
+                    encode_s=coded.encode_s, decode_s=coded.decode_s, **measures,
+                ))
+                log(f"  {case.name} {ratio:g}x {codec.name + '/' + layout:12s} "
+                    f"{coded.nbytes:8d} B  PSNR {measures['psnr']:6.2f} dB  "
+                    f"SSIM {measures['ssim']:.4f}  (search {search_s:.1f} s)")
+    return rows
+
+
+def _fmt(value: float) -> str:
+    if value == int(value):
+        return str(int(value))
+    digits = max(0, 3 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"
