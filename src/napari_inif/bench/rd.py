@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from .agreement import foreground_dice
 from .cases import Case
 from .codecs import ClassicCodec, match_size
 from .methods import Method
+
+if TYPE_CHECKING:
+    from ..core import CompressionConfig, Encoded, Progress
 
 __all__ = ["RDRow", "run_case"]
 
@@ -52,6 +56,13 @@ class RDRow:
     encode_s: float
     decode_s: float
     device: str
+    # napari-inif rows only: where the bytes and the error go
+    params: int = 0  # network parameters
+    bits_per_param: float = NAN  # payload bits / parameters (after entropy coding)
+    overhead_bytes: int = 0  # file bytes that are not weights (container, JSON header)
+    levels: int = 0  # quantiser levels chosen by rate control
+    psnr_float: float = NAN  # PSNR of the field before quantisation
+    fit_curve: str = ""  # training PSNR (EMA, dB) at 25/50/75/100% of the steps
 
 
 def _row(case: Case, data: np.ndarray, ratio: float, method: str, family: str, layout: str,
@@ -84,6 +95,50 @@ def _measures(case: Case, data: np.ndarray, decoded: np.ndarray, nbytes: int) ->
     }
 
 
+class _Watcher:
+    """Follows a fit: training PSNR (EMA) at a few steps, and the last unquantised field."""
+
+    def __init__(self, steps: int):
+        self.marks = sorted({max(1, round(steps * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+        self.ema: float | None = None
+        self.curve: dict[int, float] = {}
+        self.preview: Any = None
+
+    def __call__(self, p: Progress) -> None:
+        if p.phase != "fit":
+            return
+        self.ema = p.psnr if self.ema is None else 0.9 * self.ema + 0.1 * p.psnr
+        if p.step in self.marks:
+            self.curve[p.step] = self.ema
+        if p.preview is not None:
+            self.preview = p.preview
+
+
+def _fit(case: Case, data: np.ndarray, config: CompressionConfig) -> tuple[Encoded, dict]:
+    """Compress, keeping what explains the result (see :class:`RDRow`'s last fields).
+
+    The fit generator is asked for a preview every step; the last one is the field just
+    before quantisation.
+    """
+    from ..core import drive, fit
+    from ..core.metrics import psnr
+
+    watch = _Watcher(config.steps)
+    encoded = drive(fit(data, config, axes=case.axes, preview_every=0.0), watch)
+    header = encoded.header
+    float_psnr = NAN
+    if watch.preview is not None:
+        float_psnr = psnr(data, np.asarray(watch.preview).reshape(data.shape))
+    return encoded, {
+        "params": header.n_params,
+        "bits_per_param": 8 * len(encoded.payload) / max(1, header.n_params),
+        "overhead_bytes": encoded.nbytes - len(encoded.payload),
+        "levels": 2 * header.half + 1,
+        "psnr_float": float_psnr,
+        "fit_curve": "/".join(f"{watch.curve[k]:.1f}" for k in sorted(watch.curve)),
+    }
+
+
 def run_case(
     case: Case,
     data: np.ndarray,
@@ -97,7 +152,7 @@ def run_case(
     log: Callable[[str], None] = print,
 ) -> list[RDRow]:
     """All rows of one case (see the module docstring)."""
-    from ..core import BudgetError, Layout, compress, max_ratio
+    from ..core import BudgetError, Layout, max_ratio
 
     rows: list[RDRow] = []
     top = max_ratio(Layout.of(data, case.axes))
@@ -120,7 +175,7 @@ def run_case(
             config = method.config(ratio=ratio, steps=steps, seed=seed, device=device)
             start = time.perf_counter()
             try:
-                encoded = compress(data, config, axes=case.axes)
+                encoded, diagnostics = _fit(case, data, config)
             except BudgetError as exc:
                 rows.append(_row(case, data, ratio, method.name, "inif", "field", budget,
                                  status="unreachable", note=str(exc)))
@@ -137,10 +192,13 @@ def run_case(
                 setting=f"steps={encoded.header.fit.get('steps', steps)}",
                 encode_s=encode_s, decode_s=decode_s,
                 device=str(encoded.header.fit.get("device", device)), **measures,
+                **diagnostics,
             ))
             log(f"  {case.name} {ratio:g}x {method.name:12s} {encoded.nbytes:8d} B  "
                 f"PSNR {measures['psnr']:6.2f} dB  SSIM {measures['ssim']:.4f}  "
-                f"{encode_s:6.1f} s")
+                f"{encode_s:6.1f} s  (unquantised {diagnostics['psnr_float']:.2f} dB, "
+                f"training {diagnostics['fit_curve']}, {diagnostics['overhead_bytes']} B "
+                f"overhead, {diagnostics['bits_per_param']:.2f} bits/param)")
         classic_budget = reference if reference is not None else budget
         for codec in codecs:
             if codec.stack:

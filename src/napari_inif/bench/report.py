@@ -15,6 +15,7 @@ from .speed import SpeedRow
 
 __all__ = [
     "Headline",
+    "diagnosis_table",
     "headline",
     "headline_table",
     "markdown_report",
@@ -57,10 +58,14 @@ def rd_table(rows: Sequence[RDRow]) -> str:
     ]
     for r in rows:
         if r.status == "ok":
+            setting = r.setting
+            if r.family == "inif":
+                setting += (f"; unquantised {_f(r.psnr_float)} dB; {r.levels} levels, "
+                            f"{_f(r.bits_per_param)} bits/param; {r.overhead_bytes} B header")
             lines.append(
                 f"| {r.case} | {r.crop} | {r.ratio:g}x | {r.method} | {r.layout} | {r.nbytes} "
                 f"| {r.ratio_actual:.1f} | {_f(r.psnr)} | {_f(r.ssim, 4)} | {_f(r.dice, 3)} "
-                f"| {_f(r.encode_s, 2)} | {_f(r.decode_s, 3)} | {r.setting} |"
+                f"| {_f(r.encode_s, 2)} | {_f(r.decode_s, 3)} | {setting} |"
             )
         else:
             lines.append(
@@ -117,6 +122,27 @@ def headline_table(items: Sequence[Headline]) -> str:
     return "\n".join(lines)
 
 
+def diagnosis_table(rows: Sequence[RDRow], items: Sequence[Headline]) -> str:
+    """Where the napari-inif rows of the headline lose: steps, quantisation, overhead."""
+    lines = [
+        "| case | ratio | method | PSNR dB | unquantised field dB | quantisation loss dB "
+        "| training PSNR at 25/50/75/100% of steps | params | bits/param | header bytes "
+        "(% of file) |",
+        "|---|---:|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    wanted = {(h.case, h.ratio) for h in items}
+    for r in rows:
+        if (r.case, r.ratio) not in wanted or r.family != "inif" or r.status != "ok":
+            continue
+        lines.append(
+            f"| {r.case} | {r.ratio:g}x | {r.method} | {_f(r.psnr)} | {_f(r.psnr_float)} "
+            f"| {_f(r.psnr_float - r.psnr)} | {r.fit_curve} | {r.params} "
+            f"| {_f(r.bits_per_param)} | {r.overhead_bytes} "
+            f"({100 * r.overhead_bytes / r.nbytes:.0f}%) |"
+        )
+    return "\n".join(lines)
+
+
 def speed_table(rows: Sequence[SpeedRow]) -> str:
     """Markdown table of the speed rows."""
     lines = ["| measure | volume | device | seconds | value | note |", "|---|---|---|---:|---|---|"]
@@ -139,6 +165,10 @@ def markdown_report(rd: Sequence[RDRow], speed: Sequence[SpeedRow], machine: dic
         "## napari-inif vs the best classic codec at equal size (stacks, 128x and above)",
         "",
         headline_table(headline(rd)),
+        "",
+        "Where the napari-inif bytes and error go at those points:",
+        "",
+        diagnosis_table(rd, headline(rd)),
         "",
         "## Rate-distortion",
         "",

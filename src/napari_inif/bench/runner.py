@@ -20,6 +20,7 @@ from .codecs import CODECS
 from .methods import METHODS
 from .rd import RDRow, run_case
 from .report import (
+    diagnosis_table,
     headline,
     headline_table,
     markdown_report,
@@ -259,6 +260,8 @@ def run_bench(
     print(rd_table(rd))
     print()
     print(headline_table(headline(rd)))
+    print()
+    print(diagnosis_table(rd, headline(rd)))
     if speed:
         print()
         print(speed_table(speed))
