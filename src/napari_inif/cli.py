@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-speed", action="store_true", help="skip the speed/memory section")
+    b.add_argument("--speed-steps", type=int, default=None,
+                   help="steps of the 'default config' compression timing (default: the "
+                   "config's default)")
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
@@ -317,6 +320,8 @@ def _bench(args: argparse.Namespace) -> int:
         values["ratios"] = tuple(args.ratios)
     if args.steps is not None:
         values["steps"] = args.steps
+    if args.speed_steps is not None:
+        values["default_steps"] = args.speed_steps
     if args.methods:
         values["methods"] = tuple(args.methods)
     if args.codecs:
