@@ -58,9 +58,10 @@ def test_cli_quick_exit_status(tmp_path, capsys):
     status = main([
         "bench", "--quick", "--out", str(tmp_path), "--data", str(SHARED_DATA), "--ratios",
         "16", "--steps", "3", "--codecs", "jpeg2k", "--methods", "inif", "--no-speed",
-        "--no-plots", "--threads", "1",
+        "--no-plots", "--threads", "1", "--set", "lr=0.001",
     ])
     assert status == 0
+    assert '"lr": 0.001' in (tmp_path / "machine.json").read_text()
     assert "| cells-tyx-tiny |" in capsys.readouterr().out
     assert (tmp_path / "rd.csv").exists()
 

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="device of the fits (auto, cpu, cuda)")
     b.add_argument("--threads", type=int, default=None, help="torch threads")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra CompressionConfig field for every napari-inif row, e.g. "
+                   "--set lr=5e-4 (repeatable)")
     b.add_argument("--no-speed", action="store_true", help="skip the speed/memory section")
     b.add_argument("--speed-steps", type=int, default=None,
                    help="steps of the 'default config' compression timing (default: the "
@@ -320,6 +323,8 @@ def _bench(args: argparse.Namespace) -> int:
         values["ratios"] = tuple(args.ratios)
     if args.steps is not None:
         values["steps"] = args.steps
+    if args.set:
+        values["config"] = dict(_key_value(text) for text in args.set)
     if args.speed_steps is not None:
         values["default_steps"] = args.speed_steps
     if args.methods:
@@ -334,6 +339,17 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError("the speed section needs a 3D stack; add one to --files or --no-speed")
     result = run_bench(settings, command=shlex.join(["inif", *args.argv]))
     return 0 if result.ok else 1
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
 
 
 def _has_display() -> bool:

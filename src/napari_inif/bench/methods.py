@@ -50,13 +50,17 @@ class Method:
             return str(exc)
         return None
 
-    def config(self, *, ratio: float, steps: int, seed: int, device: str) -> Any:
-        """The ``CompressionConfig`` of this row."""
+    def config(
+        self, *, ratio: float, steps: int, seed: int, device: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The ``CompressionConfig`` of this row; ``extra`` fields apply on top of the row's."""
         from ..core import CompressionConfig
 
-        return CompressionConfig(
-            ratio=ratio, steps=steps, seed=seed, device=device, **dict(self.overrides)
-        )
+        values = {"ratio": ratio, "steps": steps, "seed": seed, "device": device}
+        values.update(self.overrides)
+        values.update(extra or {})
+        return CompressionConfig(**values)
 
 
 #: napari-inif rows by name; ``inif`` is the reference whose file size sets every budget.

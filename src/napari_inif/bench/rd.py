@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -149,9 +149,13 @@ def run_case(
     codecs: Sequence[ClassicCodec],
     seed: int = 0,
     device: str = "auto",
+    extra: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[RDRow]:
-    """All rows of one case (see the module docstring)."""
+    """All rows of one case (see the module docstring).
+
+    ``extra`` are ``CompressionConfig`` fields applied to every napari-inif row.
+    """
     from ..core import BudgetError, Layout, max_ratio
 
     rows: list[RDRow] = []
@@ -172,7 +176,8 @@ def run_case(
                 rows.append(_row(case, data, ratio, method.name, "inif", "field", budget,
                                  status="skipped", note=reason))
                 continue
-            config = method.config(ratio=ratio, steps=steps, seed=seed, device=device)
+            config = method.config(ratio=ratio, steps=steps, seed=seed, device=device,
+                                   extra=extra)
             start = time.perf_counter()
             try:
                 encoded, diagnostics = _fit(case, data, config)

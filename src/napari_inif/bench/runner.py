@@ -9,9 +9,10 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,9 @@ class BenchSettings:
         Steps of the fit on the tiled volume (only its decode speed and memory matter).
     speed_ratio
         Ratio of the speed and memory fits.
+    config
+        Extra ``CompressionConfig`` fields for every napari-inif row (``--set KEY=VALUE``),
+        e.g. ``{"lr": 5e-4}``; recorded in ``machine.json``.
     plots
         Whether to write PNG plots (matplotlib).
     """
@@ -92,6 +96,7 @@ class BenchSettings:
     tile_steps: int = 20
     speed_ratio: float = 64.0
     plots: bool = True
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 def quick_settings(**overrides: object) -> BenchSettings:
@@ -234,6 +239,8 @@ def run_bench(
             skipped.append(f"{method.name} ({reason})")
     if skipped:
         machine["skipped"] = "; ".join(skipped)
+    if settings.config:
+        machine["config overrides"] = dict(settings.config)
     log(f"benchmark: {len(settings.cases)} case(s), ratios "
         f"{', '.join(f'{r:g}x' for r in settings.ratios)}, {settings.steps} steps, "
         f"device {settings.device}, data {data_dir}")
@@ -245,7 +252,7 @@ def run_bench(
         t0 = time.perf_counter()
         rd += run_case(case, data, ratios=settings.ratios, steps=settings.steps,
                        methods=methods, codecs=codecs, seed=settings.seed,
-                       device=settings.device, log=log)
+                       device=settings.device, extra=settings.config, log=log)
         log(f"{case.name}: done in {time.perf_counter() - t0:.0f} s")
     speed: list[SpeedRow] = []
     if settings.speed:
