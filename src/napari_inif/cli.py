@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,36 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--no-viewer", action="store_true", help="compress in the terminal only")
     m.add_argument("--ratio", type=float, default=64.0)
     m.add_argument("--steps", type=int, default=None)
+
+    b = sub.add_parser(
+        "bench",
+        help="benchmark against plain SIREN and classic codecs (tables, CSV, plots)",
+        description="Rate-distortion against JPEG XL, JPEG 2000, HTJ2K, AVIF and HEVC at "
+        "equal file size, plain SIREN at equal parameter count; speed and memory.  Writes "
+        "rd.csv, speed.csv, machine.json, results.md and PNG plots into --out.  Exits "
+        "non-zero if any number is not finite or a codec overran its byte budget.",
+    )
+    b.add_argument("--quick", action="store_true",
+                   help="one tiny crop, 2 ratios, 50 steps (CI, about a minute)")
+    b.add_argument("--out", default="docs/benchmarks", help="output folder")
+    b.add_argument("--data", default=None, help="folder of the images (default ../shared/data)")
+    b.add_argument("--files", nargs="+", default=None,
+                   help="file or case names (default: the built-in crops)")
+    b.add_argument("--ratios", nargs="+", type=float, default=None)
+    b.add_argument("--steps", type=int, default=None, help="steps of every fitted row")
+    b.add_argument("--methods", nargs="+", default=None, help="napari-inif rows to run")
+    b.add_argument("--codecs", nargs="+", default=None, help="classic codecs to run")
+    b.add_argument("--device", default="auto", help="device of the fits (auto, cpu, cuda)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra CompressionConfig field for every napari-inif row, e.g. "
+                   "--set lr=5e-4 (repeatable)")
+    b.add_argument("--no-speed", action="store_true", help="skip the speed/memory section")
+    b.add_argument("--speed-steps", type=int, default=None,
+                   help="steps of the 'default config' compression timing (default: the "
+                   "config's default)")
+    b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
 
@@ -104,12 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     from .core import BudgetError, InifFormatError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     handlers = {
         "compress": _compress,
         "decompress": _decompress,
         "info": _info,
         "demo": _demo,
+        "bench": _bench,
     }
     try:
         return handlers[args.command](args)
@@ -376,6 +410,58 @@ def _demo(args: argparse.Namespace) -> int:
     encoded = _run_fit(image, config, quiet=False, name="sample")
     print(_summary(encoded, None))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import BenchSettings, quick_settings, run_bench
+    from .bench.cases import case_for_file, find_data_dir
+
+    values: dict = {
+        "out": Path(args.out),
+        "data_dir": Path(args.data) if args.data else None,
+        "seed": args.seed,
+        "device": args.device,
+        "threads": args.threads,
+        "speed": not args.no_speed,
+        "plots": not args.no_plots,
+    }
+    if args.files:
+        data_dir = find_data_dir(args.data)
+        values["cases"] = tuple(case_for_file(name, data_dir) for name in args.files)
+        stacks = [c for c in values["cases"] if c.is_stack]
+        if stacks and not args.quick:
+            values["speed_case"] = stacks[0]
+    if args.ratios:
+        values["ratios"] = tuple(args.ratios)
+    if args.steps is not None:
+        values["steps"] = args.steps
+    if args.set:
+        values["config"] = dict(_key_value(text) for text in args.set)
+    if args.speed_steps is not None:
+        values["default_steps"] = args.speed_steps
+    if args.methods:
+        values["methods"] = tuple(args.methods)
+    if args.codecs:
+        values["codecs"] = tuple(args.codecs)
+    if args.quick:
+        settings = quick_settings(**values)
+    else:
+        settings = BenchSettings(**values)
+    if settings.speed and not settings.speed_case.is_stack:
+        raise ValueError("the speed section needs a 3D stack; add one to --files or --no-speed")
+    result = run_bench(settings, command=shlex.join(["inif", *args.argv]))
+    return 0 if result.ok else 1
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
 
 
 def _has_display() -> bool:
