@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--architecture", default="inif", help="inif (learnable w) or siren")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _guidance_arguments(c)
 
     d = sub.add_parser("decompress", help="decode an .inif file (or a region of it) to TIFF")
     d.add_argument("input", help=".inif file")
@@ -59,6 +60,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _guidance_arguments(c: argparse.ArgumentParser) -> None:
+    g = c.add_argument_group("guidance (extra losses that protect segmentation)")
+    g.add_argument(
+        "--guidance", default="none",
+        help="none, ssim, perceptual or segmentation (the last two need Cellpose)",
+    )
+    g.add_argument(
+        "--cellpose-model", default=None, metavar="MODEL",
+        help="Cellpose model: built-in name (cyto3, nuclei, ...), weights file, "
+        "or inif_nuclei_small (bundled)",
+    )
+    g.add_argument("--guidance-weight", type=float, default=1.0, metavar="W",
+                   help="guidance strength (1 = recommended)")
+    g.add_argument("--guidance-diameter", type=float, default=None, metavar="PIXELS",
+                   help="typical cell diameter (default: estimated)")
+    g.add_argument("--guidance-channel", type=int, default=0, help="channel to segment")
+    g.add_argument("--guidance-patch", type=int, default=None, help="window edge in pixels")
+    g.add_argument("--guidance-every", type=int, default=None, help="guide every K steps")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     from .core import BudgetError, InifFormatError
@@ -75,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("inif: cancelled; no output written", file=sys.stderr)
         return EXIT_CANCELLED
-    except (BudgetError, InifFormatError, FileNotFoundError, ValueError, OSError) as exc:
+    except (BudgetError, InifFormatError, FileNotFoundError, ValueError, OSError,
+            ImportError) as exc:
         print(f"inif: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -90,6 +112,13 @@ def _config(args: argparse.Namespace):  # -> CompressionConfig
         "seed": args.seed,
         "time_limit": args.time,
         "target_psnr": args.target_psnr,
+        "guidance": args.guidance,
+        "guidance_model": args.cellpose_model,
+        "guidance_weight": args.guidance_weight,
+        "guidance_diameter": args.guidance_diameter,
+        "guidance_channel": args.guidance_channel,
+        "guidance_patch": args.guidance_patch,
+        "guidance_every": args.guidance_every,
     }
     if args.steps is not None:
         values["steps"] = args.steps
@@ -148,11 +177,15 @@ def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
 def _summary(encoded, path: Path | None) -> str:
     fit = encoded.header.fit
     where = f" -> {path} ({encoded.nbytes / 1024:.1f} KiB)" if path else ""
-    return (
+    line = (
         f"ratio {encoded.ratio:.1f}x  PSNR {fit['psnr']:.2f} dB  "
         f"(dtype range {fit['psnr_dtype']:.2f} dB)  SSIM {fit['ssim']:.4f}  "
         f"max error {fit['max_error']:g}  {fit['seconds']:.1f} s on {fit['device']}{where}"
     )
+    agreement = (fit.get("guidance") or {}).get("agreement")
+    if agreement:
+        line += f"\nsegmentation agreement F1 {agreement['f1']:.3f} ({agreement['method']})"
+    return line
 
 
 def _parse_roi(text: str, shape: tuple[int, ...], axes: list[int]) -> list[slice]:
@@ -230,6 +263,10 @@ def _info(args: argparse.Namespace) -> int:
             f"fit         {fit.get('architecture')}, {fit.get('steps')} steps, "
             f"{fit.get('seconds')} s on {fit.get('device')}"
         )
+    if fit.get("guidance"):
+        from .core.losses import guidance_summary
+
+        lines.append(f"guidance    {guidance_summary(fit['guidance'])}")
     if h.prior:
         lines.append(f"prior       {h.prior.get('codec')} ({h.prior.get('nbytes')} bytes)")
     if h.metadata:

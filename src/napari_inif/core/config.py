@@ -52,6 +52,21 @@ class CompressionConfig:
         Seed of initialisation and coordinate sampling.
     device
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    guidance
+        Extra loss from :data:`napari_inif.core.losses.GUIDANCES`: ``"none"``, ``"ssim"``,
+        ``"perceptual"`` or ``"segmentation"`` (the last two need Cellpose and a model).
+    guidance_weight
+        Strength of the guidance; 1 is the recommended strength, 0 switches it off.
+    guidance_model
+        Cellpose model: built-in name (``cyto3``, ``nuclei``, ...), weights file, or
+        ``"inif_nuclei_small"`` (the small network shipped with napari-inif).
+    guidance_diameter
+        Typical cell diameter in pixels (``None``: estimated from the image).
+    guidance_channel
+        Channel to segment.
+    guidance_patch, guidance_every
+        Window edge (network pixels) and period in steps of the guidance; ``None`` picks
+        by device (CPU: 128 every 4 steps; GPU: 224, four windows, every step).
     """
 
     ratio: float = 64.0
@@ -73,6 +88,13 @@ class CompressionConfig:
     qat_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    guidance: str = "none"
+    guidance_weight: float = 1.0
+    guidance_model: str | None = None
+    guidance_diameter: float | None = None
+    guidance_channel: int = 0
+    guidance_patch: int | None = None
+    guidance_every: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -88,6 +110,14 @@ class CompressionConfig:
             (self.allocation in ("content", "uniform"), "allocation is content or uniform"),
             (4 <= self.bits <= 16, "bits must be 4..16"),
             (0 <= self.qat_fraction < 1, "qat_fraction must be in [0, 1)"),
+            (self.guidance_weight >= 0, "guidance_weight must not be negative"),
+            (
+                self.guidance_diameter is None or self.guidance_diameter > 0,
+                "guidance_diameter must be positive",
+            ),
+            (self.guidance_channel >= 0, "guidance_channel must not be negative"),
+            (self.guidance_patch is None or self.guidance_patch >= 16, "guidance_patch >= 16"),
+            (self.guidance_every is None or self.guidance_every >= 1, "guidance_every >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,6 +128,17 @@ class CompressionConfig:
             raise ValueError(
                 f"unknown architecture {self.architecture!r}; "
                 f"available: {', '.join(sorted(ARCHITECTURES))}"
+            )
+        from .losses import GUIDANCES, guidance_names
+
+        if self.guidance not in GUIDANCES:
+            raise ValueError(
+                f"unknown guidance {self.guidance!r}; available: {', '.join(guidance_names())}"
+            )
+        if GUIDANCES[self.guidance].needs_model and not self.guidance_model:
+            raise ValueError(
+                f"guidance {self.guidance!r} needs a Cellpose model (guidance_model): a "
+                "built-in name such as cyto3 or nuclei, a weights file, or inif_nuclei_small"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,8 +25,10 @@ from .encoded import Encoded
 from .field import ARCHITECTURES, Architecture, BatchedSiren, fold_frequencies
 from .header import FieldHeader
 from .layout import Layout
+from .losses import Guidance, make_guidance
 from .metrics import Quality, quality
 from .quant import rate_control
+from .render import WindowRenderer
 
 __all__ = [
     "OPTIMIZERS",
@@ -186,8 +188,11 @@ def fit(
     canon = layout.to_canonical(data)
     norm, lo, hi = normalise(canon)
     device = pick_device(config.device)
+    guide = make_guidance(config, norm, device, config.seed)  # None without guidance
     # Size the header with the fit record it will carry (placeholder numbers of full length).
-    placeholder = _fit_record(config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0))
+    placeholder = _fit_record(
+        config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0), guide
+    )
     plan = _budget.plan(
         layout, config, norm, lo=lo, hi=hi, scale=scale, unit=unit, metadata=metadata or {},
         fit=placeholder,
@@ -211,6 +216,7 @@ def fit(
         )
         groups.append(_Group(blocks, arch, net, block_data, extents))
 
+    render = WindowRenderer(header.grid, groups) if guide is not None else None
     params = [p for g in groups for p in g.net.parameters() if p.requires_grad]
     freq_ids = {id(p) for g in groups for p in g.net.log_freqs}
     optimizer = OPTIMIZERS[config.optimizer](
@@ -241,7 +247,8 @@ def fit(
                 g.net(inputs), targets, reduction="sum"
             ) / targets.shape[-1]
         loss = total / (per_block * header.grid.n_blocks)
-        loss.backward()
+        extra = guide(render, step, frac) if guide is not None else None
+        (loss if extra is None else loss + extra).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         mse = float(loss.detach())
@@ -273,8 +280,11 @@ def fit(
         plane_axes=3 if len(layout.coord_axes) >= 3 and "Z" in layout.axes else 2,
     )
     seconds = time.perf_counter() - start
+    agreement = guide.agreement(canon, canon_dec) if guide is not None else None
     encoded = encoded.with_header(
-        encoded.header.with_fit(**_fit_record(config, step, seconds, device, metrics))
+        encoded.header.with_fit(
+            **_fit_record(config, step, seconds, device, metrics, guide, agreement)
+        )
     )
     yield Progress(step, steps, mse, metrics.psnr, seconds, 0.0, "done")
     return encoded
@@ -285,9 +295,13 @@ def _with_half(header: FieldHeader, half: int) -> FieldHeader:
 
 
 def _fit_record(
-    config: CompressionConfig, steps: int, seconds: float, device: torch.device, metrics: Quality
+    config: CompressionConfig, steps: int, seconds: float, device: torch.device, metrics: Quality,
+    guide: Guidance | None = None, agreement: Any = None,
 ) -> dict[str, Any]:
-    """What the header says about the fit."""
+    """What the header says about the fit (and the guidance, when there is one)."""
+    extra = {} if guide is None else {
+        "guidance": guide.record(agreement, placeholder=agreement is None)
+    }
     return {
         "architecture": config.architecture,
         "steps": steps,
@@ -297,6 +311,7 @@ def _fit_record(
         "w0": config.w0,
         "w0_first": config.w0_first,
         **metrics.as_dict(),
+        **extra,
     }
 
 
