@@ -18,7 +18,7 @@ def test_compress_with_ssim_guidance_and_info(nuclei_crop, tmp_path, capsys):
     assert "segmentation agreement F1" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
-    assert "guidance    ssim; weight 2.00; 8 guided steps" in info
+    assert "guidance    ssim; weight 2.00; diameter" in info
     assert "AP@0.5" in info and "classical" in info
 
 

@@ -110,7 +110,7 @@ class CompressionConfig:
             (self.allocation in ("content", "uniform"), "allocation is content or uniform"),
             (4 <= self.bits <= 16, "bits must be 4..16"),
             (0 <= self.qat_fraction < 1, "qat_fraction must be in [0, 1)"),
-            (self.guidance_weight >= 0, "guidance_weight must not be negative"),
+            (0 <= self.guidance_weight <= 100, "guidance_weight must be in [0, 100]"),
             (
                 self.guidance_diameter is None or self.guidance_diameter > 0,
                 "guidance_diameter must be positive",

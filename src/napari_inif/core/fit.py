@@ -247,8 +247,9 @@ def fit(
                 g.net(inputs), targets, reduction="sum"
             ) / targets.shape[-1]
         loss = total / (per_block * header.grid.n_blocks)
-        extra = guide(render, step, frac) if guide is not None else None
-        (loss if extra is None else loss + extra).backward()
+        loss.backward()
+        if guide is not None:  # adds the rescaled guidance gradient to p.grad
+            guide.add_gradient(render, params, step, frac)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         mse = float(loss.detach())

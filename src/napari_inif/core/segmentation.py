@@ -59,9 +59,9 @@ class Agreement(NamedTuple):
     def as_dict(self) -> dict[str, float | int | str]:
         """Rounded values for headers and tables."""
         return {
-            "f1": round(self.f1, 4),
-            "ap": round(self.ap, 4),
-            "mean_iou": round(self.mean_iou, 4),
+            "f1": round(self.f1, 3),
+            "ap": round(self.ap, 3),
+            "mean_iou": round(self.mean_iou, 3),
             "n_original": self.n_original,
             "n_decoded": self.n_decoded,
             "method": self.method,
