@@ -14,6 +14,7 @@ from napari_inif.core.field import Architecture, BatchedSiren
 from napari_inif.core.fit import normalise
 from napari_inif.core.losses import (
     GUIDANCES,
+    START,
     WARMUP,
     GuidanceSettings,
     guidance_names,
@@ -93,21 +94,46 @@ def test_renderer_matches_the_block_networks_and_only_touches_its_blocks():
         render((1,), 15, 0, 8, 8)
 
 
+def test_renderer_samples_a_shrunken_window_at_cell_centres():
+    grid = BlockGrid((20, 24), (2, 2))
+    groups, net = field_groups(grid, channels=2)
+    render = WindowRenderer(grid, groups)
+    out = render((), 2, 4, 16, 20, size=(4, 5))  # 4x4-pixel cells
+    assert out.shape == (2, 4, 5)
+    for i, j in ((0, 0), (3, 4), (2, 1)):
+        y, x = 2 - 0.5 + (i + 0.5) * 4, 4 - 0.5 + (j + 0.5) * 4
+        block = int(np.ravel_multi_index(
+            (grid.block_of(np.array([y]), 0)[0], grid.block_of(np.array([x]), 1)[0]),
+            grid.counts_effective))
+        inputs = torch.zeros(grid.n_blocks, 1, 2)
+        inputs[block, 0, 0] = float(grid.normalise(block, 0, np.array([y]))[0])
+        inputs[block, 0, 1] = float(grid.normalise(block, 1, np.array([x]))[0])
+        expected = net(inputs)[block, 0].detach()
+        assert torch.allclose(out[:, i, j].detach(), expected, atol=1e-5)
+
+
 @pytest.fixture
 def nuclei_norm(nuclei_crop):
     return normalise(nuclei_crop[..., None])[0]
 
 
-def test_segmentation_guidance_is_zero_at_the_original_and_positive_elsewhere(nuclei_norm):
-    guide = make_guidance(GuidanceSettings("segmentation", model="tiny", diameter=20.0),
+@pytest.mark.parametrize("diameter", [20.0, 60.0])  # window enlarged / shrunk for the net
+def test_segmentation_guidance_is_zero_at_the_original_and_positive_elsewhere(
+    nuclei_norm, diameter
+):
+    guide = make_guidance(GuidanceSettings("segmentation", model="tiny", diameter=diameter),
                           nuclei_norm, CPU, net=small_net())
+    assert guide.supersample == (1 if diameter == 20 else 2)
     original = torch.from_numpy(np.moveaxis(nuclei_norm, -1, 0))
 
-    def render_original(index, y0, x0, h, w):
-        return original[:, y0 : y0 + h, x0 : x0 + w]
+    def render_original(index, y0, x0, h, w, size=None):  # sampled as the field would be
+        window = original[None, :, y0 : y0 + h, x0 : x0 + w]
+        if size is not None:
+            window = torch.nn.functional.interpolate(window, size, mode="bilinear")
+        return window[0]
 
-    def render_blurred(index, y0, x0, h, w):
-        window = render_original(index, y0, x0, h, w)[None]
+    def render_blurred(index, y0, x0, h, w, size=None):
+        window = render_original(index, y0, x0, h, w, size)[None]
         return torch.nn.functional.avg_pool2d(window, 5, 1, 2)[0]
 
     at_original = float(guide.loss(render_original).detach())
@@ -142,9 +168,9 @@ def test_guidance_loss_decreases_and_its_gradient_reaches_the_field(nuclei_norm,
 
 def test_schedule_ramps_up_and_skips_steps(nuclei_norm):
     guide = make_guidance(GuidanceSettings("ssim", weight=2.0, every=3), nuclei_norm, CPU)
-    assert guide.weight_at(0.0) == 0.0
-    assert guide.weight_at(WARMUP / 2) == pytest.approx(guide.scale)
-    assert guide.weight_at(0.9) == pytest.approx(2.0 * guide.scale)
+    assert guide.weight_at(0.0) == guide.weight_at(START) == 0.0
+    assert guide.weight_at(START + WARMUP / 2) == pytest.approx(guide.scale)
+    assert guide.weight_at(1.0) == pytest.approx(2.0 * guide.scale)
     assert guide.add_gradient(lambda *a: None, [], 4, 1.0) is None  # not a multiple of every
     assert guide.add_gradient(lambda *a: None, [], 3, 0.0) is None  # weight 0 at the start
 

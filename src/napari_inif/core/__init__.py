@@ -19,11 +19,15 @@ from .field import ARCHITECTURES
 from .fit import OPTIMIZERS, Progress, compress, drive, fit, pick_device
 from .io import Image, read_image, write_tiff
 from .layout import Layout
+from .losses import GUIDANCES, guidance_names, guidance_summary
 from .metrics import Quality, quality
+from .segmentation import Agreement, segmentation_agreement
 
 __all__ = [
     "ARCHITECTURES",
+    "GUIDANCES",
     "OPTIMIZERS",
+    "Agreement",
     "BudgetError",
     "CompressionConfig",
     "Encoded",
@@ -38,6 +42,8 @@ __all__ = [
     "decompress",
     "drive",
     "fit",
+    "guidance_names",
+    "guidance_summary",
     "is_inif",
     "load",
     "max_ratio",
@@ -45,5 +51,6 @@ __all__ = [
     "plan",
     "quality",
     "read_image",
+    "segmentation_agreement",
     "write_tiff",
 ]

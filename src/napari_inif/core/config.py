@@ -66,7 +66,7 @@ class CompressionConfig:
         Channel to segment.
     guidance_patch, guidance_every
         Window edge (network pixels) and period in steps of the guidance; ``None`` picks
-        by device (CPU: 128 every 4 steps; GPU: 224, four windows, every step).
+        by device (CPU: 128 every 2 steps; GPU: 224, four windows, every step).
     """
 
     ratio: float = 64.0

@@ -27,14 +27,19 @@ and the decoded image (:mod:`.segmentation`), stored in the file header.
 Weighting: the loss scales of MSE (1e-4 at 40 dB, 1e-2 at 20 dB) and of a guidance
 (Cellpose flows, SSIM, features) have nothing in common and change during the fit, so
 a fixed multiplier means something different on every image.  Instead the guidance
-*gradient* is rescaled, on each guided step, to ``weight * scale`` times the norm of the
-pixel-loss gradient (the idea of GradNorm, Chen et al. 2018, arXiv 1711.02257, reduced
-to a fixed ratio): ``weight = 1`` is the recommended strength of every guidance, on any
-image, and the ratio ramps up from 0 over the first :data:`WARMUP` of the fit.
+*gradient* is rescaled, on each guided step, to ``weight`` times the norm of
+the pixel-loss gradient (the idea of GradNorm, Chen et al. 2018, arXiv 1711.02257,
+reduced to a fixed ratio): ``weight = 1`` is the recommended strength of every guidance,
+on any image.  The guidance is off for the first :data:`START` of the fit and ramps
+up over the next :data:`WARMUP`: measured on BBBC022 nuclei, the Cellpose loss's
+gradient only helps once the learning rate has decayed (at the peak rate it acts as noise
+on a SIREN and raises the segmentation loss it is meant to lower).
 
 Cost control (see ``docs/guidance.md``): the window edge ``patch`` and the period
-``every``.  On a GPU the defaults are a 224-pixel window, four windows per guided step,
-every step; on a CPU one 128-pixel window every fourth step (weaker as well as cheaper).
+``every``.  Making the rarer guided steps stronger instead (lazy regularisation, as in
+StyleGAN2) was tried and made the segmentation loss worse: the spikes upset Adam.  On a
+GPU the defaults are a 224-pixel window, four windows per guided step, every step; on a
+CPU one 128-pixel window every second step, which is weaker as well as cheaper.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from .segmentation import Agreement, estimate_diameter, segmentation_agreement
 
 __all__ = [
     "GUIDANCES",
+    "START",
     "WARMUP",
     "Guidance",
     "GuidanceSettings",
@@ -63,12 +69,15 @@ __all__ = [
     "ssim_loss",
 ]
 
-#: Fraction of the fit over which the guidance weight ramps up from 0.
+#: The guidance weight is 0 before this fraction of the fit ...
+START = 0.6
+#: ... and ramps up linearly to its full value over this fraction.
 WARMUP = 0.2
 #: At most this many planes of a stack are used for targets and agreement.
 MAX_PLANES = 8
 
-Render = Callable[[Sequence[int], int, int, int, int], torch.Tensor]
+#: ``render(index, y0, x0, h, w, size=None) -> (C, h, w)``, see :class:`~.render.WindowRenderer`.
+Render = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ class GuidanceSettings:
 def _preset(device: torch.device) -> dict[str, int]:
     """Defaults for the device: practical on a CPU, full strength on a GPU."""
     if device.type == "cpu":
-        return {"patch": 128, "every": 4, "batch": 1}
+        return {"patch": 128, "every": 2, "batch": 1}
     return {"patch": 224, "every": 1, "batch": 4}
 
 
@@ -183,9 +192,9 @@ class Guidance:
 
     # -- schedule --------------------------------------------------------------------------
     def weight_at(self, frac: float) -> float:
-        """Gradient norm ratio at fit progress ``frac`` in [0, 1] (linear ramp over
-        :data:`WARMUP`)."""
-        return self.settings.weight * self.scale * min(1.0, max(frac, 0.0) / WARMUP)
+        """Gradient norm ratio at fit progress ``frac`` in [0, 1]: 0 before :data:`START`,
+        then a linear ramp over :data:`WARMUP`."""
+        return self.settings.weight * self.scale * min(1.0, max(frac - START, 0.0) / WARMUP)
 
     def add_gradient(self, render: Render, params: Sequence[torch.Tensor], step: int,
                      frac: float) -> float | None:
@@ -361,6 +370,11 @@ class _CellposeGuidance(Guidance):
             self.net_size = (net.fixed_size, net.fixed_size)
         else:
             self.net_size = tuple(max(d, round(n * r / d) * d) for n in self.win)
+        # Windows shrunk for the network are sampled on a 2x finer grid and box-filtered,
+        # rather than rendered at full resolution (a 200-pixel nucleus at diameter 30 would
+        # cost 40x the samples).
+        self.supersample = 2 if self.net_size[0] < 0.75 * self.win[0] else 1
+        self.max_windows = 256 if device.type == "cpu" else 1024
         # Cellpose's normalize99 of each plane, expressed on the fitted (normalised) values.
         c = settings.channel
         self.norm = {}
@@ -368,13 +382,31 @@ class _CellposeGuidance(Guidance):
             lo, hi = np.percentile(image[(*index, ..., c)], (1, 99))
             self.norm[index] = (float(lo), float(max(hi - lo, 1e-3)))
 
-    def net_input(self, values: torch.Tensor, index: tuple[int, ...]) -> torch.Tensor:
-        """``(C, h, w)`` fitted values of a window -> ``(1, nchan, *net_size)`` network input."""
-        from .cellpose_net import resize
+    def _view_size(self) -> tuple[int, int]:
+        s = self.supersample
+        return (s * self.net_size[0], s * self.net_size[1])
 
+    def decoded_input(self, render: Render, index: tuple[int, ...], y0: int, x0: int
+                      ) -> torch.Tensor:
+        """Network input ``(1, nchan, *net_size)`` of a window of the field, with gradient."""
+        h, w = self.win
+        return self._to_net(render(index, y0, x0, h, w, self._view_size()), index)
+
+    def original_input(self, index: tuple[int, ...], y0: int, x0: int) -> torch.Tensor:
+        """The same view of the original: sampled at the same points (bilinear)."""
+        h, w = self.win
+        values = self._original(index, y0, x0, h, w)[None]
+        size = self._view_size()
+        if size != (h, w):
+            values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)
+        return self._to_net(values[0], index)
+
+    def _to_net(self, values: torch.Tensor, index: tuple[int, ...]) -> torch.Tensor:
         lo, span = self.norm[index]
-        x = (values[self.settings.channel : self.settings.channel + 1] - lo) / span
-        x = resize(x[None], self.net_size)
+        c = self.settings.channel
+        x = ((values[c : c + 1] - lo) / span)[None]
+        if self.supersample > 1:
+            x = F.avg_pool2d(x, self.supersample)
         return self.net.pad_input(x)
 
     def segmenter(self) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -420,9 +452,8 @@ class PerceptualGuidance(_CellposeGuidance):
         for _ in range(self.batch):
             index, y0, x0 = self._random_window(h, w)
             with torch.no_grad():
-                original = self._original(index, y0, x0, h, w)
-                target = self.net.features(self.net_input(original, index))
-            feats = self.net.features(self.net_input(render(index, y0, x0, h, w), index))
+                target = self.net.features(self.original_input(index, y0, x0))
+            feats = self.net.features(self.decoded_input(render, index, y0, x0))
             for f, t in zip(feats, target, strict=True):
                 total = total + F.mse_loss(f, t) / (t.square().mean() + 1e-6)
         return total / self.batch
@@ -433,35 +464,38 @@ class SegmentationGuidance(_CellposeGuidance):
 
     name = "segmentation"
     description = "Cellpose flows and cell probability (needs Cellpose + a model)"
-    max_windows = 64
 
     def __init__(self, settings: GuidanceSettings, image: np.ndarray, device: torch.device,
                  seed: int = 0, *, net: Any = None):
         super().__init__(settings, image, device, seed, net=net)
-        limit = self.max_windows if device.type == "cpu" else 4 * self.max_windows
-        self.windows = self._windows(limit)
-        h, w = self.win
+        self.windows = self._windows(self.max_windows)
         targets = []
         with torch.no_grad():
             for index, y0, x0 in self.windows:
-                targets.append(self.net(self.net_input(self._original(index, y0, x0, h, w), index)))
+                targets.append(self.net(self.original_input(index, y0, x0)))
         self.targets = torch.cat(targets).float()
 
     def loss(self, render: Render) -> torch.Tensor:
-        h, w = self.win
         n = min(self.batch, len(self.windows))
         picks = self.rng.choice(len(self.windows), n, replace=False)
-        inputs = [self.net_input(render(*self.windows[k], h, w), self.windows[k][0]) for k in picks]
+        inputs = [self.decoded_input(render, *self.windows[k]) for k in picks]
         y = self.net(torch.cat(inputs)).float()
         t = self.targets[torch.as_tensor(picks, device=self.device)]
         return cellpose_loss(y, t)
 
 
 def cellpose_loss(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cellpose's training loss against network outputs of the original:
-    ``MSE(flows) / 2 + KL(cell probability)`` (0 when ``y == target``)."""
-    flows = F.mse_loss(y[:, :2], target[:, :2]) / 2
+    """Cellpose's training loss against network outputs of the original, 0 when
+    ``y == target``: flow MSE / 2 + KL divergence of the cell probability.
+
+    Unlike in training, the flow error is weighted by the target's cell probability:
+    Cellpose's dynamics only follow the flows of pixels inside cells, so background flows
+    do not change any mask, while the flows between touching cells decide whether they
+    are split.
+    """
     p = torch.sigmoid(target[:, 2])
+    err = (y[:, :2] - target[:, :2]).square().mean(dim=1)
+    flows = (err * p).sum() / (2 * p.sum().clamp(min=1.0))
     prob = F.binary_cross_entropy_with_logits(y[:, 2], p) - F.binary_cross_entropy_with_logits(
         target[:, 2], p
     )

@@ -48,11 +48,15 @@ class WindowRenderer:
             return torch.func.functional_call(net, params, (coords,))[0]
         return net(coords.expand(len(group.blocks), -1, -1))[j]
 
-    def __call__(self, index: Sequence[int], y0: int, x0: int, h: int, w: int) -> torch.Tensor:
+    def __call__(self, index: Sequence[int], y0: int, x0: int, h: int, w: int,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
         """Values of the window ``[y0:y0+h, x0:x0+w]`` of the plane at ``index``.
 
         ``index`` holds the positions on the coordinate axes before the plane (empty for a
-        2D image).
+        2D image).  With ``size = (sh, sw)`` the window is sampled on an ``sh x sw`` grid of
+        cell centres instead of its pixels (``y0 - 0.5 + (i + 0.5) h / sh``, the convention
+        of ``torch.nn.functional.interpolate(..., align_corners=False)``): the field is
+        continuous, so a shrunken view costs only its own samples.  Returns ``(C, sh, sw)``.
         """
         grid = self.grid
         d = len(grid.shape)
@@ -62,22 +66,34 @@ class WindowRenderer:
         for (lo, hi), n in zip(ranges, grid.shape, strict=True):
             if not 0 <= lo < hi <= n:
                 raise ValueError(f"window {ranges} is outside the image {grid.shape}")
+        sh, sw = (h, w) if size is None else (int(size[0]), int(size[1]))
+        if size is None:
+            ys = np.arange(y0, y0 + h, dtype=np.float64)
+            xs = np.arange(x0, x0 + w, dtype=np.float64)
+        else:
+            ys = y0 - 0.5 + (np.arange(sh) + 0.5) * (h / sh)
+            xs = x0 - 0.5 + (np.arange(sw) + 0.5) * (w / sw)
+        outer = [int(grid.block_of(np.array([float(i)]), a)[0]) for a, i in enumerate(index)]
+        own_y, own_x = grid.block_of(ys, d - 2), grid.block_of(xs, d - 1)
         out: torch.Tensor | None = None
-        for block in grid.touching(tuple(ranges)):
-            bounds = grid.bounds(block)
-            (by0, by1), (bx0, bx1) = bounds[-2], bounds[-1]
-            ys, ye = max(y0, by0), min(y0 + h, by1)
-            xs, xe = max(x0, bx0), min(x0 + w, bx1)
-            axes = [grid.normalise(block, a, np.array([float(i)])) for a, i in enumerate(index)]
-            axes.append(grid.normalise(block, d - 2, np.arange(ys, ye, dtype=np.float64)))
-            axes.append(grid.normalise(block, d - 1, np.arange(xs, xe, dtype=np.float64)))
-            mesh = np.meshgrid(*axes, indexing="ij")
-            coords = np.stack([m.ravel() for m in mesh], axis=-1).astype(np.float32)
-            group, _ = self._where[block]
-            device = next(group.net.parameters()).device
-            values = self._evaluate(block, torch.from_numpy(coords).to(device)[None])
-            if out is None:
-                out = torch.zeros((values.shape[-1], h, w), dtype=values.dtype, device=device)
-            out[:, ys - y0 : ye - y0, xs - x0 : xe - x0] = values.T.reshape(-1, ye - ys, xe - xs)
-        assert out is not None  # the window is inside the image, so some block touches it
+        for by in np.unique(own_y).tolist():
+            rows = np.nonzero(own_y == by)[0]
+            for bx in np.unique(own_x).tolist():
+                cols = np.nonzero(own_x == bx)[0]
+                block = int(np.ravel_multi_index((*outer, by, bx), grid.counts_effective))
+                axes = [grid.normalise(block, a, np.array([float(i)])) for a, i in enumerate(index)]
+                axes.append(grid.normalise(block, d - 2, ys[rows]))
+                axes.append(grid.normalise(block, d - 1, xs[cols]))
+                mesh = np.meshgrid(*axes, indexing="ij")
+                coords = np.stack([m.ravel() for m in mesh], axis=-1).astype(np.float32)
+                group, _ = self._where[block]
+                device = next(group.net.parameters()).device
+                values = self._evaluate(block, torch.from_numpy(coords).to(device)[None])
+                if out is None:
+                    out = torch.zeros((values.shape[-1], sh, sw), dtype=values.dtype, device=device)
+                r0, c0 = int(rows[0]), int(cols[0])  # owners are contiguous runs
+                out[:, r0 : r0 + len(rows), c0 : c0 + len(cols)] = values.T.reshape(
+                    -1, len(rows), len(cols)
+                )
+        assert out is not None  # the window is inside the image, so some block holds it
         return out
