@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="block-streamed runs (Zarr input, --scheduler, --workers): skip the quality pass",
     )
+    _guidance_arguments(c)
 
     d = sub.add_parser("decompress", help="decode an .inif file (or a region of it) to TIFF")
     d.add_argument("input", help=".inif file")
@@ -101,12 +102,16 @@ def _parser() -> argparse.ArgumentParser:
         "rd.csv, speed.csv, machine.json, results.md and PNG plots into --out.  Exits "
         "non-zero if any number is not finite or a codec overran its byte budget.",
     )
-    b.add_argument("--quick", action="store_true",
-                   help="one tiny crop, 2 ratios, 50 steps (CI, about a minute)")
+    b.add_argument(
+        "--quick",
+        action="store_true",
+        help="one tiny crop, 2 ratios, 50 steps (CI, about a minute)",
+    )
     b.add_argument("--out", default="docs/benchmarks", help="output folder")
     b.add_argument("--data", default=None, help="folder of the images (default ../shared/data)")
-    b.add_argument("--files", nargs="+", default=None,
-                   help="file or case names (default: the built-in crops)")
+    b.add_argument(
+        "--files", nargs="+", default=None, help="file or case names (default: the built-in crops)"
+    )
     b.add_argument("--ratios", nargs="+", type=float, default=None)
     b.add_argument("--steps", type=int, default=None, help="steps of every fitted row")
     b.add_argument("--methods", nargs="+", default=None, help="napari-inif rows to run")
@@ -114,13 +119,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="device of the fits (auto, cpu, cuda)")
     b.add_argument("--threads", type=int, default=None, help="torch threads")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra CompressionConfig field for every napari-inif row, e.g. "
-                   "--set lr=5e-4 (repeatable)")
+    b.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra CompressionConfig field for every napari-inif row, e.g. "
+        "--set lr=5e-4 (repeatable)",
+    )
     b.add_argument("--no-speed", action="store_true", help="skip the speed/memory section")
-    b.add_argument("--speed-steps", type=int, default=None,
-                   help="steps of the 'default config' compression timing (default: the "
-                   "config's default)")
+    b.add_argument(
+        "--speed-steps",
+        type=int,
+        default=None,
+        help="steps of the 'default config' compression timing (default: the config's default)",
+    )
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
@@ -129,6 +142,39 @@ def _prior_names() -> list[str]:
     from .core.hybrid import PRIORS
 
     return sorted(PRIORS)  # availability is checked when one is used
+
+
+def _guidance_arguments(c: argparse.ArgumentParser) -> None:
+    g = c.add_argument_group("guidance (extra losses that protect segmentation)")
+    g.add_argument(
+        "--guidance",
+        default="none",
+        help="none, ssim, perceptual or segmentation (the last two need Cellpose)",
+    )
+    g.add_argument(
+        "--cellpose-model",
+        default=None,
+        metavar="MODEL",
+        help="Cellpose model: built-in name (cyto3, nuclei, ...), weights file, "
+        "or inif_nuclei_small (bundled)",
+    )
+    g.add_argument(
+        "--guidance-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="guidance strength (1 = recommended)",
+    )
+    g.add_argument(
+        "--guidance-diameter",
+        type=float,
+        default=None,
+        metavar="PIXELS",
+        help="typical cell diameter (default: estimated)",
+    )
+    g.add_argument("--guidance-channel", type=int, default=0, help="channel to segment")
+    g.add_argument("--guidance-patch", type=int, default=None, help="window edge in pixels")
+    g.add_argument("--guidance-every", type=int, default=None, help="guide every K steps")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("inif: cancelled; no output written", file=sys.stderr)
         return EXIT_CANCELLED
-    except (BudgetError, InifFormatError, FileNotFoundError, ValueError, OSError) as exc:
+    except (
+        BudgetError,
+        InifFormatError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+        ImportError,
+    ) as exc:
         print(f"inif: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -167,6 +220,13 @@ def _config(args: argparse.Namespace):  # -> CompressionConfig
         "target_psnr": args.target_psnr,
         "mode": args.mode,
         "prior_fraction": args.prior_fraction,
+        "guidance": args.guidance,
+        "guidance_model": args.cellpose_model,
+        "guidance_weight": args.guidance_weight,
+        "guidance_diameter": args.guidance_diameter,
+        "guidance_channel": args.guidance_channel,
+        "guidance_patch": args.guidance_patch,
+        "guidance_every": args.guidance_every,
     }
     if args.prior is not None:
         values["prior"] = args.prior
@@ -285,11 +345,15 @@ def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
 def _summary(encoded, path: Path | None) -> str:
     fit = encoded.header.fit
     where = f" -> {path} ({encoded.nbytes / 1024:.1f} KiB)" if path else ""
-    return (
+    line = (
         f"ratio {encoded.ratio:.1f}x  PSNR {fit['psnr']:.2f} dB  "
         f"(dtype range {fit['psnr_dtype']:.2f} dB)  SSIM {fit['ssim']:.4f}  "
         f"max error {fit['max_error']:g}  {fit['seconds']:.1f} s on {fit['device']}{where}"
     )
+    agreement = (fit.get("guidance") or {}).get("agreement")
+    if agreement:
+        line += f"\nsegmentation agreement F1 {agreement['f1']:.3f} ({agreement['method']})"
+    return line
 
 
 def _parse_roi(text: str, shape: tuple[int, ...], axes: list[int]) -> list[slice]:
@@ -369,6 +433,10 @@ def _info(args: argparse.Namespace) -> int:
             f"fit         {fit.get('architecture')}, {fit.get('steps')} steps, "
             f"{fit.get('seconds')} s on {fit.get('device')}"
         )
+    if fit.get("guidance"):
+        from .core.losses import guidance_summary
+
+        lines.append(f"guidance    {guidance_summary(fit['guidance'])}")
     if h.prior:
         p = h.prior
         nbytes = p.get("nbytes", 0)

@@ -51,7 +51,12 @@ class Method:
         return None
 
     def config(
-        self, *, ratio: float, steps: int, seed: int, device: str,
+        self,
+        *,
+        ratio: float,
+        steps: int,
+        seed: int,
+        device: str,
         extra: Mapping[str, Any] | None = None,
     ) -> Any:
         """The ``CompressionConfig`` of this row; ``extra`` fields apply on top of the row's."""
@@ -80,9 +85,16 @@ for _method in (
         {"architecture": "siren", "w0": 30.0, "w0_first": 30.0},
     ),
     # Extension points: these rows run once the core has the fields they pass.
-    Method("inif-hybrid", "napari-inif hybrid: classic codec prior + residual field",
-           {"mode": "hybrid"}),
-    Method("inif-guided", "napari-inif with segmentation guidance",
-           {"guidance": "segmentation"}, guided=True),
+    Method(
+        "inif-hybrid",
+        "napari-inif hybrid: classic codec prior + residual field",
+        {"mode": "hybrid"},
+    ),
+    Method(
+        "inif-guided",
+        "napari-inif with segmentation guidance",
+        {"guidance": "segmentation"},
+        guided=True,
+    ),
 ):
     register_method(_method)

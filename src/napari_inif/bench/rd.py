@@ -65,18 +65,43 @@ class RDRow:
     fit_curve: str = ""  # training PSNR (EMA, dB) at 25/50/75/100% of the steps
 
 
-def _row(case: Case, data: np.ndarray, ratio: float, method: str, family: str, layout: str,
-         budget: int, **kw: object) -> RDRow:
+def _row(
+    case: Case,
+    data: np.ndarray,
+    ratio: float,
+    method: str,
+    family: str,
+    layout: str,
+    budget: int,
+    **kw: object,
+) -> RDRow:
     values: dict[str, object] = {
-        "status": "ok", "note": "", "setting": "", "nbytes": 0, "ratio_actual": NAN,
-        "psnr": NAN, "psnr_dtype": NAN, "ssim": NAN, "dice": NAN, "encode_s": NAN,
-        "decode_s": NAN, "device": "cpu",
+        "status": "ok",
+        "note": "",
+        "setting": "",
+        "nbytes": 0,
+        "ratio_actual": NAN,
+        "psnr": NAN,
+        "psnr_dtype": NAN,
+        "ssim": NAN,
+        "dice": NAN,
+        "encode_s": NAN,
+        "decode_s": NAN,
+        "device": "cpu",
     }
     values.update(kw)
     return RDRow(
-        case=case.name, file=case.file, crop=case.crop_text,
-        shape="x".join(map(str, data.shape)), dtype=data.dtype.name, ratio=ratio,
-        method=method, family=family, layout=layout, budget=budget, **values,  # type: ignore[arg-type]
+        case=case.name,
+        file=case.file,
+        crop=case.crop_text,
+        shape="x".join(map(str, data.shape)),
+        dtype=data.dtype.name,
+        ratio=ratio,
+        method=method,
+        family=family,
+        layout=layout,
+        budget=budget,
+        **values,  # type: ignore[arg-type]
     )
 
 
@@ -166,24 +191,56 @@ def run_case(
         budget = int(data.nbytes / ratio)
         if ratio > top:
             log(f"  {case.name} {ratio:g}x: skipped, the largest ratio for it is {top:.0f}x")
-            rows.append(_row(case, data, ratio, "*", "-", "-", budget, status="unreachable",
-                             note=f"largest ratio for this image is {top:.0f}x"))
+            rows.append(
+                _row(
+                    case,
+                    data,
+                    ratio,
+                    "*",
+                    "-",
+                    "-",
+                    budget,
+                    status="unreachable",
+                    note=f"largest ratio for this image is {top:.0f}x",
+                )
+            )
             continue
         reference = None
         for method in methods:
             reason = method.unavailable()
             if reason:
-                rows.append(_row(case, data, ratio, method.name, "inif", "field", budget,
-                                 status="skipped", note=reason))
+                rows.append(
+                    _row(
+                        case,
+                        data,
+                        ratio,
+                        method.name,
+                        "inif",
+                        "field",
+                        budget,
+                        status="skipped",
+                        note=reason,
+                    )
+                )
                 continue
-            config = method.config(ratio=ratio, steps=steps, seed=seed, device=device,
-                                   extra=extra)
+            config = method.config(ratio=ratio, steps=steps, seed=seed, device=device, extra=extra)
             start = time.perf_counter()
             try:
                 encoded, diagnostics = _fit(case, data, config)
             except BudgetError as exc:
-                rows.append(_row(case, data, ratio, method.name, "inif", "field", budget,
-                                 status="unreachable", note=str(exc)))
+                rows.append(
+                    _row(
+                        case,
+                        data,
+                        ratio,
+                        method.name,
+                        "inif",
+                        "field",
+                        budget,
+                        status="unreachable",
+                        note=str(exc),
+                    )
+                )
                 continue
             encode_s = time.perf_counter() - start
             start = time.perf_counter()
@@ -192,18 +249,30 @@ def run_case(
             if method.name == "inif":
                 reference = encoded.nbytes
             measures = _measures(case, data, decoded, encoded.nbytes)
-            rows.append(_row(
-                case, data, ratio, method.name, "inif", "field", budget,
-                setting=f"steps={encoded.header.fit.get('steps', steps)}",
-                encode_s=encode_s, decode_s=decode_s,
-                device=str(encoded.header.fit.get("device", device)), **measures,
-                **diagnostics,
-            ))
-            log(f"  {case.name} {ratio:g}x {method.name:12s} {encoded.nbytes:8d} B  "
+            rows.append(
+                _row(
+                    case,
+                    data,
+                    ratio,
+                    method.name,
+                    "inif",
+                    "field",
+                    budget,
+                    setting=f"steps={encoded.header.fit.get('steps', steps)}",
+                    encode_s=encode_s,
+                    decode_s=decode_s,
+                    device=str(encoded.header.fit.get("device", device)),
+                    **measures,
+                    **diagnostics,
+                )
+            )
+            log(
+                f"  {case.name} {ratio:g}x {method.name:12s} {encoded.nbytes:8d} B  "
                 f"PSNR {measures['psnr']:6.2f} dB  SSIM {measures['ssim']:.4f}  "
                 f"{encode_s:6.1f} s  (unquantised {diagnostics['psnr_float']:.2f} dB, "
                 f"training {diagnostics['fit_curve']}, {diagnostics['overhead_bytes']} B "
-                f"overhead, {diagnostics['bits_per_param']:.2f} bits/param)")
+                f"overhead, {diagnostics['bits_per_param']:.2f} bits/param)"
+            )
         classic_budget = reference if reference is not None else budget
         for codec in codecs:
             if codec.stack:
@@ -213,28 +282,52 @@ def run_case(
             for layout in layouts:
                 start = time.perf_counter()
                 coded = match_size(
-                    codec, stack, classic_budget,
+                    codec,
+                    stack,
+                    classic_budget,
                     layout="mosaic" if layout == "mosaic" else "plane",
                 )
                 search_s = time.perf_counter() - start
                 if coded is None:
-                    rows.append(_row(
-                        case, data, ratio, codec.name, "classic", layout, classic_budget,
-                        status="unreachable",
-                        note="over the budget even at its lowest quality setting",
-                    ))
-                    log(f"  {case.name} {ratio:g}x {codec.name}/{layout}: cannot reach "
-                        f"{classic_budget} B")
+                    rows.append(
+                        _row(
+                            case,
+                            data,
+                            ratio,
+                            codec.name,
+                            "classic",
+                            layout,
+                            classic_budget,
+                            status="unreachable",
+                            note="over the budget even at its lowest quality setting",
+                        )
+                    )
+                    log(
+                        f"  {case.name} {ratio:g}x {codec.name}/{layout}: cannot reach "
+                        f"{classic_budget} B"
+                    )
                     continue
                 measures = _measures(case, data, coded.decoded.reshape(data.shape), coded.nbytes)
-                rows.append(_row(
-                    case, data, ratio, codec.name, "classic", layout, classic_budget,
-                    setting=f"{codec.setting}={_fmt(coded.value)}",
-                    encode_s=coded.encode_s, decode_s=coded.decode_s, **measures,
-                ))
-                log(f"  {case.name} {ratio:g}x {codec.name + '/' + layout:12s} "
+                rows.append(
+                    _row(
+                        case,
+                        data,
+                        ratio,
+                        codec.name,
+                        "classic",
+                        layout,
+                        classic_budget,
+                        setting=f"{codec.setting}={_fmt(coded.value)}",
+                        encode_s=coded.encode_s,
+                        decode_s=coded.decode_s,
+                        **measures,
+                    )
+                )
+                log(
+                    f"  {case.name} {ratio:g}x {codec.name + '/' + layout:12s} "
                     f"{coded.nbytes:8d} B  PSNR {measures['psnr']:6.2f} dB  "
-                    f"SSIM {measures['ssim']:.4f}  (search {search_s:.1f} s)")
+                    f"SSIM {measures['ssim']:.4f}  (search {search_s:.1f} s)"
+                )
     return rows
 
 

@@ -60,8 +60,10 @@ def rd_table(rows: Sequence[RDRow]) -> str:
         if r.status == "ok":
             setting = r.setting
             if r.family == "inif":
-                setting += (f"; unquantised {_f(r.psnr_float)} dB; {r.levels} levels, "
-                            f"{_f(r.bits_per_param)} bits/param; {r.overhead_bytes} B header")
+                setting += (
+                    f"; unquantised {_f(r.psnr_float)} dB; {r.levels} levels, "
+                    f"{_f(r.bits_per_param)} bits/param; {r.overhead_bytes} B header"
+                )
             lines.append(
                 f"| {r.case} | {r.crop} | {r.ratio:g}x | {r.method} | {r.layout} | {r.nbytes} "
                 f"| {r.ratio_actual:.1f} | {_f(r.psnr)} | {_f(r.ssim, 4)} | {_f(r.dice, 3)} "
@@ -117,8 +119,10 @@ def headline_table(items: Sequence[Headline]) -> str:
         "|---|---:|---:|---|---:|---:|---:|",
     ]
     for case, ratio, inif, name, best, delta, siren in items:
-        lines.append(f"| {case} | {ratio:g}x | {_f(inif)} | {name} | {_f(best)} | "
-                     f"{_f(delta)} | {_f(siren)} |")
+        lines.append(
+            f"| {case} | {ratio:g}x | {_f(inif)} | {name} | {_f(best)} | "
+            f"{_f(delta)} | {_f(siren)} |"
+        )
     return "\n".join(lines)
 
 
@@ -147,13 +151,20 @@ def speed_table(rows: Sequence[SpeedRow]) -> str:
     """Markdown table of the speed rows."""
     lines = ["| measure | volume | device | seconds | value | note |", "|---|---|---|---:|---|---|"]
     for r in rows:
-        lines.append(f"| {r.measure} | {r.volume} | {r.device} | {r.seconds:.3f} "
-                     f"| {r.value:.4g} {r.unit} | {r.note} |")
+        lines.append(
+            f"| {r.measure} | {r.volume} | {r.device} | {r.seconds:.3f} "
+            f"| {r.value:.4g} {r.unit} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
-def markdown_report(rd: Sequence[RDRow], speed: Sequence[SpeedRow], machine: dict,
-                    command: str, plots: Sequence[str]) -> str:
+def markdown_report(
+    rd: Sequence[RDRow],
+    speed: Sequence[SpeedRow],
+    machine: dict,
+    command: str,
+    plots: Sequence[str],
+) -> str:
     """The generated ``results.md``."""
     parts = [
         "# Benchmark results (generated)",
@@ -183,9 +194,15 @@ def markdown_report(rd: Sequence[RDRow], speed: Sequence[SpeedRow], machine: dic
 
 
 _STYLE = {
-    "inif": ("C3", "o", "-"), "siren": ("C7", "s", "--"), "inif-hybrid": ("C1", "D", "-"),
-    "inif-guided": ("C6", "P", "-"), "jpegxl": ("C0", "v", ":"), "jpeg2k": ("C2", "^", ":"),
-    "htj2k": ("C8", "<", ":"), "avif": ("C4", ">", ":"), "hevc": ("C5", "x", ":"),
+    "inif": ("C3", "o", "-"),
+    "siren": ("C7", "s", "--"),
+    "inif-hybrid": ("C1", "D", "-"),
+    "inif-guided": ("C6", "P", "-"),
+    "jpegxl": ("C0", "v", ":"),
+    "jpeg2k": ("C2", "^", ":"),
+    "htj2k": ("C8", "<", ":"),
+    "avif": ("C4", ">", ":"),
+    "hevc": ("C5", "x", ":"),
 }
 
 
@@ -203,15 +220,22 @@ def plot_rd(rows: Sequence[RDRow], out_dir: str | os.PathLike[str]) -> list[str]
             continue
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for key in dict.fromkeys((r.method, r.layout) for r in ok):
-            pts = sorted((r for r in ok if (r.method, r.layout) == key),
-                         key=lambda r: r.ratio_actual)
+            pts = sorted(
+                (r for r in ok if (r.method, r.layout) == key), key=lambda r: r.ratio_actual
+            )
             colour, marker, line = _STYLE.get(key[0], ("k", ".", "-"))
             if key[1] == "mosaic":
                 line = "-."
             label = key[0] if key[1] in ("field", "image") else f"{key[0]} ({key[1]})"
             for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
-                ax.plot([r.ratio_actual for r in pts], [getattr(r, metric) for r in pts],
-                        marker=marker, linestyle=line, color=colour, label=label)
+                ax.plot(
+                    [r.ratio_actual for r in pts],
+                    [getattr(r, metric) for r in pts],
+                    marker=marker,
+                    linestyle=line,
+                    color=colour,
+                    label=label,
+                )
         first = ok[0]
         for ax, metric in zip(axes, ("PSNR (dB, data range)", "SSIM"), strict=True):
             ax.set_xscale("log", base=2)

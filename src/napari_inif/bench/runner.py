@@ -102,8 +102,13 @@ class BenchSettings:
 def quick_settings(**overrides: object) -> BenchSettings:
     """The ``--quick`` preset: one tiny crop, two ratios, 50 steps, a small speed volume."""
     values: dict[str, object] = {
-        "cases": QUICK_CASES, "ratios": (16.0, 64.0), "steps": 50, "speed_case": QUICK_CASES[0],
-        "tiled_shape": (64, 128, 128), "default_steps": 50, "tile_steps": 5,
+        "cases": QUICK_CASES,
+        "ratios": (16.0, 64.0),
+        "steps": 50,
+        "speed_case": QUICK_CASES[0],
+        "tiled_shape": (64, 128, 128),
+        "default_steps": 50,
+        "tile_steps": 5,
     }
     values.update(overrides)
     return replace(BenchSettings(), **values)  # type: ignore[arg-type]
@@ -219,8 +224,10 @@ def run_bench(
     unknown = [m for m in settings.methods if m not in METHODS]
     unknown += [c for c in settings.codecs if c not in CODECS]
     if unknown:
-        raise ValueError(f"unknown methods/codecs: {', '.join(unknown)} (methods: "
-                         f"{', '.join(METHODS)}; codecs: {', '.join(CODECS)})")
+        raise ValueError(
+            f"unknown methods/codecs: {', '.join(unknown)} (methods: "
+            f"{', '.join(METHODS)}; codecs: {', '.join(CODECS)})"
+        )
     methods = [METHODS[m] for m in settings.methods]
     codecs = []
     machine = machine_info()
@@ -241,28 +248,47 @@ def run_bench(
         machine["skipped"] = "; ".join(skipped)
     if settings.config:
         machine["config overrides"] = dict(settings.config)
-    log(f"benchmark: {len(settings.cases)} case(s), ratios "
+    log(
+        f"benchmark: {len(settings.cases)} case(s), ratios "
         f"{', '.join(f'{r:g}x' for r in settings.ratios)}, {settings.steps} steps, "
-        f"device {settings.device}, data {data_dir}")
+        f"device {settings.device}, data {data_dir}"
+    )
     rd: list[RDRow] = []
     for case in settings.cases:
         data = case.load(data_dir)
-        log(f"{case.name}: {case.file} {case.crop_text} -> {data.shape} {data.dtype} "
-            f"({data.nbytes} bytes)")
+        log(
+            f"{case.name}: {case.file} {case.crop_text} -> {data.shape} {data.dtype} "
+            f"({data.nbytes} bytes)"
+        )
         t0 = time.perf_counter()
-        rd += run_case(case, data, ratios=settings.ratios, steps=settings.steps,
-                       methods=methods, codecs=codecs, seed=settings.seed,
-                       device=settings.device, extra=settings.config, log=log)
+        rd += run_case(
+            case,
+            data,
+            ratios=settings.ratios,
+            steps=settings.steps,
+            methods=methods,
+            codecs=codecs,
+            seed=settings.seed,
+            device=settings.device,
+            extra=settings.config,
+            log=log,
+        )
         log(f"{case.name}: done in {time.perf_counter() - t0:.0f} s")
     speed: list[SpeedRow] = []
     if settings.speed:
         log("speed and memory:")
         case = settings.speed_case
         speed = run_speed(
-            case.load(data_dir), case.axes, name=case.name, tiled_shape=settings.tiled_shape,
-            default_steps=settings.default_steps, tile_steps=settings.tile_steps,
+            case.load(data_dir),
+            case.axes,
+            name=case.name,
+            tiled_shape=settings.tiled_shape,
+            default_steps=settings.default_steps,
+            tile_steps=settings.tile_steps,
             ratio=settings.speed_ratio,
-            seed=settings.seed, threads=settings.threads, log=log,
+            seed=settings.seed,
+            threads=settings.threads,
+            log=log,
         )
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,6 +314,8 @@ def run_bench(
     problems = _problems(rd, speed)
     for p in problems:
         log(f"problem: {p}")
-    log(f"benchmark finished in {seconds:.0f} s ({machine['bench CPU seconds']:.0f} CPU s); "
-        f"files in {out}")
+    log(
+        f"benchmark finished in {seconds:.0f} s ({machine['bench CPU seconds']:.0f} CPU s); "
+        f"files in {out}"
+    )
     return BenchResult(rd, speed, machine, files, problems, seconds)

@@ -52,18 +52,39 @@ def mirror_tile(data: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(out[tuple(slice(0, n) for n in shape)])
 
 
-def _worker(data: np.ndarray, axes: str, *, ratio: float, steps: int | None, device: str,
-            seed: int, threads: int | None, tmp: Path, name: str) -> tuple[dict, Path]:
+def _worker(
+    data: np.ndarray,
+    axes: str,
+    *,
+    ratio: float,
+    steps: int | None,
+    device: str,
+    seed: int,
+    threads: int | None,
+    tmp: Path,
+    name: str,
+) -> tuple[dict, Path]:
     src, dst = tmp / f"{name}.npy", tmp / f"{name}.inif"
     np.save(src, data)
-    settings = {"input": str(src), "output": str(dst), "axes": axes, "ratio": ratio,
-                "steps": steps, "device": device, "seed": seed, "threads": threads}
+    settings = {
+        "input": str(src),
+        "output": str(dst),
+        "axes": axes,
+        "ratio": ratio,
+        "steps": steps,
+        "device": device,
+        "seed": seed,
+        "threads": threads,
+    }
     env = dict(os.environ)
     src_dir = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src_dir, env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "napari_inif.bench._worker", json.dumps(settings)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker failed:\n{done.stderr[-2000:]}")
@@ -97,37 +118,79 @@ def run_speed(
     devices = ["cpu"] + (["cuda"] if _cuda_available() else [])
     tiled = mirror_tile(stack, tiled_shape)
     real_text = f"{name} {'x'.join(map(str, stack.shape))} (real)"
-    tiled_text = (f"{name} mirror-tiled to {'x'.join(map(str, tiled.shape))} "
-                  f"({tiled.nbytes / 2**20:.0f} MiB, made from the real stack)")
+    tiled_text = (
+        f"{name} mirror-tiled to {'x'.join(map(str, tiled.shape))} "
+        f"({tiled.nbytes / 2**20:.0f} MiB, made from the real stack)"
+    )
     rows: list[SpeedRow] = []
     with tempfile.TemporaryDirectory(prefix="inif-bench-") as tmpdir:
         tmp = Path(tmpdir)
         for device in devices:
-            info, _ = _worker(stack, axes, ratio=ratio, steps=default_steps, device=device,
-                              seed=seed, threads=threads, tmp=tmp, name=f"real-{device}")
-            rows.append(SpeedRow(
-                f"compress {ratio:g}x, default config", real_text, info["device"], info["seconds"],
-                info["psnr"], "dB PSNR",
-                f"{info['steps']} steps, {info['threads']} torch threads, SSIM {info['ssim']}",
-            ))
-            log(f"  compress {real_text} on {info['device']}: {info['seconds']:.1f} s, "
-                f"{info['steps']} steps, PSNR {info['psnr']} dB")
-            info, path = _worker(tiled, axes, ratio=ratio, steps=tile_steps, device=device,
-                                 seed=seed, threads=threads, tmp=tmp, name=f"tiled-{device}")
-            rows.append(SpeedRow(
-                f"peak RSS, compress {ratio:g}x", tiled_text, info["device"], info["seconds"],
-                info["rss_peak_mib"], "MiB",
-                f"{tile_steps} steps; RSS {info['rss_start_mib']:.0f} MiB after imports + "
-                f"loading the input; raw input {tiled.nbytes / 2**20:.0f} MiB",
-            ))
-            log(f"  peak RSS compressing {tiled_text} on {info['device']}: "
-                f"{info['rss_peak_mib']:.0f} MiB ({info['seconds']:.1f} s, {tile_steps} steps)")
+            info, _ = _worker(
+                stack,
+                axes,
+                ratio=ratio,
+                steps=default_steps,
+                device=device,
+                seed=seed,
+                threads=threads,
+                tmp=tmp,
+                name=f"real-{device}",
+            )
+            rows.append(
+                SpeedRow(
+                    f"compress {ratio:g}x, default config",
+                    real_text,
+                    info["device"],
+                    info["seconds"],
+                    info["psnr"],
+                    "dB PSNR",
+                    f"{info['steps']} steps, {info['threads']} torch threads, SSIM {info['ssim']}",
+                )
+            )
+            log(
+                f"  compress {real_text} on {info['device']}: {info['seconds']:.1f} s, "
+                f"{info['steps']} steps, PSNR {info['psnr']} dB"
+            )
+            info, path = _worker(
+                tiled,
+                axes,
+                ratio=ratio,
+                steps=tile_steps,
+                device=device,
+                seed=seed,
+                threads=threads,
+                tmp=tmp,
+                name=f"tiled-{device}",
+            )
+            rows.append(
+                SpeedRow(
+                    f"peak RSS, compress {ratio:g}x",
+                    tiled_text,
+                    info["device"],
+                    info["seconds"],
+                    info["rss_peak_mib"],
+                    "MiB",
+                    f"{tile_steps} steps; RSS {info['rss_start_mib']:.0f} MiB after imports + "
+                    f"loading the input; raw input {tiled.nbytes / 2**20:.0f} MiB",
+                )
+            )
+            log(
+                f"  peak RSS compressing {tiled_text} on {info['device']}: "
+                f"{info['rss_peak_mib']:.0f} MiB ({info['seconds']:.1f} s, {tile_steps} steps)"
+            )
             if info.get("cuda_peak_mib") is not None:
-                rows.append(SpeedRow(
-                    f"peak CUDA memory, compress {ratio:g}x", tiled_text, info["device"],
-                    info["seconds"], info["cuda_peak_mib"], "MiB",
-                    "torch.cuda.max_memory_allocated",
-                ))
+                rows.append(
+                    SpeedRow(
+                        f"peak CUDA memory, compress {ratio:g}x",
+                        tiled_text,
+                        info["device"],
+                        info["seconds"],
+                        info["cuda_peak_mib"],
+                        "MiB",
+                        "torch.cuda.max_memory_allocated",
+                    )
+                )
             encoded = load(path)
             n_blocks = encoded.header.grid.n_blocks
             t, h, w = tiled.shape
@@ -136,11 +199,16 @@ def run_speed(
             at = [(n - k) // 2 for n, k in zip(tiled.shape, roi, strict=True)]
             selections = [
                 ("decode full volume", (slice(None),) * 3, tiled.size),
-                (f"decode viewport {vp[0]}x{vp[1]} (one plane)",
-                 (t // 2, slice(0, vp[0]), slice(0, vp[1])), vp[0] * vp[1]),
-                (f"decode ROI {'x'.join(map(str, roi))}",
-                 tuple(slice(a, a + k) for a, k in zip(at, roi, strict=True)),
-                 int(np.prod(roi))),
+                (
+                    f"decode viewport {vp[0]}x{vp[1]} (one plane)",
+                    (t // 2, slice(0, vp[0]), slice(0, vp[1])),
+                    vp[0] * vp[1],
+                ),
+                (
+                    f"decode ROI {'x'.join(map(str, roi))}",
+                    tuple(slice(a, a + k) for a, k in zip(at, roi, strict=True)),
+                    int(np.prod(roi)),
+                ),
             ]
             for measure, key, voxels in selections:
                 start = time.perf_counter()
@@ -152,11 +220,19 @@ def run_speed(
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
                 assert out.size == voxels
-                rows.append(SpeedRow(
-                    measure, tiled_text, device, seconds, voxels / seconds / 1e6,
-                    "Mvoxel/s",
-                    f"{len(decoder.blocks_evaluated)}/{n_blocks} blocks evaluated",
-                ))
-                log(f"  {measure} on {device}: {seconds:.3f} s "
-                    f"({len(decoder.blocks_evaluated)}/{n_blocks} blocks)")
+                rows.append(
+                    SpeedRow(
+                        measure,
+                        tiled_text,
+                        device,
+                        seconds,
+                        voxels / seconds / 1e6,
+                        "Mvoxel/s",
+                        f"{len(decoder.blocks_evaluated)}/{n_blocks} blocks evaluated",
+                    )
+                )
+                log(
+                    f"  {measure} on {device}: {seconds:.3f} s "
+                    f"({len(decoder.blocks_evaluated)}/{n_blocks} blocks)"
+                )
     return rows

@@ -20,12 +20,16 @@ from .field import ARCHITECTURES
 from .fit import OPTIMIZERS, Progress, compress, drive, fit, pick_device
 from .io import Image, read_image, write_tiff
 from .layout import Layout
+from .losses import GUIDANCES, guidance_names, guidance_summary
 from .metrics import Quality, quality
+from .segmentation import Agreement, segmentation_agreement
 from .source import open_source
 
 __all__ = [
     "ARCHITECTURES",
+    "GUIDANCES",
     "OPTIMIZERS",
+    "Agreement",
     "BudgetError",
     "CompressionConfig",
     "Encoded",
@@ -42,6 +46,8 @@ __all__ = [
     "drive",
     "fit",
     "fit_source",
+    "guidance_names",
+    "guidance_summary",
     "is_inif",
     "load",
     "max_ratio",
@@ -50,5 +56,6 @@ __all__ = [
     "plan",
     "quality",
     "read_image",
+    "segmentation_agreement",
     "write_tiff",
 ]

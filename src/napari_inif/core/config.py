@@ -65,6 +65,21 @@ class CompressionConfig:
     prior_fraction
         Share of the file budget given to the prior in hybrid mode, or ``None`` for the
         automatic split (:data:`napari_inif.core.hybrid.AUTO_PRIOR_FRACTION`).
+    guidance
+        Extra loss from :data:`napari_inif.core.losses.GUIDANCES`: ``"none"``, ``"ssim"``,
+        ``"perceptual"`` or ``"segmentation"`` (the last two need Cellpose and a model).
+    guidance_weight
+        Strength of the guidance; 1 is the recommended strength, 0 switches it off.
+    guidance_model
+        Cellpose model: built-in name (``cyto3``, ``nuclei``, ...), weights file, or
+        ``"inif_nuclei_small"`` (the small network shipped with napari-inif).
+    guidance_diameter
+        Typical cell diameter in pixels (``None``: estimated from the image).
+    guidance_channel
+        Channel to segment.
+    guidance_patch, guidance_every
+        Window edge (network pixels) and period in steps of the guidance; ``None`` picks
+        by device (CPU: 128 every 2 steps; GPU: 224, four windows, every step).
     """
 
     ratio: float = 64.0
@@ -89,6 +104,13 @@ class CompressionConfig:
     mode: str = "field"
     prior: str = "avif"
     prior_fraction: float | None = None
+    guidance: str = "none"
+    guidance_weight: float = 1.0
+    guidance_model: str | None = None
+    guidance_diameter: float | None = None
+    guidance_channel: int = 0
+    guidance_patch: int | None = None
+    guidance_every: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -109,6 +131,18 @@ class CompressionConfig:
                 self.prior_fraction is None or 0 < self.prior_fraction < 1,
                 "prior_fraction must be in (0, 1) or None (automatic)",
             ),
+            (0 <= self.guidance_weight <= 100, "guidance_weight must be in [0, 100]"),
+            (
+                self.mode == "field" or self.guidance == "none",
+                "guidance works in mode 'field' only (in hybrid mode the field is a residual)",
+            ),
+            (
+                self.guidance_diameter is None or self.guidance_diameter > 0,
+                "guidance_diameter must be positive",
+            ),
+            (self.guidance_channel >= 0, "guidance_channel must not be negative"),
+            (self.guidance_patch is None or self.guidance_patch >= 16, "guidance_patch >= 16"),
+            (self.guidance_every is None or self.guidance_every >= 1, "guidance_every >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -124,6 +158,17 @@ class CompressionConfig:
             from .hybrid import get_prior
 
             get_prior(self.prior)  # ValueError naming the available priors
+        from .losses import GUIDANCES, guidance_names
+
+        if self.guidance not in GUIDANCES:
+            raise ValueError(
+                f"unknown guidance {self.guidance!r}; available: {', '.join(guidance_names())}"
+            )
+        if GUIDANCES[self.guidance].needs_model and not self.guidance_model:
+            raise ValueError(
+                f"guidance {self.guidance!r} needs a Cellpose model (guidance_model): a "
+                "built-in name such as cyto3 or nuclei, a weights file, or inif_nuclei_small"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the file header and logs."""

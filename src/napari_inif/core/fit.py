@@ -27,8 +27,10 @@ from .encoded import Encoded
 from .field import ARCHITECTURES, BatchedSiren, fold_frequencies
 from .header import FieldHeader
 from .layout import Layout
+from .losses import Guidance, make_guidance
 from .metrics import Quality, quality
 from .quant import rate_control
+from .render import WindowRenderer
 
 __all__ = [
     "OPTIMIZERS",
@@ -171,9 +173,14 @@ class BlockFitter:
             config.lr,
         )
 
-    def step(self, progress: float) -> float:
+    def step(
+        self,
+        progress: float,
+        after_backward: Callable[[list[torch.Tensor]], None] | None = None,
+    ) -> float:
         """One optimisation step at ``progress`` in [0, 1] of the cosine schedule.
 
+        ``after_backward(params)`` may add to the gradients (guidance) before clipping.
         Returns the mean squared error over the blocks' sampled pixels (normalised units).
         """
         lr = self.config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -188,6 +195,8 @@ class BlockFitter:
             total = total + per_block.sum()
             n += len(g.blocks)
         total.backward()
+        if after_backward is not None:
+            after_backward(self.params)
         for g in self.groups:
             g.clip_gradients(1.0)
         self.optimizer.step()
@@ -307,9 +316,10 @@ def fit(
     target = norm if prior is None else prior.residual(norm)
     mse_scale = 1.0 if prior is None else prior.scale**2  # field units -> normalised image
     device = pick_device(config.device)
+    guide = make_guidance(config, norm, device, config.seed)  # None without guidance
     # Size the header with the fit record it will carry (placeholder numbers of full length).
     placeholder = _fit_record(
-        config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0)
+        config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0), guide
     )
     plan = _budget.plan(
         layout,
@@ -335,6 +345,7 @@ def fit(
     if prior is not None:
         for group in fitter.groups:
             _hybrid.quiet_head(group.net)  # start from the prior alone, not prior + init noise
+    render = WindowRenderer(grid, fitter.groups) if guide is not None else None
     steps = config.steps
     ema = None
     last_preview = start
@@ -343,7 +354,13 @@ def fit(
         frac = step / steps
         if config.time_limit:
             frac = max(frac, (time.perf_counter() - start) / config.time_limit)
-        mse = fitter.step(frac)
+        hook = None
+        if guide is not None:  # adds the rescaled guidance gradient to p.grad
+
+            def hook(params: list[torch.Tensor], step: int = step, frac: float = frac) -> None:
+                guide.add_gradient(render, params, step, frac)
+
+        mse = fitter.step(frac, after_backward=hook)
         psnr = 10 * math.log10(4.0 / max(mse * mse_scale, 1e-12))
         ema = psnr if ema is None else 0.9 * ema + 0.1 * psnr
         elapsed = time.perf_counter() - start
@@ -373,8 +390,11 @@ def fit(
         plane_axes=3 if len(layout.coord_axes) >= 3 and "Z" in layout.axes else 2,
     )
     seconds = time.perf_counter() - start
+    agreement = guide.agreement(canon, canon_dec) if guide is not None else None
     encoded = encoded.with_header(
-        encoded.header.with_fit(**_fit_record(config, step, seconds, device, metrics))
+        encoded.header.with_fit(
+            **_fit_record(config, step, seconds, device, metrics, guide, agreement)
+        )
     )
     yield Progress(step, steps, mse, metrics.psnr, seconds, 0.0, "done")
     return encoded
@@ -385,9 +405,20 @@ def _with_half(header: FieldHeader, half: int) -> FieldHeader:
 
 
 def _fit_record(
-    config: CompressionConfig, steps: int, seconds: float, device: torch.device, metrics: Quality
+    config: CompressionConfig,
+    steps: int,
+    seconds: float,
+    device: torch.device,
+    metrics: Quality,
+    guide: Guidance | None = None,
+    agreement: Any = None,
 ) -> dict[str, Any]:
-    """What the header says about the fit."""
+    """What the header says about the fit (and the guidance, when there is one)."""
+    extra = (
+        {}
+        if guide is None
+        else {"guidance": guide.record(agreement, placeholder=agreement is None)}
+    )
     return {
         "architecture": config.architecture,
         "steps": steps,
@@ -397,6 +428,7 @@ def _fit_record(
         "w0": config.w0,
         "w0_first": config.w0_first,
         **metrics.as_dict(),
+        **extra,
     }
 
 
