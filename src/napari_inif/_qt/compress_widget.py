@@ -12,7 +12,7 @@ is removed, so nothing half-made stays in the viewer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from qtpy.QtCore import QEvent, Qt
@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -71,16 +72,11 @@ def _eta(seconds: float) -> str:
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    """Config fields the widget offers and their options, as far as ``core`` has them."""
-    from ..core import config as core_config
+    """Options of the config fields the widget offers, from core's registries."""
+    from ..core.config import MODES
+    from ..core.losses import GUIDANCES
 
-    names = {f.name for f in fields(core_config.CompressionConfig)}
-    out: dict[str, tuple[str, ...]] = {}
-    if "mode" in names:
-        out["mode"] = tuple(getattr(core_config, "MODES", ("field",)))
-    if "guidance" in names:
-        out["guidance"] = tuple(getattr(core_config, "GUIDANCES", ("none",)))
-    return out
+    return {"mode": tuple(MODES), "guidance": tuple(GUIDANCES)}
 
 
 @dataclass
@@ -129,6 +125,18 @@ class CompressWidget(QWidget):
         self.guidance = QComboBox(self)
         self.guidance.addItems(list(self._choices.get("guidance", ("none",))))
         self.guidance.setEnabled("guidance" in self._choices)
+        self.guidance_model = QLineEdit("inif_nuclei_small", self)
+        self.guidance_model.setToolTip(
+            "Cellpose model for segmentation/perceptual guidance: a built-in name (cyto3, "
+            "nuclei, ...), a weights file, or inif_nuclei_small (shipped, small)"
+        )
+        self.guidance_weight = QDoubleSpinBox(self)
+        self.guidance_weight.setRange(0.0, 100.0)
+        self.guidance_weight.setValue(1.0)
+        self.guidance_diameter = QDoubleSpinBox(self)
+        self.guidance_diameter.setRange(0.0, 1000.0)
+        self.guidance_diameter.setSpecialValueText("auto")
+        self.guidance_diameter.setSuffix(" px")
         self.device = QComboBox(self)
         self.device.addItems(["auto", "cpu", "cuda"])
         self.start_button = QPushButton("Start", self)
@@ -150,6 +158,9 @@ class CompressWidget(QWidget):
         form.addRow("Time budget", self.time_budget)
         form.addRow("Mode", self.mode)
         form.addRow("Guidance", self.guidance)
+        form.addRow("  model", self.guidance_model)
+        form.addRow("  weight", self.guidance_weight)
+        form.addRow("  cell diameter", self.guidance_diameter)
         form.addRow("Device", self.device)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -191,10 +202,12 @@ class CompressWidget(QWidget):
             values.update(steps=10**7, time_limit=self.time_budget.value())
         else:
             values["steps"] = steps
-        if "mode" in self._choices:
-            values["mode"] = self.mode.currentText()
-        if "guidance" in self._choices:
-            values["guidance"] = self.guidance.currentText()
+        values["mode"] = self.mode.currentText()
+        values["guidance"] = self.guidance.currentText()
+        if values["guidance"] != "none":
+            values["guidance_model"] = self.guidance_model.text().strip() or None
+            values["guidance_weight"] = self.guidance_weight.value()
+            values["guidance_diameter"] = self.guidance_diameter.value() or None
         return CompressionConfig(**values)
 
     def _update_ratio(self, *_: Any) -> None:
