@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, shared_file
+from tests.conftest import SHARED_DATA, shared_file
 
 from napari_inif.bench import CODECS, Case, match_size, quick_settings, run_bench
 from napari_inif.bench.codecs import IntegerMap, mosaic, unmosaic
