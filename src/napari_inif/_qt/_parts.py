@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QEvent, QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QComboBox, QWidget
 
@@ -26,6 +26,24 @@ def alive(widget: Any) -> bool:
 def unwrap(obj: Any) -> Any:
     """The napari object behind a plugin ``PublicOnlyProxy`` (identity checks need it)."""
     return getattr(obj, "__wrapped__", obj)
+
+
+class DockWidget(QWidget):
+    """A dock widget that calls ``self.cleanup()`` once it is closed or taken off napari."""
+
+    def cleanup(self) -> None:  # pragma: no cover - overridden
+        """Quit workers and disconnect viewer events."""
+
+    def closeEvent(self, event: Any) -> None:
+        """Qt close: clean up first."""
+        self.cleanup()
+        super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cleanup()
+        return super().event(event)
 
 
 class LayerCombo(QComboBox):

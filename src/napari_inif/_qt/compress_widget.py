@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -41,7 +41,7 @@ from .._layers import (
     layer_layout,
 )
 from .._writer import CONFIG_KEY
-from ._parts import LayerCombo, PsnrPlot, alive, unwrap
+from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
 
 __all__ = ["PRESETS", "CompressWidget"]
 
@@ -91,7 +91,7 @@ class _Run:
     encoded: Any = None
 
 
-class CompressWidget(QWidget):
+class CompressWidget(DockWidget):
     """Dock widget: compress an image layer into an INIF field (napari ``Compress``)."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
@@ -419,17 +419,6 @@ class CompressWidget(QWidget):
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.layer_combo.cleanup()
-
-    def closeEvent(self, event: Any) -> None:
-        """Qt close: clean up first."""
-        self.cleanup()
-        super().closeEvent(event)
-
-    def event(self, event: Any) -> bool:
-        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.cleanup()
-        return super().event(event)
 
 
 def _is_image(layer: Any) -> bool:

@@ -16,7 +16,6 @@ import math
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
@@ -39,7 +38,7 @@ from .._layers import (
     layer_shape,
     plane_dims,
 )
-from ._parts import LayerCombo, alive, unwrap
+from ._parts import DockWidget, LayerCombo, alive, unwrap
 from .viewport import ViewportSampler
 
 __all__ = ["InspectWidget"]
@@ -70,7 +69,7 @@ def _fmt(q: Any) -> str:
     )
 
 
-class InspectWidget(QWidget):
+class InspectWidget(DockWidget):
     """Dock widget: compare a decoded layer with its original (napari ``Inspect``)."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
@@ -388,17 +387,6 @@ class InspectWidget(QWidget):
             worker.quit()
         for combo in (self.original, self.decoded, self.shapes):
             combo.cleanup()
-
-    def closeEvent(self, event: Any) -> None:
-        """Qt close: clean up first."""
-        self.cleanup()
-        super().closeEvent(event)
-
-    def event(self, event: Any) -> bool:
-        """Clean up when napari removes the dock (it un-parents the widget, no close)."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.cleanup()
-        return super().event(event)
 
 
 def _notify(message: str) -> None:
