@@ -71,7 +71,7 @@ def test_speed_section_tiny(tmp_path):
     settings = quick_settings(
         out=tmp_path, data_dir=SHARED_DATA, cases=(TINY,), ratios=(16.0,), steps=2,
         codecs=(), methods=("inif",), speed_case=TINY, tiled_shape=(8, 64, 64),
-        default_steps=2, tile_steps=2, speed_ratio=8.0, threads=1, plots=False,
+        speed_steps=2, tile_steps=2, speed_ratio=8.0, threads=1, plots=False,
     )
     result = run_bench(settings, log=lambda _: None)
     assert result.ok, result.problems
