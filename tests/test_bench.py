@@ -7,14 +7,16 @@ import math
 
 import numpy as np
 import pytest
-from tests.conftest import SHARED_DATA, shared_file
 
 from napari_inif.bench import CODECS, Case, match_size, quick_settings, run_bench
 from napari_inif.bench.codecs import IntegerMap, mosaic, unmosaic
 from napari_inif.bench.speed import mirror_tile
+from tests.conftest import SHARED_DATA, shared_file
 
 TINY = Case(
-    "tiny", "cancer_cell_migration_crop_TYX.tif", (slice(0, 4), slice(40, 72), slice(40, 80)),
+    "tiny",
+    "cancer_cell_migration_crop_TYX.tif",
+    (slice(0, 4), slice(40, 72), slice(40, 80)),
     "TYX",
 )
 FAST_CODECS = ("jpeg2k", "htj2k", "jpegxl")
@@ -27,13 +29,19 @@ def _floats(row: dict[str, str], *names: str) -> list[float]:
 def test_quick_bench_in_process(tmp_path):
     shared_file(TINY.file)
     settings = quick_settings(
-        out=tmp_path, data_dir=SHARED_DATA, cases=(TINY,), ratios=(16.0,), steps=5,
-        codecs=FAST_CODECS, methods=("inif", "siren"), speed=False, threads=1,
+        out=tmp_path,
+        data_dir=SHARED_DATA,
+        cases=(TINY,),
+        ratios=(16.0,),
+        steps=5,
+        codecs=FAST_CODECS,
+        methods=("inif", "siren"),
+        speed=False,
+        threads=1,
     )
     result = run_bench(settings, log=lambda _: None)
     assert result.ok, result.problems
-    assert {p.name for p in result.files} >= {"rd.csv", "results.md", "machine.json",
-                                               "rd_tiny.png"}
+    assert {p.name for p in result.files} >= {"rd.csv", "results.md", "machine.json", "rd_tiny.png"}
     with (tmp_path / "rd.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     ok = [r for r in rows if r["status"] == "ok"]
@@ -55,11 +63,30 @@ def test_cli_quick_exit_status(tmp_path, capsys):
     from napari_inif.cli import main
 
     shared_file(TINY.file)
-    status = main([
-        "bench", "--quick", "--out", str(tmp_path), "--data", str(SHARED_DATA), "--ratios",
-        "16", "--steps", "3", "--codecs", "jpeg2k", "--methods", "inif", "--no-speed",
-        "--no-plots", "--threads", "1", "--set", "lr=0.001",
-    ])
+    status = main(
+        [
+            "bench",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--data",
+            str(SHARED_DATA),
+            "--ratios",
+            "16",
+            "--steps",
+            "3",
+            "--codecs",
+            "jpeg2k",
+            "--methods",
+            "inif",
+            "--no-speed",
+            "--no-plots",
+            "--threads",
+            "1",
+            "--set",
+            "lr=0.001",
+        ]
+    )
     assert status == 0
     assert '"lr": 0.001' in (tmp_path / "machine.json").read_text()
     assert "| cells-tyx-tiny |" in capsys.readouterr().out
@@ -69,9 +96,20 @@ def test_cli_quick_exit_status(tmp_path, capsys):
 def test_speed_section_tiny(tmp_path):
     shared_file(TINY.file)
     settings = quick_settings(
-        out=tmp_path, data_dir=SHARED_DATA, cases=(TINY,), ratios=(16.0,), steps=2,
-        codecs=(), methods=("inif",), speed_case=TINY, tiled_shape=(8, 64, 64),
-        default_steps=2, tile_steps=2, speed_ratio=8.0, threads=1, plots=False,
+        out=tmp_path,
+        data_dir=SHARED_DATA,
+        cases=(TINY,),
+        ratios=(16.0,),
+        steps=2,
+        codecs=(),
+        methods=("inif",),
+        speed_case=TINY,
+        tiled_shape=(8, 64, 64),
+        speed_steps=2,
+        tile_steps=2,
+        speed_ratio=8.0,
+        threads=1,
+        plots=False,
     )
     result = run_bench(settings, log=lambda _: None)
     assert result.ok, result.problems

@@ -11,9 +11,27 @@ def test_compress_with_ssim_guidance_and_info(nuclei_crop, tmp_path, capsys):
     src = tmp_path / "n.tif"
     tifffile.imwrite(src, nuclei_crop)
     out = tmp_path / "n.inif"
-    args = ["compress", str(src), "-o", str(out), "--ratio", "6", "--steps", "16", "--quiet",
-            "--device", "cpu", "--guidance", "ssim", "--guidance-weight", "2",
-            "--guidance-every", "2", "--guidance-patch", "32"]
+    args = [
+        "compress",
+        str(src),
+        "-o",
+        str(out),
+        "--ratio",
+        "6",
+        "--steps",
+        "16",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--guidance",
+        "ssim",
+        "--guidance-weight",
+        "2",
+        "--guidance-every",
+        "2",
+        "--guidance-patch",
+        "32",
+    ]
     assert main(args) == 0
     assert "segmentation agreement F1" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0

@@ -132,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         "--speed-steps",
         type=int,
         default=None,
-        help="steps of the 'default config' compression timing (default: the config's default)",
+        help="steps of the default-config compression timing (default: --steps; "
+        "0: the config's own default)",
     )
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
@@ -506,7 +507,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.set:
         values["config"] = dict(_key_value(text) for text in args.set)
     if args.speed_steps is not None:
-        values["default_steps"] = args.speed_steps
+        values["speed_steps"] = args.speed_steps
     if args.methods:
         values["methods"] = tuple(args.methods)
     if args.codecs:

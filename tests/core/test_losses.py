@@ -80,8 +80,13 @@ def test_renderer_matches_the_block_networks_and_only_touches_its_blocks():
     for y in (6, 9, 10, 13):
         for x in (2, 10):
             block = grid.touching(((1, 2), (y, y + 1), (x, x + 1)))[0]
-            coords = np.array([grid.normalise(block, a, np.array([float(v)]))[0]
-                               for a, v in enumerate((1, y, x))], np.float32)
+            coords = np.array(
+                [
+                    grid.normalise(block, a, np.array([float(v)]))[0]
+                    for a, v in enumerate((1, y, x))
+                ],
+                np.float32,
+            )
             inputs = torch.zeros(grid.n_blocks, 1, 3)
             inputs[block, 0] = torch.from_numpy(coords)
             expected = net(inputs)[block, 0, 0]
@@ -102,9 +107,12 @@ def test_renderer_samples_a_shrunken_window_at_cell_centres():
     assert out.shape == (2, 4, 5)
     for i, j in ((0, 0), (3, 4), (2, 1)):
         y, x = 2 - 0.5 + (i + 0.5) * 4, 4 - 0.5 + (j + 0.5) * 4
-        block = int(np.ravel_multi_index(
-            (grid.block_of(np.array([y]), 0)[0], grid.block_of(np.array([x]), 1)[0]),
-            grid.counts_effective))
+        block = int(
+            np.ravel_multi_index(
+                (grid.block_of(np.array([y]), 0)[0], grid.block_of(np.array([x]), 1)[0]),
+                grid.counts_effective,
+            )
+        )
         inputs = torch.zeros(grid.n_blocks, 1, 2)
         inputs[block, 0, 0] = float(grid.normalise(block, 0, np.array([y]))[0])
         inputs[block, 0, 1] = float(grid.normalise(block, 1, np.array([x]))[0])
@@ -121,8 +129,12 @@ def nuclei_norm(nuclei_crop):
 def test_segmentation_guidance_is_zero_at_the_original_and_positive_elsewhere(
     nuclei_norm, diameter
 ):
-    guide = make_guidance(GuidanceSettings("segmentation", model="tiny", diameter=diameter),
-                          nuclei_norm, CPU, net=small_net())
+    guide = make_guidance(
+        GuidanceSettings("segmentation", model="tiny", diameter=diameter),
+        nuclei_norm,
+        CPU,
+        net=small_net(),
+    )
     assert guide.supersample == (1 if diameter == 20 else 2)
     original = torch.from_numpy(np.moveaxis(nuclei_norm, -1, 0))
 
@@ -149,8 +161,9 @@ def test_guidance_loss_decreases_and_its_gradient_reaches_the_field(nuclei_norm,
     groups, field = field_groups(grid)
     render = WindowRenderer(grid, groups)
     kw = {} if name == "ssim" else {"net": small_net()}
-    settings = GuidanceSettings(name, model=None if name == "ssim" else "tiny", diameter=20.0,
-                                patch=64, every=1)
+    settings = GuidanceSettings(
+        name, model=None if name == "ssim" else "tiny", diameter=20.0, patch=64, every=1
+    )
     guide = make_guidance(settings, nuclei_norm, CPU, **kw)
     guide.loss(render).backward()
     for p in field.parameters():
@@ -183,8 +196,7 @@ def test_guidance_gradient_is_rescaled_to_the_pixel_gradient(nuclei_norm):
     pixel = [torch.full_like(p, 0.01) for p in params]
     for p, g in zip(params, pixel, strict=True):
         p.grad = g.clone()
-    guide = make_guidance(GuidanceSettings("ssim", weight=1.0, every=1, patch=32),
-                          nuclei_norm, CPU)
+    guide = make_guidance(GuidanceSettings("ssim", weight=1.0, every=1, patch=32), nuclei_norm, CPU)
     loss = guide.add_gradient(WindowRenderer(grid, groups), params, 5, 1.0)
     assert loss is not None and loss > 0 and guide.steps_done == 1
     added = torch.cat([(p.grad - g).ravel() for p, g in zip(params, pixel, strict=True)])
@@ -194,9 +206,15 @@ def test_guidance_gradient_is_rescaled_to_the_pixel_gradient(nuclei_norm):
 
 def test_guided_fit_end_to_end_with_the_bundled_network(nuclei_crop, tmp_path):
     pytest.importorskip("cellpose")
-    cfg = CompressionConfig(ratio=6, steps=40, batch_size=2048, device="cpu",
-                            guidance="segmentation", guidance_model="inif_nuclei_small",
-                            guidance_every=2)
+    cfg = CompressionConfig(
+        ratio=6,
+        steps=40,
+        batch_size=2048,
+        device="cpu",
+        guidance="segmentation",
+        guidance_model="inif_nuclei_small",
+        guidance_every=2,
+    )
     encoded = compress(nuclei_crop, cfg)
     assert encoded.ratio >= 6
     record = encoded.header.fit["guidance"]
@@ -211,8 +229,15 @@ def test_guided_fit_end_to_end_with_the_bundled_network(nuclei_crop, tmp_path):
 
 
 def test_guided_fit_of_a_stack_uses_planes(cells_tyx):
-    cfg = CompressionConfig(ratio=8, steps=12, batch_size=2048, device="cpu", guidance="ssim",
-                            guidance_patch=32, guidance_every=1)
+    cfg = CompressionConfig(
+        ratio=8,
+        steps=12,
+        batch_size=2048,
+        device="cpu",
+        guidance="ssim",
+        guidance_patch=32,
+        guidance_every=1,
+    )
     encoded = compress(cells_tyx, cfg, axes="TYX")
     record = encoded.header.fit["guidance"]
     assert record["agreement"]["method"] == "classical"
