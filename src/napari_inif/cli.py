@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="the quick-start job: napari with the sample, or the CLI")
     m.add_argument("--no-viewer", action="store_true", help="compress in the terminal only")
     m.add_argument("--ratio", type=float, default=64.0)
-    m.add_argument("--steps", type=int, default=None)
+    m.add_argument("--steps", type=int, default=600, help="optimisation steps (default 600)")
 
     b = sub.add_parser(
         "bench",
