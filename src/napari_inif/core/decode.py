@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FieldDecoder", "InifArray"]
 
-_CHUNK = 1 << 17  # points per forward pass: bounds decoder memory
+_CHUNK = 1 << 14  # points per forward pass: bounds decoder memory
 
 
 class FieldDecoder:
