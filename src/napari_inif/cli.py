@@ -277,10 +277,7 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
         gen = fit_source(
             source, config, client=client, quality=not args.no_quality, torch_threads=threads
         )
-        try:
-            encoded = drive(gen, None if args.quiet else _bar())
-        finally:
-            gen.close()
+        encoded = drive(gen, None if args.quiet else _bar())  # drive closes gen
     encoded.save(out)
     fit = encoded.header.fit
     if "psnr" in fit:
@@ -336,9 +333,8 @@ def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
         bar.update(p.step - bar.n)
 
     try:
-        return drive(gen, report)
+        return drive(gen, report)  # drive closes the generator, also on Ctrl-C
     finally:
-        gen.close()
         for bar in bars:
             bar.close()
 

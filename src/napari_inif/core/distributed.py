@@ -49,7 +49,7 @@ from .blocks import BlockGrid
 from .config import CompressionConfig
 from .decode import FieldDecoder, InifArray
 from .encoded import Encoded
-from .fit import BlockFitter, Progress, flat_weights, pick_device
+from .fit import BlockFitter, Cancelled, Progress, drive, flat_weights, pick_device
 from .header import FieldHeader
 from .layout import Layout
 from .metrics import Quality, ssim
@@ -73,10 +73,6 @@ SAMPLED_RATE_CONTROL = 1 << 20  # weights above which rate control searches on a
 TASK_VOXELS = 1 << 24  # padded block values (voxels x channels) per task: ~64 MB as float32
 RETRIES = 2
 _POLL = 0.5  # seconds between progress reports while cluster tasks run
-
-
-class Cancelled(Exception):
-    """The run was cancelled by its ``cancel`` callback; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -681,19 +677,7 @@ def compress_source(
     ``cancel()`` is polled at every progress report; when it returns true the pending
     tasks are cancelled and :class:`Cancelled` is raised.
     """
-    gen = fit_source(source, config, **kw)
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if on_progress is not None:
-                on_progress(p)
-            if cancel is not None and cancel():
-                raise Cancelled("compression cancelled")
-    finally:
-        gen.close()
+    return drive(fit_source(source, config, **kw), on_progress, cancel)
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from .render import WindowRenderer
 __all__ = [
     "OPTIMIZERS",
     "BlockFitter",
+    "Cancelled",
     "Progress",
     "compress",
     "drive",
@@ -432,17 +433,32 @@ def _fit_record(
     }
 
 
+class Cancelled(Exception):
+    """The run was cancelled by its ``cancel`` callback; nothing was written."""
+
+
 def drive(
-    gen: Generator[Progress, None, Encoded], on_progress: Callable[[Progress], None] | None = None
+    gen: Generator[Progress, None, Encoded],
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> Encoded:
-    """Run a :func:`fit` generator to the end and return its result."""
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(p)
+    """Run a :func:`fit` (or ``fit_source``) generator to the end and return its result.
+
+    ``cancel()`` is polled after every progress report; when it returns true the generator
+    is closed (which cancels its pending work) and :class:`Cancelled` is raised.
+    """
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if on_progress is not None:
+                on_progress(p)
+            if cancel is not None and cancel():
+                raise Cancelled("compression cancelled")
+    finally:
+        gen.close()
 
 
 def compress(data: np.ndarray, config: CompressionConfig | None = None, **kw: Any) -> Encoded:
