@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="the quick-start job: napari with the sample, or the CLI")
     m.add_argument("--no-viewer", action="store_true", help="compress in the terminal only")
     m.add_argument("--ratio", type=float, default=64.0)
-    m.add_argument("--steps", type=int, default=600, help="optimisation steps (default 600)")
+    m.add_argument("--steps", type=int, default=2400, help="optimisation steps (default 2400)")
 
     b = sub.add_parser(
         "bench",
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--quick",
         action="store_true",
-        help="one tiny crop, 2 ratios, 50 steps (CI, about a minute)",
+        help="one tiny crop, 2 ratios, 200 steps (CI, under a minute)",
     )
     b.add_argument("--out", default="docs/benchmarks", help="output folder")
     b.add_argument("--data", default=None, help="folder of the images (default ../shared/data)")

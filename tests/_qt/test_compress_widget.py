@@ -11,7 +11,7 @@ from napari_inif._qt import compress_widget
 from napari_inif._qt.compress_widget import PRESETS, CompressWidget
 from napari_inif.core import Layout, load, max_ratio, metrics
 
-QUICK = "Quick (300 steps)"
+QUICK = "Quick (1000 steps)"
 
 
 @pytest.fixture

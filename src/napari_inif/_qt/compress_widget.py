@@ -47,9 +47,9 @@ __all__ = ["PRESETS", "CompressWidget"]
 
 #: Quality/speed presets: label -> steps (``None``: the time budget box decides).
 PRESETS: dict[str, int | None] = {
-    "Quick (300 steps)": 300,
-    "Balanced (1500 steps)": 1500,
-    "Best (5000 steps)": 5000,
+    "Quick (1000 steps)": 1000,
+    "Balanced (4000 steps)": 4000,
+    "Best (16000 steps)": 16000,
     "Time budget": None,
 }
 RATIO_STEPS_PER_OCTAVE = 4  # the ratio slider moves in quarter octaves

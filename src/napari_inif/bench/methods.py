@@ -29,12 +29,19 @@ class Method:
         ``CompressionConfig`` fields set for this row.
     guided
         Whether the row uses segmentation guidance (its segmentation agreement matters).
+    cases
+        Case names the row runs on (empty: all), e.g. nuclei images for a nuclei model.
     """
 
     name: str
     label: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
     guided: bool = False
+    cases: tuple[str, ...] = ()
+
+    def runs_on(self, case: str) -> bool:
+        """Whether this row is measured on the case named ``case``."""
+        return not self.cases or case in self.cases
 
     def unavailable(self) -> str | None:
         """Why this row cannot run with the installed core, or ``None``."""
@@ -92,9 +99,10 @@ for _method in (
     ),
     Method(
         "inif-guided",
-        "napari-inif with segmentation guidance",
-        {"guidance": "segmentation"},
+        "napari-inif with segmentation guidance by the bundled small nuclei network",
+        {"guidance": "segmentation", "guidance_model": "inif_nuclei_small"},
         guided=True,
+        cases=("nuclei-2d", "cells-tyx-tiny"),
     ),
 ):
     register_method(_method)

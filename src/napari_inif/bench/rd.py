@@ -207,6 +207,8 @@ def run_case(
             continue
         reference = None
         for method in methods:
+            if not method.runs_on(case.name):
+                continue
             reason = method.unavailable()
             if reason:
                 rows.append(

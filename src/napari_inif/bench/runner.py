@@ -84,7 +84,7 @@ class BenchSettings:
     data_dir: Path | None = None
     cases: tuple[Case, ...] = DEFAULT_CASES
     ratios: tuple[float, ...] = DEFAULT_RATIOS
-    steps: int = 300
+    steps: int = 1200
     methods: tuple[str, ...] = field(default_factory=lambda: tuple(METHODS))
     codecs: tuple[str, ...] = field(default_factory=lambda: tuple(CODECS))
     seed: int = 0
@@ -101,14 +101,14 @@ class BenchSettings:
 
 
 def quick_settings(**overrides: object) -> BenchSettings:
-    """The ``--quick`` preset: one tiny crop, two ratios, 50 steps, a small speed volume."""
+    """The ``--quick`` preset: one tiny crop, two ratios, 200 steps, a small speed volume."""
     values: dict[str, object] = {
         "cases": QUICK_CASES,
         "ratios": (16.0, 64.0),
-        "steps": 50,
+        "steps": 200,
         "speed_case": QUICK_CASES[0],
         "tiled_shape": (64, 128, 128),
-        "speed_steps": 50,
+        "speed_steps": 200,
         "tile_steps": 5,
     }
     values.update(overrides)

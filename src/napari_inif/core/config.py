@@ -30,9 +30,14 @@ class CompressionConfig:
     target_psnr
         Stop once the PSNR on the training batches (dB, data range) exceeds this.
     batch_size
-        Coordinates sampled per step, over all blocks together.
+        Coordinates sampled per step, over all blocks together (at least 256 per block).
+        Many cheap steps beat few large ones: at equal compute, 1200 steps of 8192 points
+        gave 29.9 dB where 300 steps of 32768 gave 27.7 dB (cancer-cell stack, 256x), and
+        41.8 vs 39.1 dB on a BBBC034 image at 64x.
     lr
-        Peak learning rate of the optimiser (cosine decay to 5% of it).
+        Peak learning rate of the optimiser (cosine decay to 5% of it) for a block trained
+        on 8192 points per step; smaller per-block batches use ``lr * (points / 8192) ** 0.25``
+        (see :data:`napari_inif.core.fit.LR_REFERENCE_POINTS`).
     freq_lr_scale
         Learning-rate multiplier of the learnable log-frequencies.
     optimizer
@@ -84,10 +89,10 @@ class CompressionConfig:
 
     ratio: float = 64.0
     architecture: str = "inif"
-    steps: int = 1500
+    steps: int = 4000
     time_limit: float | None = None
     target_psnr: float | None = None
-    batch_size: int = 32768
+    batch_size: int = 8192
     lr: float = 1e-3
     optimizer: str = "adam"
     freq_lr_scale: float = 20.0

@@ -217,6 +217,7 @@ def _fit_steps(
     for step in range(1, config.steps + 1):
         mse = fitter.step(step / config.steps)
         yield mse
+    fitter.finish()
     return {
         "weights": fitter.weights(),
         "mse": mse,
