@@ -25,3 +25,37 @@ def test_quality_reports_both_psnr_ranges(cells_tyx):
     q = quality(cells_tyx, decoded)
     assert q.max_error == 100 == max_abs_error(cells_tyx, decoded)
     assert q.psnr_dtype > q.psnr  # dtype range flatters data that uses part of it
+
+
+def test_slab_accumulator_equals_the_whole_array_metrics(cells_tyx):
+    from napari_inif.core.metrics import QualityAccumulator, quality
+
+    rng = np.random.default_rng(0)
+    noisy = np.clip(cells_tyx + rng.normal(0, 300, cells_tyx.shape), 0, 65535).astype(np.uint16)
+    whole = quality(cells_tyx, noisy, plane_axes=2)
+    acc = QualityAccumulator(float(cells_tyx.max()) - float(cells_tyx.min()), cells_tyx.dtype)
+    for s0 in range(0, len(cells_tyx), 4):  # uneven slabs: 4 + 2 planes
+        acc.add(cells_tyx[s0 : s0 + 4], noisy[s0 : s0 + 4])
+    got = acc.result()
+    assert got.psnr == pytest.approx(whole.psnr, abs=1e-9)
+    assert got.psnr_dtype == pytest.approx(whole.psnr_dtype, abs=1e-9)
+    assert got.ssim == pytest.approx(whole.ssim, abs=1e-9)
+    assert got.max_error == whole.max_error
+
+
+def test_fit_measures_a_stack_slab_by_slab_with_the_same_numbers(cells_tyx, monkeypatch):
+    import importlib
+
+    from napari_inif.core import CompressionConfig, compress
+    from napari_inif.core.metrics import quality
+
+    fit_module = importlib.import_module("napari_inif.core.fit")
+    monkeypatch.setattr(fit_module, "QUALITY_SLAB_VOXELS", 2 * 48 * 40)  # 2-plane slabs
+    stack = np.stack([cells_tyx[:, :, :20], cells_tyx[:, :, 20:]], axis=1)  # TCYX, 2 channels
+    encoded = compress(stack, CompressionConfig(ratio=8, steps=20), axes="TCYX")
+    decoded = encoded.array()[...]
+    expected = quality(np.moveaxis(stack, 1, 0), np.moveaxis(decoded, 1, 0), plane_axes=2)
+    fit = encoded.header.fit
+    assert fit["psnr"] == pytest.approx(expected.psnr, abs=1e-3)
+    assert fit["ssim"] == pytest.approx(expected.ssim, abs=1e-3)
+    assert fit["max_error"] == pytest.approx(expected.max_error, abs=1e-3)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Quality", "max_abs_error", "psnr", "quality", "ssim"]
+__all__ = ["Quality", "QualityAccumulator", "max_abs_error", "psnr", "quality", "ssim"]
 
 
 class Quality(NamedTuple):
@@ -94,3 +94,56 @@ def quality(original: np.ndarray, decoded: np.ndarray, *, plane_axes: int = 2) -
         ssim(original, decoded, plane_axes=plane_axes),
         max_abs_error(original, decoded),
     )
+
+
+class QualityAccumulator:
+    """The numbers of :func:`quality` (2D SSIM) gathered slab by slab, to bound memory.
+
+    ``add(original, decoded)`` takes matching parts of the two arrays whose last two axes
+    are the planes; the result equals :func:`quality` with ``plane_axes=2`` on the whole
+    arrays (SSIM is a mean over planes, so it splits exactly).
+
+    Parameters
+    ----------
+    data_range
+        The whole original's ``max - min``.
+    dtype
+        The original's dtype (for the dtype-range PSNR).
+    """
+
+    def __init__(self, data_range: float, dtype: np.dtype):
+        self.data_range = data_range or 1.0
+        self.dtype_range = _dtype_range(np.dtype(dtype))
+        self.sse = 0.0
+        self.n = 0
+        self.max_error = 0.0
+        self.ssim_sum = 0.0
+        self.planes = 0
+
+    def add(self, original: np.ndarray, decoded: np.ndarray) -> None:
+        """Fold in one slab (same shape, at least 2 axes)."""
+        a = np.asarray(original, np.float64)
+        b = np.asarray(decoded, np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+        diff = a - b
+        self.sse += float(np.square(diff).sum())
+        self.n += diff.size
+        self.max_error = max(self.max_error, float(np.abs(diff).max()))
+        planes = int(np.prod(a.shape[:-2]))
+        self.ssim_sum += ssim(a, b, data_range=self.data_range) * planes
+        self.planes += planes
+
+    def result(self) -> Quality:
+        """The metrics of everything added."""
+        mse = self.sse / max(self.n, 1)
+
+        def db(peak: float) -> float:
+            return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
+
+        return Quality(
+            db(self.data_range),
+            db(self.dtype_range),
+            self.ssim_sum / max(self.planes, 1),
+            self.max_error,
+        )
