@@ -20,7 +20,7 @@ TIFF = HERE / "cancer_cells_TYX.tif"
 INIF = HERE / "cancer_cells_TYX.inif"
 FRAMES = 16
 RATIO = 64.0
-STEPS = 1500
+STEPS = 4000  # the library default
 
 
 def main(argv: list[str]) -> int:
