@@ -110,13 +110,19 @@ def test_zarr_source_gives_the_in_memory_result(cells_zarr, cells_tyx):
     enc = compress_source(source, CONFIG, task_voxels=TASK)
     ref = compress(cells_tyx, CONFIG, axes="TYX")
     h, r = enc.header, ref.header
-    assert (h.layout, h.grid_counts, h.widths, h.lo, h.hi) == (
+    assert (h.layout, h.grid_counts, h.depth, h.lo, h.hi) == (
         r.layout,
         r.grid_counts,
-        r.widths,
+        r.depth,
         r.lo,
         r.hi,
     )
+    # The streamed file's header is longer (engine, tasks, source name), so its budget
+    # may take one width step off a block.
+    assert all(
+        1 <= a / b <= 1.2 or 1 <= b / a <= 1.2 for a, b in zip(h.widths, r.widths, strict=True)
+    )
+    assert abs(h.n_params - r.n_params) <= 0.1 * r.n_params
     assert (
         h.fit["engine"] == "local" and h.fit["tasks"] >= 3 and h.metadata["source"] == "cells.zarr"
     )

@@ -9,9 +9,9 @@ import torch
 from napari_inif.core import CompressionConfig
 from napari_inif.core.budget import plan
 from napari_inif.core.fit import BlockFitter, normalise
+from napari_inif.core.layout import Layout
 
 fit_module = importlib.import_module("napari_inif.core.fit")
-from napari_inif.core.layout import Layout
 
 
 def test_blocks_fit_the_same_alone_or_together(cells_tyx):
