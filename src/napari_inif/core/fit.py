@@ -280,11 +280,12 @@ class _Group:
         self.lr_scale = torch.ones(len(blocks), device=data.device)  # halved per rollback
 
     def damp(self, old: list[torch.Tensor]) -> None:
-        """Shrink this step's update of each block by its ``lr_scale``."""
+        """Shrink this step's update of each block by its ``lr_scale`` (blocks at full rate
+        are left exactly as the optimiser put them)."""
         with torch.no_grad():
             for p, before in zip(self.net.parameters(), old, strict=True):
                 scale = self.lr_scale.reshape(-1, *([1] * (p.dim() - 1)))
-                p.copy_(before + scale * (p - before))
+                p.copy_(torch.where(scale < 1, before + scale * (p - before), p))
 
     def track(self, loss: torch.Tensor) -> None:
         """Smooth this step's per-block loss ``(B,)``."""
