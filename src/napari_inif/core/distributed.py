@@ -52,7 +52,7 @@ from .encoded import Encoded
 from .fit import BlockFitter, Cancelled, Progress, drive, flat_weights, pick_device
 from .header import FieldHeader
 from .layout import Layout
-from .metrics import Quality, ssim
+from .metrics import Quality, QualityAccumulator, ssim
 from .quant import MAX_HALF, QuantisedWeights, dequantise, encode_payload, quantise, rate_control
 from .source import ArraySource
 
@@ -118,20 +118,10 @@ def block_box(
     )
 
 
-def _canonical(layout: Layout, region: np.ndarray) -> np.ndarray:
-    """``(*extent, C)`` view of a box of the original array (cf. ``Layout.to_canonical``)."""
-    order = list(layout.coord_axes)
-    if layout.channel_axis is not None:
-        order.append(layout.channel_axis)
-    rest = [i for i in range(region.ndim) if i not in order]
-    arr = np.transpose(region, order + rest)
-    return arr.reshape((*[region.shape[i] for i in layout.coord_axes], layout.channels))
-
-
 def _read_block(
     source: ArraySource, layout: Layout, grid: BlockGrid, block: int, *, fitted: bool = False
 ) -> np.ndarray:
-    return _canonical(layout, source.read(block_box(layout, grid, block, fitted=fitted)))
+    return layout.to_canonical(source.read(block_box(layout, grid, block, fitted=fitted)))
 
 
 def _normalised(canon: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
@@ -263,8 +253,8 @@ def _quality_task(
     out = {"sse": 0.0, "n": 0.0, "max_error": 0.0, "ssim": 0.0}
     for block in weights:
         box = block_box(layout, grid, block)
-        a = _canonical(layout, source.read(box)).astype(np.float64)
-        b = _canonical(layout, decoded[box]).astype(np.float64)
+        a = layout.to_canonical(source.read(box)).astype(np.float64)
+        b = layout.to_canonical(decoded[box]).astype(np.float64)
         diff = a - b
         out["sse"] += float(np.square(diff).sum())
         out["n"] += diff.size
@@ -615,13 +605,11 @@ def _stream_quality(
         args.append((source, header, w, data_range, plane_axes))
     del deq
     start = time.perf_counter()
-    total = {"sse": 0.0, "n": 0.0, "max_error": 0.0, "ssim": 0.0}
+    total = QualityAccumulator(data_range, np.dtype(header.layout.dtype))
     for item in _run_tasks(client, _quality_task, args, "quality"):
         if item is not None:
-            part = item[1]
-            for k in ("sse", "n", "ssim"):
-                total[k] += part[k]
-            total["max_error"] = max(total["max_error"], part["max_error"])
+            part = item[1]  # the SSIM sum is voxel-weighted: its weight is n
+            total.merge(part["sse"], part["n"], part["max_error"], part["ssim"], part["n"])
         yield Progress(
             config.steps,
             config.steps,
@@ -631,14 +619,7 @@ def _stream_quality(
             0.0,
             "quality",
         )
-    mse = total["sse"] / total["n"]
-    dtype = np.dtype(header.layout.dtype)
-    dtype_range = float(np.iinfo(dtype).max - np.iinfo(dtype).min) if dtype.kind in "iu" else 1.0
-
-    def db(peak: float) -> float:
-        return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
-
-    return Quality(db(data_range), db(dtype_range), total["ssim"] / total["n"], total["max_error"])
+    return total.result()
 
 
 def _record(

@@ -512,17 +512,12 @@ def _slab_quality(canon: np.ndarray, encoded: Encoded, layout: Layout) -> Qualit
     """:func:`.metrics.quality` of the decoded field, decoding a slab at a time."""
     acc = QualityAccumulator(float(canon.max()) - float(canon.min()), np.dtype(layout.dtype))
     array = encoded.array()
-    first = layout.coord_axes[0]
-    order = [*layout.coord_axes, *([] if layout.channel_axis is None else [layout.channel_axis])]
-    order += [i for i in range(len(layout.shape)) if i not in order]
-    per_index = canon[0].size
-    step = max(1, QUALITY_SLAB_VOXELS // per_index)
+    step = max(1, QUALITY_SLAB_VOXELS // canon[0].size)
     for s0 in range(0, canon.shape[0], step):
         key = [slice(None)] * len(layout.shape)
-        key[first] = slice(s0, s0 + step)
-        part = canon[s0 : s0 + step]
-        decoded = np.transpose(array[tuple(key)], order).reshape(part.shape)
-        acc.add(np.moveaxis(part, -1, 0), np.moveaxis(decoded, -1, 0))
+        key[layout.coord_axes[0]] = slice(s0, s0 + step)
+        decoded = layout.to_canonical(array[tuple(key)])
+        acc.add(np.moveaxis(canon[s0 : s0 + step], -1, 0), np.moveaxis(decoded, -1, 0))
     return acc.result()
 
 

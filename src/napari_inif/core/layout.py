@@ -95,13 +95,15 @@ class Layout:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     def to_canonical(self, data: np.ndarray) -> np.ndarray:
-        """``(*coord_shape, channels)`` view of ``data`` (copy only where needed)."""
+        """``(*extent, channels)`` view of ``data`` (copy only where needed): the whole array,
+        or a box of it cut along the coordinate axes (all channels kept)."""
+        data = np.asarray(data)
         order = list(self.coord_axes)
         if self.channel_axis is not None:
             order.append(self.channel_axis)
         rest = [i for i in range(len(self.shape)) if i not in order]
-        arr = np.transpose(np.asarray(data), order + rest)
-        return arr.reshape((*self.coord_shape, self.channels))
+        arr = np.transpose(data, order + rest)
+        return arr.reshape((*[data.shape[i] for i in self.coord_axes], self.channels))
 
     def from_canonical(self, canon: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_canonical` for a full array."""

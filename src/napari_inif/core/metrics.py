@@ -115,24 +115,37 @@ class QualityAccumulator:
         self.data_range = data_range or 1.0
         self.dtype_range = _dtype_range(np.dtype(dtype))
         self.sse = 0.0
-        self.n = 0
+        self.n = 0.0
         self.max_error = 0.0
         self.ssim_sum = 0.0
-        self.planes = 0
+        self.ssim_weight = 0.0
 
     def add(self, original: np.ndarray, decoded: np.ndarray) -> None:
-        """Fold in one slab (same shape, at least 2 axes)."""
+        """Fold in one slab (same shape, at least 2 axes); its SSIM counts per plane."""
         a = np.asarray(original, np.float64)
         b = np.asarray(decoded, np.float64)
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
         diff = a - b
-        self.sse += float(np.square(diff).sum())
-        self.n += diff.size
-        self.max_error = max(self.max_error, float(np.abs(diff).max()))
-        planes = int(np.prod(a.shape[:-2]))
-        self.ssim_sum += ssim(a, b, data_range=self.data_range) * planes
-        self.planes += planes
+        planes = float(np.prod(a.shape[:-2]))
+        self.merge(
+            float(np.square(diff).sum()),
+            diff.size,
+            float(np.abs(diff).max()),
+            ssim(a, b, data_range=self.data_range) * planes,
+            planes,
+        )
+
+    def merge(
+        self, sse: float, n: float, max_error: float, ssim_sum: float, ssim_weight: float
+    ) -> None:
+        """Fold in partial sums measured elsewhere (e.g. by a Dask task): squared error over
+        ``n`` values, their largest error, and an SSIM sum with the weight it carries."""
+        self.sse += sse
+        self.n += n
+        self.max_error = max(self.max_error, max_error)
+        self.ssim_sum += ssim_sum
+        self.ssim_weight += ssim_weight
 
     def result(self) -> Quality:
         """The metrics of everything added."""
@@ -144,6 +157,6 @@ class QualityAccumulator:
         return Quality(
             db(self.data_range),
             db(self.dtype_range),
-            self.ssim_sum / max(self.planes, 1),
+            self.ssim_sum / max(self.ssim_weight, 1),
             self.max_error,
         )
