@@ -419,7 +419,7 @@ def _info(args: argparse.Namespace) -> int:
         f"ratio       {encoded.ratio:.1f}x",
         f"field       {h.grid.n_blocks} blocks {h.grid_counts}, depth {h.depth}, "
         f"widths {min(h.widths)}-{max(h.widths)}, {h.n_params} parameters, "
-        f"{2 * h.half + 1} quantiser levels",
+        f"{2 * h.half + 1} quantiser levels ({2 * h.tensor_halves()[0] + 1} in first layers)",
     ]
     if fit:
         lines.append(

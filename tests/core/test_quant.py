@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 
 from napari_inif.core.quant import (
+    FIRST_LAYER_FACTOR,
+    MAX_HALF,
     decode_payload,
     dequantise,
     encode_payload,
+    halves_for,
     quantise,
     rate_control,
 )
@@ -40,7 +43,8 @@ def test_rate_control_fills_the_budget():
     budget = 900
     q, payload = rate_control(w, budget)
     assert len(payload) <= budget
-    assert len(encode_payload(quantise(w, q.half + 1))) > budget  # the next level is too big
+    finer = quantise(w, q.halves[0] + 1)  # the next level is too big
+    assert len(encode_payload(finer)) > budget
     assert len(payload) > 0.8 * budget
 
 
@@ -53,3 +57,28 @@ def test_hostile_payload_is_refused():
         decode_payload(payload, [(10_000, 10_000)], 127)
     with pytest.raises(ValueError):  # values outside the declared quantiser range
         decode_payload(encode_payload(quantise(w, 500)), [t.shape for t in w], 100)
+
+
+def test_per_tensor_half_ranges_round_trip_and_are_enforced():
+    w = _weights()
+    first = [True, True, False, False, False, False]
+    halves = halves_for(first, 100)
+    assert halves == (100 * FIRST_LAYER_FACTOR,) * 2 + (100,) * 4
+    q = quantise(w, halves)
+    assert int(np.abs(q.values[0]).max()) == 100 * FIRST_LAYER_FACTOR  # finer, full range
+    back = decode_payload(encode_payload(q), [t.shape for t in w], halves)
+    for a, b in zip(q.values, back.values, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="outside"):  # first layer read at the coarse range
+        decode_payload(encode_payload(q), [t.shape for t in w], 100)
+    assert halves_for([True], MAX_HALF) == (MAX_HALF,)  # capped at 16 bits
+
+
+def test_rate_control_keeps_the_first_layer_finer_within_the_budget():
+    w = _weights()
+    first = [True, True, False, False, False, False]
+    q, payload = rate_control(w, 900, first)
+    assert len(payload) <= 900
+    assert q.halves == halves_for(first, q.halves[2])
+    uniform, _ = rate_control(w, 900)
+    assert q.halves[2] <= uniform.halves[2] < q.halves[0]  # the rest pays a little for it

@@ -130,6 +130,7 @@ def _header(
         depth=depth,
         widths=tuple(widths),
         half=32767,
+        first_half=32767,
         margin=grid.margin,
         scale=kw.get("scale"),  # type: ignore[arg-type]
         unit=kw.get("unit"),  # type: ignore[arg-type]

@@ -41,7 +41,10 @@ __all__ = [
 ]
 
 MAGIC = b"\x89INIF\r\n\x1a"
-FORMAT_VERSION = (1, 0)
+#: Version written.  2.0 added the first layer's own quantiser range (``first_half``),
+#: which a 1.x reader cannot ignore; 1.x files (no ``first_half``) are still read.
+FORMAT_VERSION = (2, 0)
+READ_MAJORS = (1, 2)
 MAX_HEADER_BYTES = 1 << 20  # deflated
 MAX_HEADER_JSON_BYTES = 8 << 20  # inflated
 MAX_FILE_BYTES = 1 << 36
@@ -99,10 +102,10 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
     if len(view) < _PREFIX.size or bytes(view[:8]) != MAGIC:
         raise InifFormatError("not an .inif file (magic bytes missing)")
     _, major, minor, head_len = _PREFIX.unpack_from(view, 0)
-    if major != FORMAT_VERSION[0]:
+    if major not in READ_MAJORS:
         raise InifFormatError(
-            f"unsupported .inif format version {major}.{minor}; "
-            f"this napari-inif reads {FORMAT_VERSION[0]}.x"
+            f"unsupported .inif format version {major}.{minor}; this napari-inif reads "
+            + " and ".join(f"{m}.x" for m in READ_MAJORS)
         )
     if head_len > MAX_HEADER_BYTES:
         raise InifFormatError(f"header length {head_len} exceeds {MAX_HEADER_BYTES}")

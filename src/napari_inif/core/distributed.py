@@ -53,7 +53,15 @@ from .fit import BlockFitter, Cancelled, Progress, drive, flat_weights, pick_dev
 from .header import FieldHeader
 from .layout import Layout
 from .metrics import Quality, QualityAccumulator, ssim
-from .quant import MAX_HALF, QuantisedWeights, dequantise, encode_payload, quantise, rate_control
+from .quant import (
+    MAX_HALF,
+    QuantisedWeights,
+    dequantise,
+    encode_payload,
+    halves_for,
+    quantise,
+    rate_control,
+)
 from .source import ArraySource
 
 __all__ = [
@@ -523,9 +531,11 @@ def fit_source(
         )
         flat = flat_weights(fitted["weights"], n_blocks)
         del fitted["weights"]
-        q, payload = _rate_control(flat, source_plan.plan.payload_budget, 2 * header.depth)
+        q, payload = _rate_control(
+            flat, source_plan.plan.payload_budget, header.first_layer(), 2 * header.depth
+        )
         del flat
-        encoded = Encoded(replace(header, half=q.half), q, payload)
+        encoded = Encoded(header.with_halves(q.halves), q, payload)
         metrics = None
         if quality:
             metrics = yield from _stream_quality(
@@ -546,28 +556,29 @@ def fit_source(
 
 
 def _rate_control(
-    weights: list[np.ndarray], budget: int, per_block: int
+    weights: list[np.ndarray], budget: int, first: list[bool], per_block: int
 ) -> tuple[QuantisedWeights, bytes]:
     """:func:`.quant.rate_control`, with the search on a sample of blocks for large payloads.
 
     The quantiser ``half`` found on every k-th block's tensors (against the budget scaled
     by their share of the values) is then checked on all weights: lowered until the payload
     fits, then raised by ~3% steps while it still fits.  The result fits the budget and is
-    within ~3% (in ``half``) of the finest quantiser that does.
+    within ~3% (in ``half``) of the finest quantiser that does.  The tensors marked in
+    ``first`` (first layers) get their finer levels (:func:`.quant.halves_for`) throughout.
     """
     n_values = sum(w.size for w in weights)
     if n_values <= SAMPLED_RATE_CONTROL:
-        return rate_control(weights, budget)
+        return rate_control(weights, budget, first)
     n_blocks = len(weights) // per_block
     k = max(1, math.ceil(n_values / SAMPLED_RATE_CONTROL))
-    sample = [
-        t for b in range(0, n_blocks, k) for t in weights[b * per_block : (b + 1) * per_block]
-    ]
+    picked = [i for b in range(0, n_blocks, k) for i in range(b * per_block, (b + 1) * per_block)]
+    sample = [weights[i] for i in picked]
     share = sum(w.size for w in sample) / n_values
-    half = rate_control(sample, int(budget * share))[0].half
+    sampled = rate_control(sample, int(budget * share), [first[i] for i in picked])[0]
+    half = min(sampled.halves)  # the shared half-range (first layers' is finer)
 
     def code(h: int) -> tuple[QuantisedWeights, bytes]:
-        q = quantise(weights, h)
+        q = quantise(weights, halves_for(first, h))
         return q, encode_payload(q)
 
     best = code(half)
@@ -579,10 +590,11 @@ def _rate_control(
         half = max(1, min(half - 1, math.floor(aim)))
         best = code(half)
     while half < MAX_HALF:
-        up = code(min(MAX_HALF, math.ceil(half * 1.03)))
+        finer = min(MAX_HALF, math.ceil(half * 1.03))
+        up = code(finer)
         if len(up[1]) > budget:
             break
-        half, best = up[0].half, up
+        half, best = finer, up
     return best
 
 

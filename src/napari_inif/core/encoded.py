@@ -89,7 +89,7 @@ class Encoded:
 
             check_section(header.layout, header.prior, prior)
         try:
-            weights = decode_payload(payload, header.tensor_shapes(), header.half)
+            weights = decode_payload(payload, header.tensor_shapes(), header.tensor_halves())
         except (ValueError, lzma.LZMAError, EOFError) as exc:
             raise InifFormatError(f"invalid payload: {exc}") from None
         return cls(header, weights, payload, prior)

@@ -475,8 +475,8 @@ def fit(
     yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
     fitter.finish()
     weights = flat_weights(fitter.weights(), grid.n_blocks)
-    q, payload = rate_control(weights, plan.payload_budget)
-    encoded = Encoded(_with_half(header, q.half), q, payload, _hybrid.section_of(prior))
+    q, payload = rate_control(weights, plan.payload_budget, header.first_layer())
+    encoded = Encoded(header.with_halves(q.halves), q, payload, _hybrid.section_of(prior))
     if guide is None and _by_slabs(layout):
         metrics, canon_dec = _slab_quality(canon, encoded, layout), None
     else:
@@ -519,10 +519,6 @@ def _slab_quality(canon: np.ndarray, encoded: Encoded, layout: Layout) -> Qualit
         decoded = layout.to_canonical(array[tuple(key)])
         acc.add(np.moveaxis(canon[s0 : s0 + step], -1, 0), np.moveaxis(decoded, -1, 0))
     return acc.result()
-
-
-def _with_half(header: FieldHeader, half: int) -> FieldHeader:
-    return replace(header, half=half)
 
 
 def _fit_record(

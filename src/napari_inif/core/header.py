@@ -35,7 +35,11 @@ class FieldHeader:
     widths
         Hidden width of every block's network, in block order.
     half
-        Quantiser half-range shared by all tensors (``2 * half + 1`` levels).
+        Quantiser half-range shared by all tensors but the first layer's
+        (``2 * half + 1`` levels).
+    first_half
+        Half-range of every block's first-layer weights and biases; ``None`` (files
+        written before it existed) means ``half``.
     margin
         Pixels beyond its tile on each side that a block's field was fitted on.
     scale
@@ -61,6 +65,7 @@ class FieldHeader:
     prior: dict[str, Any] | None = None
     fit: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    first_half: int | None = None
 
     @property
     def grid(self) -> BlockGrid:
@@ -80,6 +85,26 @@ class FieldHeader:
             for fan_in, fan_out in self.arch(block).layer_shapes:
                 shapes += [(fan_in, fan_out), (fan_out,)]
         return shapes
+
+    def first_layer(self) -> list[bool]:
+        """Which stored tensors (payload order) belong to a block's first layer."""
+        per_block = 2 * self.depth
+        return [i % per_block < 2 for i in range(per_block * len(self.widths))]
+
+    def tensor_halves(self) -> tuple[int, ...]:
+        """Quantiser half-range of every stored tensor, in payload order."""
+        first = self.half if self.first_half is None else self.first_half
+        return tuple(first if f else self.half for f in self.first_layer())
+
+    def with_halves(self, halves: tuple[int, ...]) -> FieldHeader:
+        """A copy recording the per-tensor half-ranges of a quantiser (one for the first
+        layer's tensors, one for the rest)."""
+        first_layer = self.first_layer()
+        firsts = {h for h, f in zip(halves, first_layer, strict=True) if f}
+        rest = {h for h, f in zip(halves, first_layer, strict=True) if not f}
+        if len(firsts) != 1 or len(rest) != 1:
+            raise ValueError("a header stores one half-range for first layers, one for the rest")
+        return replace(self, half=rest.pop(), first_half=firsts.pop())
 
     @property
     def n_params(self) -> int:
@@ -103,6 +128,7 @@ class FieldHeader:
             "depth": self.depth,
             "widths": list(self.widths),
             "half": self.half,
+            "first_half": self.first_half,
             "margin": self.margin,
             "scale": None if self.scale is None else list(self.scale),
             "unit": self.unit,
@@ -162,6 +188,13 @@ class FieldHeader:
         half = obj["half"]
         if not isinstance(half, int) or not 1 <= half <= 32767:
             raise InifFormatError(f"invalid quantiser half {half!r}")
+        first_half = obj.get("first_half")
+        if first_half is not None and (
+            not isinstance(first_half, int)
+            or isinstance(first_half, bool)
+            or not 1 <= first_half <= 32767
+        ):
+            raise InifFormatError(f"invalid first-layer quantiser half {first_half!r}")
         margin = obj.get("margin", 0)
         if not isinstance(margin, int) or isinstance(margin, bool) or not 0 <= margin <= 64:
             raise InifFormatError(f"invalid block margin {margin!r}")
@@ -190,6 +223,7 @@ class FieldHeader:
             prior,
             fit,
             metadata,
+            first_half,
         )
         if header.n_params > MAX_PARAMS:
             raise InifFormatError(f"header declares {header.n_params} parameters")
