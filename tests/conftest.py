@@ -30,6 +30,14 @@ def nuclei_crop() -> np.ndarray:
     return tifffile.imread(shared_file("bbbc038_0bf4b1_nuclei.tif"))[96:160, 80:160]
 
 
+@pytest.fixture(scope="session")
+def nuclei_128() -> np.ndarray:
+    """A real 128x128 uint8 nuclei crop (BBBC038, 14 nuclei)."""
+    import tifffile
+
+    return tifffile.imread(shared_file("bbbc038_0bf4b1_nuclei.tif"))[:128, :128]
+
+
 @pytest.fixture
 def cells_tyx() -> np.ndarray:
     """A real 6x48x40 uint16 time-lapse crop (cancer cell migration)."""

@@ -185,3 +185,36 @@ def test_preview_is_a_lazy_view_of_the_current_field(nuclei_crop):
     assert p.preview is not None and p.preview.shape == nuclei_crop.shape
     assert p.preview[:4, :4].dtype == nuclei_crop.dtype
     gen.close()
+
+
+def test_a_finer_first_layer_beats_one_shared_quantiser_at_equal_size(nuclei_128):
+    """The first layer's folded frequencies are what rounding hurts most (quant.py):
+    giving them finer levels, paid for by the rest, wins ~1 dB at the same payload size
+    (measured 0.8-1.5 dB on real nuclei crops, 400-800 steps, seeds 0 and 1)."""
+    import torch
+
+    from napari_inif.core.budget import plan
+    from napari_inif.core.fit import BlockFitter, flat_weights, normalise
+    from napari_inif.core.quant import rate_control
+
+    config = CompressionConfig(ratio=8, steps=400, seed=0)
+    layout = Layout.of(nuclei_128)
+    norm, lo, hi = normalise(layout.to_canonical(nuclei_128))
+    planned = plan(layout, config, norm, lo=lo, hi=hi)
+    header, grid = planned.header, planned.header.grid
+
+    def pixels(b):
+        return norm[tuple(slice(a, z) for a, z in grid.fit_bounds(b))]
+
+    fitter = BlockFitter(header, config, range(grid.n_blocks), pixels, torch.device("cpu"))
+    for step in range(config.steps):
+        fitter.step(step / config.steps)
+    fitter.finish()
+    weights = flat_weights(fitter.weights(), grid.n_blocks)
+    psnr = {}
+    for name, first in (("shared", None), ("finer", header.first_layer())):
+        q, payload = rate_control(weights, planned.payload_budget, first)
+        assert len(payload) <= planned.payload_budget
+        encoded = Encoded(header.with_halves(q.halves), q, payload)
+        psnr[name] = quality(nuclei_128, encoded.array()[...]).psnr
+    assert psnr["finer"] > psnr["shared"] + 0.4, psnr

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from napari_inif.core import CompressionConfig, Encoded, InifFormatError, compress, load
 from napari_inif.core.container import MAGIC, header_bytes, pack, unpack, write_atomic
+from napari_inif.core.decode import FieldDecoder, InifArray
+from napari_inif.core.quant import FIRST_LAYER_FACTOR, dequantise, rate_control
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +64,12 @@ def test_random_mutations_only_ever_raise_format_error(valid_file, data):
         pass
 
 
-def _repack(header: dict, payload: bytes) -> bytes:
+def _repack(header: dict, payload: bytes, version: tuple[int, int] = (2, 0)) -> bytes:
     """A file with a valid checksum around a hostile header: the checks past the CRC."""
     head = header_bytes(header)
     body = (
         MAGIC
-        + struct.pack("<HHI", 1, 0, len(head))
+        + struct.pack("<HHI", *version, len(head))
         + head
         + struct.pack("<I", len(payload))
         + payload
@@ -146,3 +148,26 @@ def test_load_of_a_directory_or_other_file(tmp_path):
     (tmp_path / "x.inif").write_bytes(b"not an inif file at all")
     with pytest.raises(InifFormatError, match="magic"):
         load(tmp_path / "x.inif")
+
+
+def test_format_1_files_still_decode(valid_file):
+    """1.x files have no ``first_half``: one quantiser range for every tensor."""
+    assert struct.unpack_from("<HH", valid_file, 8) == (2, 0)
+    new = Encoded.from_bytes(valid_file)
+    assert new.header.first_half == min(32767, FIRST_LAYER_FACTOR * new.header.half)
+    q, payload = rate_control(dequantise(new.weights), len(new.payload))  # one range for all
+    header, _ = unpack(valid_file)
+    del header["first_half"]
+    header["half"] = q.halves[0]
+    old = Encoded.from_bytes(_repack(header, payload, version=(1, 0)))
+    assert old.header.tensor_halves() == q.halves
+    expected = InifArray(FieldDecoder(old.header, dequantise(q)))[...]
+    np.testing.assert_array_equal(old.array()[...], expected)
+    # The new file read as if it had no first-layer range is refused, not misread.
+    header, payload = unpack(valid_file)
+    del header["first_half"]
+    with pytest.raises(InifFormatError, match="outside the quantiser range"):
+        Encoded.from_bytes(_repack(header, payload))
+    header["first_half"] = 0
+    with pytest.raises(InifFormatError, match="first-layer quantiser"):
+        Encoded.from_bytes(_repack(header, payload))
