@@ -412,6 +412,7 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(h.to_json(), indent=2))
         return 0
     fit = h.fit
+    levels = {k: 2 * q + 1 for k, q in zip(h.tensor_kinds(), h.tensor_halves(), strict=True)}
     lines = [
         f"file        {path} ({encoded.nbytes} bytes)",
         f"image       {h.layout.shape} {h.layout.axes} {h.layout.dtype}"
@@ -419,7 +420,8 @@ def _info(args: argparse.Namespace) -> int:
         f"ratio       {encoded.ratio:.1f}x",
         f"field       {h.grid.n_blocks} blocks {h.grid_counts}, depth {h.depth}, "
         f"widths {min(h.widths)}-{max(h.widths)}, {h.n_params} parameters, "
-        f"{2 * h.half + 1} quantiser levels ({2 * h.tensor_halves()[0] + 1} in first layers)",
+        f"{levels['weight']} quantiser levels (first layers {levels['first']}, "
+        f"biases {levels['bias']})",
     ]
     if fit:
         lines.append(

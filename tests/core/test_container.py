@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from napari_inif.core import CompressionConfig, Encoded, InifFormatError, compress, load
 from napari_inif.core.container import MAGIC, header_bytes, pack, unpack, write_atomic
 from napari_inif.core.decode import FieldDecoder, InifArray
-from napari_inif.core.quant import FIRST_LAYER_FACTOR, dequantise, rate_control
+from napari_inif.core.quant import LEVEL_FACTORS, dequantise, rate_control
 
 
 @pytest.fixture(scope="module")
@@ -151,23 +151,25 @@ def test_load_of_a_directory_or_other_file(tmp_path):
 
 
 def test_format_1_files_still_decode(valid_file):
-    """1.x files have no ``first_half``: one quantiser range for every tensor."""
+    """1.x files have no ``first_half``/``bias_half``: one quantiser range for every tensor."""
     assert struct.unpack_from("<HH", valid_file, 8) == (2, 0)
     new = Encoded.from_bytes(valid_file)
-    assert new.header.first_half == min(32767, FIRST_LAYER_FACTOR * new.header.half)
+    h = new.header
+    assert h.first_half == min(32767, LEVEL_FACTORS["first"] * h.half)
+    assert h.bias_half == min(32767, LEVEL_FACTORS["bias"] * h.half)
     q, payload = rate_control(dequantise(new.weights), len(new.payload))  # one range for all
     header, _ = unpack(valid_file)
-    del header["first_half"]
+    del header["first_half"], header["bias_half"]
     header["half"] = q.halves[0]
     old = Encoded.from_bytes(_repack(header, payload, version=(1, 0)))
     assert old.header.tensor_halves() == q.halves
     expected = InifArray(FieldDecoder(old.header, dequantise(q)))[...]
     np.testing.assert_array_equal(old.array()[...], expected)
-    # The new file read as if it had no first-layer range is refused, not misread.
+    # The new file read as if it had one range for all is refused, not misread.
     header, payload = unpack(valid_file)
-    del header["first_half"]
+    del header["first_half"], header["bias_half"]
     with pytest.raises(InifFormatError, match="outside the quantiser range"):
         Encoded.from_bytes(_repack(header, payload))
-    header["first_half"] = 0
-    with pytest.raises(InifFormatError, match="first-layer quantiser"):
-        Encoded.from_bytes(_repack(header, payload))
+    for key in ("first_half", "bias_half"):
+        with pytest.raises(InifFormatError, match=f"quantiser {key}"):
+            Encoded.from_bytes(_repack({**header, key: 0}, payload))

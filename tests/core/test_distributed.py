@@ -24,7 +24,7 @@ from napari_inif.core.distributed import (
     scan_source,
 )
 from napari_inif.core.fit import BlockFitter, normalise
-from napari_inif.core.quant import FIRST_LAYER_FACTOR, MAX_HALF
+from napari_inif.core.quant import halves_for
 from napari_inif.core.source import ArraySource, open_source
 
 CONFIG = CompressionConfig(ratio=8, steps=5, batch_size=1024, params_per_block=800, seed=7)
@@ -281,11 +281,11 @@ def test_sampled_rate_control_fits_and_is_close(monkeypatch):
         weights += [rng.normal(0, s, (24, 24)).astype(np.float32), rng.normal(0, s, 24)] * 2
     budget = int(sum(w.size for w in weights) * 0.45)
     monkeypatch.setattr(distributed, "SAMPLED_RATE_CONTROL", 5000)
-    first = [i % 4 < 2 for i in range(len(weights))]
-    q, payload = distributed._rate_control(weights, budget, first, 4)
-    full = rate_control(weights, budget, first)[0]
+    kinds = ["first", "first", "weight", "bias"] * 60
+    q, payload = distributed._rate_control(weights, budget, kinds, 4)
+    full = rate_control(weights, budget, kinds)[0]
     assert len(payload) <= budget and 0.95 * full.halves[2] <= q.halves[2] <= full.halves[2]
-    assert q.halves[0] == min(MAX_HALF, FIRST_LAYER_FACTOR * q.halves[2])
+    assert q.halves == halves_for(kinds, q.halves[2])
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_inif.core.quant import (
-    FIRST_LAYER_FACTOR,
+    LEVEL_FACTORS,
     MAX_HALF,
     decode_payload,
     dequantise,
@@ -59,26 +59,28 @@ def test_hostile_payload_is_refused():
         decode_payload(encode_payload(quantise(w, 500)), [t.shape for t in w], 100)
 
 
+KINDS = ["first", "first", "weight", "bias", "weight", "bias"]  # _weights(): depth 3
+
+
 def test_per_tensor_half_ranges_round_trip_and_are_enforced():
     w = _weights()
-    first = [True, True, False, False, False, False]
-    halves = halves_for(first, 100)
-    assert halves == (100 * FIRST_LAYER_FACTOR,) * 2 + (100,) * 4
+    halves = halves_for(KINDS, 100)
+    assert halves == tuple(100 * LEVEL_FACTORS[k] for k in KINDS)
+    assert LEVEL_FACTORS["first"] > LEVEL_FACTORS["bias"] > LEVEL_FACTORS["weight"] == 1
     q = quantise(w, halves)
-    assert int(np.abs(q.values[0]).max()) == 100 * FIRST_LAYER_FACTOR  # finer, full range
+    assert int(np.abs(q.values[0]).max()) == 100 * LEVEL_FACTORS["first"]  # finer, full range
     back = decode_payload(encode_payload(q), [t.shape for t in w], halves)
     for a, b in zip(q.values, back.values, strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="outside"):  # first layer read at the coarse range
         decode_payload(encode_payload(q), [t.shape for t in w], 100)
-    assert halves_for([True], MAX_HALF) == (MAX_HALF,)  # capped at 16 bits
+    assert halves_for(["first"], MAX_HALF) == (MAX_HALF,)  # capped at 16 bits
 
 
-def test_rate_control_keeps_the_first_layer_finer_within_the_budget():
+def test_rate_control_keeps_first_layers_and_biases_finer_within_the_budget():
     w = _weights()
-    first = [True, True, False, False, False, False]
-    q, payload = rate_control(w, 900, first)
+    q, payload = rate_control(w, 900, KINDS)
     assert len(payload) <= 900
-    assert q.halves == halves_for(first, q.halves[2])
+    assert q.halves == halves_for(KINDS, q.halves[2])
     uniform, _ = rate_control(w, 900)
-    assert q.halves[2] <= uniform.halves[2] < q.halves[0]  # the rest pays a little for it
+    assert q.halves[2] <= uniform.halves[2] < q.halves[3] < q.halves[0]  # matrices pay for it

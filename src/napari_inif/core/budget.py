@@ -131,6 +131,7 @@ def _header(
         widths=tuple(widths),
         half=32767,
         first_half=32767,
+        bias_half=32767,
         margin=grid.margin,
         scale=kw.get("scale"),  # type: ignore[arg-type]
         unit=kw.get("unit"),  # type: ignore[arg-type]

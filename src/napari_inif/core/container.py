@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 MAGIC = b"\x89INIF\r\n\x1a"
-#: Version written.  2.0 added the first layer's own quantiser range (``first_half``),
-#: which a 1.x reader cannot ignore; 1.x files (no ``first_half``) are still read.
+#: Version written.  2.0 added finer quantiser ranges for first layers and biases
+#: (``first_half``, ``bias_half``), which a 1.x reader cannot ignore; 1.x files (neither
+#: key) are still read.
 FORMAT_VERSION = (2, 0)
 READ_MAJORS = (1, 2)
 MAX_HEADER_BYTES = 1 << 20  # deflated

@@ -532,7 +532,7 @@ def fit_source(
         flat = flat_weights(fitted["weights"], n_blocks)
         del fitted["weights"]
         q, payload = _rate_control(
-            flat, source_plan.plan.payload_budget, header.first_layer(), 2 * header.depth
+            flat, source_plan.plan.payload_budget, header.tensor_kinds(), 2 * header.depth
         )
         del flat
         encoded = Encoded(header.with_halves(q.halves), q, payload)
@@ -556,29 +556,29 @@ def fit_source(
 
 
 def _rate_control(
-    weights: list[np.ndarray], budget: int, first: list[bool], per_block: int
+    weights: list[np.ndarray], budget: int, kinds: list[str], per_block: int
 ) -> tuple[QuantisedWeights, bytes]:
     """:func:`.quant.rate_control`, with the search on a sample of blocks for large payloads.
 
     The quantiser ``half`` found on every k-th block's tensors (against the budget scaled
     by their share of the values) is then checked on all weights: lowered until the payload
     fits, then raised by ~3% steps while it still fits.  The result fits the budget and is
-    within ~3% (in ``half``) of the finest quantiser that does.  The tensors marked in
-    ``first`` (first layers) get their finer levels (:func:`.quant.halves_for`) throughout.
+    within ~3% (in ``half``) of the finest quantiser that does.  Each tensor gets the
+    levels of its kind (``kinds``, :func:`.quant.halves_for`) throughout.
     """
     n_values = sum(w.size for w in weights)
     if n_values <= SAMPLED_RATE_CONTROL:
-        return rate_control(weights, budget, first)
+        return rate_control(weights, budget, kinds)
     n_blocks = len(weights) // per_block
     k = max(1, math.ceil(n_values / SAMPLED_RATE_CONTROL))
     picked = [i for b in range(0, n_blocks, k) for i in range(b * per_block, (b + 1) * per_block)]
     sample = [weights[i] for i in picked]
     share = sum(w.size for w in sample) / n_values
-    sampled = rate_control(sample, int(budget * share), [first[i] for i in picked])[0]
-    half = min(sampled.halves)  # the shared half-range (first layers' is finer)
+    sampled = rate_control(sample, int(budget * share), [kinds[i] for i in picked])[0]
+    half = min(sampled.halves)  # the weight matrices' (the other kinds' are finer)
 
     def code(h: int) -> tuple[QuantisedWeights, bytes]:
-        q = quantise(weights, halves_for(first, h))
+        q = quantise(weights, halves_for(kinds, h))
         return q, encode_payload(q)
 
     best = code(half)

@@ -475,7 +475,7 @@ def fit(
     yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
     fitter.finish()
     weights = flat_weights(fitter.weights(), grid.n_blocks)
-    q, payload = rate_control(weights, plan.payload_budget, header.first_layer())
+    q, payload = rate_control(weights, plan.payload_budget, header.tensor_kinds())
     encoded = Encoded(header.with_halves(q.halves), q, payload, _hybrid.section_of(prior))
     if guide is None and _by_slabs(layout):
         metrics, canon_dec = _slab_quality(canon, encoded, layout), None

@@ -35,11 +35,12 @@ class FieldHeader:
     widths
         Hidden width of every block's network, in block order.
     half
-        Quantiser half-range shared by all tensors but the first layer's
-        (``2 * half + 1`` levels).
-    first_half
-        Half-range of every block's first-layer weights and biases; ``None`` (files
-        written before it existed) means ``half``.
+        Quantiser half-range (``2 * half + 1`` levels) of the weight matrices after each
+        block's first layer.
+    first_half, bias_half
+        Half-ranges of every block's first layer (weights and bias) and of the biases of
+        its other layers (:mod:`.quant`); ``None`` (files written before they existed)
+        means ``half``.
     margin
         Pixels beyond its tile on each side that a block's field was fitted on.
     scale
@@ -66,6 +67,7 @@ class FieldHeader:
     fit: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     first_half: int | None = None
+    bias_half: int | None = None
 
     @property
     def grid(self) -> BlockGrid:
@@ -86,25 +88,29 @@ class FieldHeader:
                 shapes += [(fan_in, fan_out), (fan_out,)]
         return shapes
 
-    def first_layer(self) -> list[bool]:
-        """Which stored tensors (payload order) belong to a block's first layer."""
-        per_block = 2 * self.depth
-        return [i % per_block < 2 for i in range(per_block * len(self.widths))]
+    def tensor_kinds(self) -> list[str]:
+        """The :data:`.quant.KINDS` of the stored tensors, in payload order."""
+        block = ["first", "first"] + ["weight", "bias"] * (self.depth - 1)
+        return block * len(self.widths)
 
     def tensor_halves(self) -> tuple[int, ...]:
         """Quantiser half-range of every stored tensor, in payload order."""
-        first = self.half if self.first_half is None else self.first_half
-        return tuple(first if f else self.half for f in self.first_layer())
+        by_kind = {
+            "first": self.half if self.first_half is None else self.first_half,
+            "bias": self.half if self.bias_half is None else self.bias_half,
+            "weight": self.half,
+        }
+        return tuple(by_kind[k] for k in self.tensor_kinds())
 
     def with_halves(self, halves: tuple[int, ...]) -> FieldHeader:
-        """A copy recording the per-tensor half-ranges of a quantiser (one for the first
-        layer's tensors, one for the rest)."""
-        first_layer = self.first_layer()
-        firsts = {h for h, f in zip(halves, first_layer, strict=True) if f}
-        rest = {h for h, f in zip(halves, first_layer, strict=True) if not f}
-        if len(firsts) != 1 or len(rest) != 1:
-            raise ValueError("a header stores one half-range for first layers, one for the rest")
-        return replace(self, half=rest.pop(), first_half=firsts.pop())
+        """A copy recording a quantiser's per-tensor half-ranges (one number per kind)."""
+        by_kind: dict[str, set[int]] = {}
+        for h, kind in zip(halves, self.tensor_kinds(), strict=True):
+            by_kind.setdefault(kind, set()).add(h)
+        if any(len(v) != 1 for v in by_kind.values()):
+            raise ValueError("a header stores one quantiser half-range per kind of tensor")
+        first, bias, weight = (by_kind[k].pop() for k in ("first", "bias", "weight"))
+        return replace(self, half=weight, first_half=first, bias_half=bias)
 
     @property
     def n_params(self) -> int:
@@ -129,6 +135,7 @@ class FieldHeader:
             "widths": list(self.widths),
             "half": self.half,
             "first_half": self.first_half,
+            "bias_half": self.bias_half,
             "margin": self.margin,
             "scale": None if self.scale is None else list(self.scale),
             "unit": self.unit,
@@ -188,13 +195,12 @@ class FieldHeader:
         half = obj["half"]
         if not isinstance(half, int) or not 1 <= half <= 32767:
             raise InifFormatError(f"invalid quantiser half {half!r}")
-        first_half = obj.get("first_half")
-        if first_half is not None and (
-            not isinstance(first_half, int)
-            or isinstance(first_half, bool)
-            or not 1 <= first_half <= 32767
-        ):
-            raise InifFormatError(f"invalid first-layer quantiser half {first_half!r}")
+        halves = {k: obj.get(k) for k in ("first_half", "bias_half")}
+        for key, value in halves.items():
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 32767
+            ):
+                raise InifFormatError(f"invalid quantiser {key} {value!r}")
         margin = obj.get("margin", 0)
         if not isinstance(margin, int) or isinstance(margin, bool) or not 0 <= margin <= 64:
             raise InifFormatError(f"invalid block margin {margin!r}")
@@ -223,7 +229,8 @@ class FieldHeader:
             prior,
             fit,
             metadata,
-            first_half,
+            halves["first_half"],
+            halves["bias_half"],
         )
         if header.n_params > MAX_PARAMS:
             raise InifFormatError(f"header declares {header.n_params} parameters")

@@ -3,17 +3,19 @@
 Every tensor (one weight matrix or bias of one block) is quantised uniformly and
 symmetrically with its own scale: ``q = round(w / s)`` with ``|q| <= h`` and
 ``s = max|w| / h`` stored as float16.  Each tensor's half-range ``h`` (``2 * h + 1``
-levels) is one of two numbers shared by all blocks: ``first_half`` for the first layer's
-weights and biases, ``half`` for every other tensor.  The integers are zigzag-mapped to
-unsigned 16-bit, byte-shuffled (all low bytes, then all high bytes, nearly all zero below
-256 levels) and coded with LZMA2, whose adaptive range coder does the entropy coding.
+levels) depends on its *kind* (:data:`KINDS`), one number per kind for all blocks.  The
+integers are zigzag-mapped to unsigned 16-bit, byte-shuffled (all low bytes, then all
+high bytes, nearly all zero below 256 levels) and coded with LZMA2, whose adaptive range
+coder does the entropy coding.
 
-The first layer gets :data:`FIRST_LAYER_FACTOR` times the levels of the rest because its
-errors cost the most: its folded weights are coordinate frequencies (|w| up to ~25,
-biases up to ~45 after long fits), so one step of a shared quantiser is ~0.15 rad of
-phase in every sine of the next layer, while the layer holds only 3-5% of the weights.
-Measured at equal file size (docs/benchmarks.md): +1.0 to +1.3 dB on 2D images, +0.05 to
-+0.1 dB on stacks.
+Kinds get :data:`LEVEL_FACTORS` times the levels of the hidden weight matrices because
+their rounding errors are *phase* errors: the first layer's folded weights are
+coordinate frequencies (|w| up to ~25, biases up to ~45 after long fits), so one step of a
+shared quantiser is ~0.15 rad in every sine of the next layer; a hidden bias shifts its
+sine's phase directly.  Together they hold ~5% of the weights.  Measured at equal file
+size (seed 0, 600-1200 steps): first layer x8 +1.0 to +1.2 dB on 2D images, +0.03 on
+stacks; biases x4 on top of it +0.23 / +0.64 dB on two 2D images, -0.02..+0.04 on three
+others.
 
 Rate control picks the largest ``half`` whose payload fits the byte budget, so the file
 lands on the asked size whatever the weights' statistics are.
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "FIRST_LAYER_FACTOR",
+    "KINDS",
+    "LEVEL_FACTORS",
     "MAX_HALF",
     "QuantisedWeights",
     "decode_payload",
@@ -41,9 +44,13 @@ __all__ = [
 ]
 
 MAX_HALF = 32767
-#: Levels of the first layer's tensors relative to the others' (module docstring).  4x and
-#: 16x were measured; each was ahead on some images, by at most 0.2 dB.
-FIRST_LAYER_FACTOR = 8
+#: Tensor kinds: a block's first layer (weights and bias), the biases of its other layers,
+#: and their weight matrices.
+KINDS = ("first", "bias", "weight")
+#: Levels of each kind relative to the weight matrices' (module docstring).  First layer
+#: x4 and x16 were also measured (each ahead on some images by at most 0.2 dB), biases x2
+#: and x8 (x2 0.25 dB worse on one image, x8 the same as x4).
+LEVEL_FACTORS = {"first": 8, "bias": 4, "weight": 1}
 #: Weights per payload byte a file may declare.  Real payloads carry >= ~1.5 bits per
 #: weight; the bound stops a small hostile payload from inflating into a huge allocation.
 MAX_EXPANSION = 64
@@ -66,11 +73,10 @@ class QuantisedWeights:
         return sum(v.size for v in self.values)
 
 
-def halves_for(first: Sequence[bool], half: int) -> tuple[int, ...]:
-    """Per-tensor half-ranges: ``half``, and :data:`FIRST_LAYER_FACTOR` times as many
-    levels (at most :data:`MAX_HALF`) where ``first`` marks a first-layer tensor."""
-    boosted = min(MAX_HALF, FIRST_LAYER_FACTOR * half)
-    return tuple(boosted if f else half for f in first)
+def halves_for(kinds: Sequence[str], half: int) -> tuple[int, ...]:
+    """Per-tensor half-ranges for tensors of the given :data:`KINDS`: :data:`LEVEL_FACTORS`
+    times ``half``, at most :data:`MAX_HALF`."""
+    return tuple(min(MAX_HALF, LEVEL_FACTORS[k] * half) for k in kinds)
 
 
 def quantise(weights: Weights, halves: int | Sequence[int]) -> QuantisedWeights:
@@ -170,20 +176,20 @@ def payload_size_bound(n_values: int, n_tensors: int, bits: int) -> int:
 
 
 def rate_control(
-    weights: Weights, budget: int, first: Sequence[bool] | None = None
+    weights: Weights, budget: int, kinds: Sequence[str] | None = None
 ) -> tuple[QuantisedWeights, bytes]:
     """The finest quantiser whose coded payload fits in ``budget`` bytes.
 
-    Binary search over ``half``, with the tensors marked in ``first`` at
-    :func:`halves_for`'s finer range: coded size grows monotonically (up to coder noise)
-    with the number of levels.  Raises ``ValueError`` if even 3 levels do not fit.
+    Binary search over ``half``, every tensor at :func:`halves_for` of its kind (``None``:
+    all ``"weight"``, one range for all): coded size grows monotonically (up to coder
+    noise) with the number of levels.  Raises ``ValueError`` if even 3 levels do not fit.
     """
-    first = [False] * len(weights) if first is None else list(first)
+    kinds = ["weight"] * len(weights) if kinds is None else list(kinds)
     lo, hi = 1, MAX_HALF
     best: tuple[QuantisedWeights, bytes] | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        q = quantise(weights, halves_for(first, mid))
+        q = quantise(weights, halves_for(kinds, mid))
         payload = encode_payload(q)
         if len(payload) <= budget:
             best = (q, payload)
