@@ -8,8 +8,9 @@ short still leaves what it measured):
 1. ``cuda``: the CUDA code path on a real crop: a fit on the GPU decodes to the same
    values with the CPU and the CUDA decoder (within one grey level, the float32 GEMM
    row dependence), its file round trip is exact, and its PSNR is close to a CPU fit's.
-2. ``speed``: :func:`napari_inif.bench.speed.run_speed` (compress / decode timings on the
-   CPU and the GPU) while nothing else runs.
+2. ``profile``: milliseconds per optimisation step and the top operators by host time;
+   ``speed``: :func:`napari_inif.bench.speed.run_speed` (compress / decode timings on the
+   CPU and the GPU); both while nothing else runs.
 3. ``jobs``: a queue of fits spread over ``--workers`` processes sharing the GPU, started
    in order until ``--budget`` seconds have passed since the script began:
    guided vs unguided pairs (``benchmarks/guidance/compare.py``'s images, full-strength
@@ -106,6 +107,58 @@ def run_speed_section(data: Path, smoke: bool) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
+def profile_steps(data: Path, smoke: bool) -> dict:
+    """Where one optimisation step's time goes on the device: cells-tyx at 64x (the speed
+    row's fit), milliseconds per step and the top operators by host time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from napari_inif.bench.cases import DEFAULT_CASES
+    from napari_inif.core import CompressionConfig
+    from napari_inif.core.budget import plan
+    from napari_inif.core.fit import BlockFitter, normalise
+    from napari_inif.core.layout import Layout
+
+    case = DEFAULT_CASES[0]
+    image = case.load(data)
+    device = torch.device(_device(smoke))
+    config = CompressionConfig(ratio=64, steps=4000, seed=0)
+    layout = Layout.of(image, case.axes)
+    norm, lo, hi = normalise(layout.to_canonical(image))
+    header = plan(layout, config, norm, lo=lo, hi=hi).header
+    grid = header.grid
+
+    def pixels(b):
+        return norm[tuple(slice(a, z) for a, z in grid.fit_bounds(b))]
+
+    fitter = BlockFitter(header, config, range(grid.n_blocks), pixels, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(20):
+        fitter.step(i / 4000)
+    sync()
+    n = 20 if smoke else 200
+    start = time.perf_counter()
+    for i in range(n):
+        fitter.step(i / 4000)
+    sync()
+    ms = 1000 * (time.perf_counter() - start) / n
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(10 if smoke else 50):
+            fitter.step(i / 4000)
+        sync()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    print(table, flush=True)
+    return {
+        "ms_per_step": ms,
+        "blocks": grid.n_blocks,
+        "groups": len(fitter.groups),
+        "widths": sorted(set(header.widths)),
+        "depth": header.depth,
+        "device": str(device),
+    }
+
+
 def _init_worker() -> None:
     import torch
 
@@ -197,7 +250,7 @@ def job_list(args: argparse.Namespace) -> list[tuple]:
     the stacks, more guided seeds, and the 2D cases."""
     device = _device(args.smoke)
     g_steps, rd_steps = (10, 10) if args.smoke else (args.guided_steps, args.rd_steps)
-    seeds = [2, 3] if args.smoke else [2, 3, 4, 5, 6]
+    seeds = [int(s) for s in args.seeds.split(",")]
 
     def pairs(some: list[int]) -> list[tuple]:
         return [
@@ -210,12 +263,9 @@ def job_list(args: argparse.Namespace) -> list[tuple]:
     def rd(cases: tuple[str, ...]) -> list[tuple]:
         return [(rd_job, args.data, c, r, rd_steps, device) for c in cases for r in RD_RATIOS]
 
-    return (
-        pairs(seeds[:2])
-        + rd(("cells-tyx", "tinc-zyx"))
-        + pairs(seeds[2:])
-        + rd(("nuclei-2d", "hipsc-2d", "bpae-f32"))
-    )
+    stacks = tuple(c for c in args.rd_cases.split(",") if c in ("cells-tyx", "tinc-zyx"))
+    flat = tuple(c for c in args.rd_cases.split(",") if c and c not in stacks)
+    return pairs(seeds[:2]) + rd(stacks) + pairs(seeds[2:]) + rd(flat)
 
 
 def run_jobs(args: argparse.Namespace, start: float, sink) -> None:
@@ -254,6 +304,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--guided-steps", type=int, default=4000)
     p.add_argument("--rd-steps", type=int, default=16000)
+    p.add_argument("--seeds", default="2,3,4,5,6", help="seeds of the guided pairs")
+    p.add_argument(
+        "--rd-cases",
+        default="cells-tyx,tinc-zyx,nuclei-2d,hipsc-2d,bpae-f32",
+        help="bench cases of the 16000-step rate-distortion fits ('' for none)",
+    )
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
@@ -273,6 +329,8 @@ def main() -> int:
     skip = set(args.skip.split(","))
     if "cuda" not in skip:
         sink("cuda", check_cuda(args.data, args.smoke))
+    if "profile" not in skip:
+        sink("profile", profile_steps(args.data, args.smoke))
     if "speed" not in skip:
         for row in run_speed_section(args.data, args.smoke):
             sink("speed", row)

@@ -33,7 +33,7 @@ IMAGES = {
 
 
 def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
-        weight: float, seeds: list[int]) -> list[dict]:
+        weight: float, seeds: list[int], device: str = "cpu") -> list[dict]:
     """Fit every image with every guidance; one result row per fit."""
     import tifffile
     from cellpose import utils
@@ -51,7 +51,7 @@ def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
         diameter = float(utils.diameters(segment_classical(image))[0])
         for ratio, seed, guidance in ((r, s, g) for r in ratios for s in seeds for g in guidances):
             config = CompressionConfig(
-                ratio=ratio, steps=steps, device="cpu", seed=seed, guidance=guidance,
+                ratio=ratio, steps=steps, device=device, seed=seed, guidance=guidance,
                 guidance_model=None if guidance in ("none", "ssim") else model,
                 guidance_weight=weight, guidance_diameter=diameter,
             )
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", default=None, help="comma-separated name fragments")
     p.add_argument("--seeds", default="2,3,4", help="seeds 0 and 1 were used to pick the weight")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="device of the fits (cpu, cuda): its preset")
     p.add_argument("--out", type=Path, default=Path("guidance_results"))
     args = p.parse_args(argv)
     import torch
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = run(args.guidance.split(","), args.steps, args.model,
                args.images.split(",") if args.images else None, args.weight,
-               [int(v) for v in args.seeds.split(",")])
+               [int(v) for v in args.seeds.split(",")], args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     (args.out / "table.md").write_text(table(rows) + "\n")

@@ -143,6 +143,23 @@ def test_unreachable_ratio_names_the_largest_possible(nuclei_crop):
     assert ok.ratio >= err.value.max_ratio * 0.95 * 0.9
 
 
+def test_a_ratio_just_below_the_named_largest_gets_a_plan():
+    """The TINC stack at 512x once failed with "the largest ratio possible is 513x": the
+    plan measures its header with placeholder widths, the bound did not."""
+    import tifffile
+
+    from tests.conftest import shared_file
+
+    stack = np.squeeze(tifffile.imread(shared_file("tinc_test_ZYX.tif")))
+    with pytest.raises(BudgetError) as err:
+        compress(stack, CompressionConfig(ratio=512, steps=2, architecture="siren"), axes="ZYX")
+    top = err.value.max_ratio
+    assert 500 < top < 512
+    config = CompressionConfig(ratio=top * 0.999, steps=2, architecture="siren")
+    enc = compress(stack, config, axes="ZYX")
+    assert enc.ratio >= top * 0.999 and enc.header.depth == 3
+
+
 def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="unsupported dtype"):
         compress(np.zeros((8, 8), np.float64))

@@ -146,12 +146,16 @@ def _file_overhead(header: FieldHeader) -> int:
 
 
 def max_ratio(layout: Layout, **header_fields: object) -> float:
-    """Largest ratio this image can be stored at: one block, the smallest network."""
+    """Largest ratio this image can be stored at: one block, the smallest network.
+
+    The header is measured as :func:`plan` measures it, with a three-digit placeholder
+    width, so that every ratio up to this one gets a plan.
+    """
     grid = BlockGrid(layout.coord_shape, (1,) * len(layout.coord_shape))
     header = _header(layout, grid, MIN_DEPTH, [MIN_WIDTH], **header_fields)
-    smallest = header.n_params
-    payload = payload_size_bound(smallest, len(header.tensor_shapes()), 8)
-    return layout.raw_bytes / (_file_overhead(header) + payload)
+    measured = _header(layout, grid, MIN_DEPTH, [999], **header_fields)
+    payload = payload_size_bound(header.n_params, len(header.tensor_shapes()), 8)
+    return layout.raw_bytes / (_file_overhead(measured) + payload)
 
 
 def plan(
