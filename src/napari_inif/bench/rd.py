@@ -60,7 +60,7 @@ class RDRow:
     params: int = 0  # network parameters
     bits_per_param: float = NAN  # payload bits / parameters (after entropy coding)
     overhead_bytes: int = 0  # file bytes that are not weights (container, JSON header)
-    levels: int = 0  # quantiser levels chosen by rate control
+    levels: int = 0  # quantiser levels of the weight matrices chosen by rate control
     psnr_float: float = NAN  # PSNR of the field before quantisation
     fit_curve: str = ""  # training PSNR (EMA, dB) at 25/50/75/100% of the steps
 

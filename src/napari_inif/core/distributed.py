@@ -11,8 +11,8 @@ never loaded whole:
    values; each task reads only its own blocks from the store and fits them as one batched
    network with :class:`.fit.BlockFitter` for ``config.steps`` steps.  A task returns its
    blocks' **float32** folded weights (a few KB to MB), not quantised ones: the quantiser
-   is global (one ``half`` for the whole file, chosen by rate control), so quantisation
-   happens once all weights are gathered;
+   is global (one ``half`` per kind of tensor for the whole file, chosen by rate
+   control), so quantisation happens once all weights are gathered;
 3. *quantise*: :func:`.quant.rate_control` lands the payload on its byte budget (above
    :data:`SAMPLED_RATE_CONTROL` weights its binary search runs on a sample of the blocks
    and only the last few candidates are coded in full: each full LZMA pass of a
