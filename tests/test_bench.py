@@ -154,3 +154,23 @@ def test_mirror_tile_is_seamless():
     assert out.shape == (4, 5, 9)
     assert np.array_equal(out[:2, :3, :4], data)
     assert np.array_equal(out[2], out[1]) and np.array_equal(out[:, :, 4], out[:, :, 3])
+
+
+def test_gpu_check_script_runs_its_checks_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py is what a session with a lent GPU runs in minutes: its
+    CUDA-path check and step profile must work before the GPU is there (``--smoke``)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shared_file("bbbc038_0bf4b1_nuclei.tif")
+    cmd = [sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--data", str(SHARED_DATA)]
+    cmd += ["--out", str(tmp_path), "--smoke", "--skip", "speed,jobs"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    lines = [json.loads(line) for line in (tmp_path / "gpu_results.jsonl").read_text().splitlines()]
+    by_section = {line["section"]: line["value"] for line in lines}
+    assert by_section["cuda"]["ok"] and by_section["cuda"]["file_round_trip_exact"]
+    assert by_section["cuda"]["max_abs_diff_cpu_vs_gpu_decoder"] == 0  # same device here
+    assert by_section["profile"]["ms_per_step"] > 0 and by_section["profile"]["blocks"] >= 1
