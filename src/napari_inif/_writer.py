@@ -5,24 +5,39 @@ A layer decoded from an ``.inif`` (it carries its :class:`~napari_inif.core.Enco
 fitted with the settings the Compress widget recorded in its metadata (``inif_config``)
 or with the default :class:`~napari_inif.core.CompressionConfig`.  The file is written
 atomically: a failed fit never leaves a partial file.
+
+napari calls writers on its GUI thread and waits for them, and a fit takes from seconds
+to minutes.  With a Qt application running, the fit therefore runs behind a modal
+progress dialog (step, PSNR, time left) that keeps the window painted and has a Cancel
+button; cancelling raises :class:`SaveCancelled` and writes nothing.  Without Qt (scripts,
+``npe2`` calls) the fit simply runs.  The Compress widget stays the way to compress in the
+background while working on.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Generator
 from types import SimpleNamespace
 from typing import Any
 
-__all__ = ["CONFIG_KEY", "write_image"]
+__all__ = ["CONFIG_KEY", "SaveCancelled", "write_image"]
 
 #: ``layer.metadata`` key holding a dict of CompressionConfig values for this layer.
 CONFIG_KEY = "inif_config"
+#: Seconds between repaints of the window while a fit runs on the GUI thread.
+REPAINT_EVERY = 0.05
+
+
+class SaveCancelled(RuntimeError):
+    """The user cancelled saving; no file was written."""
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer to ``path`` (``.inif`` is appended if missing)."""
     from ._layers import ENCODED_KEY, layer_image
-    from .core import CompressionConfig, compress
+    from .core import CompressionConfig, fit
 
     if not path.lower().endswith(".inif"):
         path += ".inif"
@@ -43,13 +58,65 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         )
         image = layer_image(layer)
         config = CompressionConfig.from_dict(dict(metadata.get(CONFIG_KEY) or {}))
-        encoded = compress(
+        name = str(meta.get("name") or os.path.basename(path))
+        fitting = fit(
             image.data,
             config,
             axes=image.axes,
             scale=image.scale,
             unit=image.unit,
-            metadata={"source": str(meta.get("name") or os.path.basename(path))},
+            metadata={"source": name},
         )
+        encoded = _drive_with_progress(fitting, f"Compressing {name} to {os.path.basename(path)}")
     encoded.save(path)
     return [path]
+
+
+def _drive_with_progress(fitting: Generator, title: str) -> Any:
+    """Run a fit generator to its end; behind a progress dialog when Qt is running."""
+    from .core import drive
+    from .core.fit import Cancelled
+
+    app = _qt_application()
+    if app is None:
+        return drive(fitting)
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QProgressDialog
+
+    dialog = QProgressDialog(title, "Cancel", 0, 1000)
+    dialog.setWindowTitle("napari-inif: saving")
+    dialog.setWindowModality(Qt.WindowModality.ApplicationModal)
+    dialog.setMinimumDuration(0)
+    dialog.setAutoClose(False)
+    dialog.setAutoReset(False)
+    dialog.show()
+    last = [0.0]
+
+    def progress(p: Any) -> None:
+        dialog.setValue(int(1000 * min(p.step, p.steps) / max(p.steps, 1)))
+        if p.phase == "fit":
+            dialog.setLabelText(
+                f"{title}\nstep {p.step} of {p.steps}, {p.psnr:.1f} dB, about {p.eta:.0f} s left"
+            )
+        else:
+            dialog.setLabelText(f"{title}\n{p.phase}")
+        if time.monotonic() - last[0] >= REPAINT_EVERY:
+            last[0] = time.monotonic()
+            app.processEvents()
+
+    try:
+        return drive(fitting, progress, cancel=dialog.wasCanceled)
+    except Cancelled:
+        raise SaveCancelled("saving cancelled: no file was written") from None
+    finally:
+        dialog.close()
+        dialog.deleteLater()
+
+
+def _qt_application() -> Any:
+    """The running Qt application, or ``None`` (no Qt binding, or none started)."""
+    try:
+        from qtpy.QtWidgets import QApplication
+    except ImportError:  # no Qt binding installed (qtpy's error is an ImportError too)
+        return None
+    return QApplication.instance()
