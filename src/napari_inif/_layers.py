@@ -282,20 +282,7 @@ def fit_layer(layer: Any, config: Any, *, preview_every: float | None = 2.0) -> 
 
     Reads the layer's data first (in the caller's thread: run it in a worker).
     """
-    from .core import fit
-
-    image = layer_image(layer)
-    return (
-        yield from fit(
-            image.data,
-            config,
-            axes=image.axes,
-            scale=image.scale,
-            unit=image.unit,
-            metadata={"source": str(layer.name)},
-            preview_every=preview_every,
-        )
-    )
+    return (yield from layer_image(layer).fit(config, str(layer.name), preview_every))
 
 
 def plane_dims(layer: Any) -> tuple[int, ...]:

@@ -37,7 +37,7 @@ class SaveCancelled(RuntimeError):
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer to ``path`` (``.inif`` is appended if missing)."""
     from ._layers import ENCODED_KEY, layer_image
-    from .core import CompressionConfig, fit
+    from .core import CompressionConfig
 
     if not path.lower().endswith(".inif"):
         path += ".inif"
@@ -59,14 +59,7 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         image = layer_image(layer)
         config = CompressionConfig.from_dict(dict(metadata.get(CONFIG_KEY) or {}))
         name = str(meta.get("name") or os.path.basename(path))
-        fitting = fit(
-            image.data,
-            config,
-            axes=image.axes,
-            scale=image.scale,
-            unit=image.unit,
-            metadata={"source": name},
-        )
+        fitting = image.fit(config, name)
         encoded = _drive_with_progress(fitting, f"Compressing {name} to {os.path.basename(path)}")
     encoded.save(path)
     return [path]

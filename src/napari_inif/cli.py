@@ -308,16 +308,9 @@ def _bar():  # -> Callable[[Progress], None]
 
 
 def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
-    from .core import drive, fit
+    from .core import drive
 
-    gen = fit(
-        image.data,
-        config,
-        axes=image.axes,
-        scale=image.scale,
-        unit=image.unit,
-        metadata={"source": name},
-    )
+    gen = image.fit(config, name)
     if quiet:
         return drive(gen)
     from tqdm import tqdm

@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Generator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .encoded import Encoded
+    from .fit import Progress
 
 __all__ = ["Image", "read_image", "write_tiff"]
 
@@ -20,6 +25,23 @@ class Image(NamedTuple):
     axes: str
     scale: tuple[float, ...] | None = None
     unit: str | None = None
+
+    def fit(
+        self, config: Any, source: str, preview_every: float | None = None
+    ) -> Generator[Progress, None, Encoded]:
+        """:func:`.fit.fit` of this image with its axes, scale and unit; the header
+        records ``source`` (a file or layer name)."""
+        from .fit import fit
+
+        return fit(
+            self.data,
+            config,
+            axes=self.axes,
+            scale=self.scale,
+            unit=self.unit,
+            metadata={"source": source},
+            preview_every=preview_every,
+        )
 
 
 def read_image(path: str | os.PathLike[str]) -> Image:
