@@ -107,9 +107,14 @@ def _drive_with_progress(fitting: Generator, title: str) -> Any:
 
 
 def _qt_application() -> Any:
-    """The running Qt application, or ``None`` (no Qt binding, or none started)."""
+    """The running Qt application when called on its GUI thread, else ``None`` (no Qt
+    binding, none started, or a worker thread, where widgets must not be made)."""
     try:
+        from qtpy.QtCore import QThread
         from qtpy.QtWidgets import QApplication
     except ImportError:  # no Qt binding installed (qtpy's error is an ImportError too)
         return None
-    return QApplication.instance()
+    app = QApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return None
+    return app

@@ -55,3 +55,18 @@ def test_cancelling_the_save_writes_nothing(qtbot, tmp_path):
         write_image(str(target), _image(), _meta(steps=100_000, time_limit=30))
     assert not target.exists() and not list(tmp_path.iterdir())
     assert not _visible_progress_dialogs()
+
+
+def test_saving_from_a_worker_thread_makes_no_widgets(qtbot, tmp_path):
+    import threading
+
+    result: list = []
+    worker = threading.Thread(
+        target=lambda: result.append(
+            write_image(str(tmp_path / "noise.inif"), _image(), _meta(steps=5))
+        )
+    )
+    worker.start()
+    worker.join(timeout=120)
+    assert result and load(result[0][0]).header.fit["steps"] == 5
+    assert not _visible_progress_dialogs()
