@@ -168,58 +168,21 @@ def _init_worker() -> None:
 def guided_job(
     data: str, image_name: str, ratio: int, seed: int, guidance: str, steps: int, device: str
 ) -> dict:
-    """One fit of compare.py's protocol on the GPU preset; returns its row."""
+    """One fit of compare.py's protocol (bundled network, weight 1) on ``device``'s preset."""
     import compare
-    import tifffile
-    from cellpose import utils
 
-    from napari_inif.core import CompressionConfig, compress
     from napari_inif.core.cellpose_net import BUNDLED_MODEL, load_cellpose
-    from napari_inif.core.segmentation import segment_classical, segmentation_agreement
 
-    file, take, _ = compare.IMAGES[image_name]
-    image = take(tifffile.imread(Path(data) / file))
-    diameter = float(utils.diameters(segment_classical(image))[0])
-    config = CompressionConfig(
-        ratio=ratio,
-        steps=steps,
-        device=device,
-        seed=seed,
-        guidance=guidance,
-        guidance_model=None if guidance == "none" else BUNDLED_MODEL,
-        guidance_diameter=diameter,
-    )
-    start = time.perf_counter()
-    encoded = compress(image, config)
-    seconds = time.perf_counter() - start
+    image, diameter = compare.load_image(image_name, Path(data))
     net = load_cellpose(BUNDLED_MODEL, device=device)
-    decoded = encoded.array()[...].astype(np.float32)
-    cp = segmentation_agreement(
-        image.astype(np.float32),
-        decoded,
-        lambda p: net.segment(p, diameter=diameter),
-        method=f"cellpose:{net.name}",
-    )
-    fit = encoded.header.fit
-    return {
-        "kind": "guided",
-        "image": image_name,
-        "asked_ratio": ratio,
-        "guidance": guidance,
-        "seed": seed,
-        "ratio": round(encoded.ratio, 1),
-        "psnr": fit["psnr"],
-        "ssim": fit["ssim"],
-        "f1": round(cp.f1, 3),
-        "ap": round(cp.ap, 3),
-        "mean_iou": round(cp.mean_iou, 3),
-        "n_original": cp.n_original,
-        "n_decoded": cp.n_decoded,
-        "f1_classical": float("nan"),
-        "steps": fit["steps"],
-        "fit_seconds": seconds,
-        "device": device,
-    }
+    row = compare.fit_row(
+        image_name, image, diameter, ratio, seed, guidance,
+        steps=steps, model=BUNDLED_MODEL, weight=1.0, device=device, net=net,
+    )  # fmt: skip
+    if row is None:  # compare.fit_row printed why
+        reached = {"image": image_name, "asked_ratio": ratio, "guidance": guidance}
+        return {"kind": "unreachable", **reached, "seed": seed}
+    return {"kind": "guided", **row}
 
 
 def rd_job(data: str, case_name: str, ratio: int, steps: int, device: str) -> dict:

@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,57 +33,78 @@ IMAGES = {
 }
 
 
-def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
-        weight: float, seeds: list[int], device: str = "cpu") -> list[dict]:
-    """Fit every image with every guidance; one result row per fit."""
+def load_image(name: str, data: Path = DATA) -> tuple[np.ndarray, float]:
+    """The image of :data:`IMAGES` called ``name`` and its nucleus diameter in pixels
+    (from the classical labels)."""
     import tifffile
     from cellpose import utils
 
+    from napari_inif.core.segmentation import segment_classical
+
+    file, take, _ = IMAGES[name]
+    image = take(tifffile.imread(Path(data) / file))
+    return image, float(utils.diameters(segment_classical(image))[0])
+
+
+def fit_row(name: str, image: np.ndarray, diameter: float, ratio: int, seed: int,
+            guidance: str, *, steps: int, model: str, weight: float, device: str,
+            net: Any) -> dict | None:
+    """Compress ``image`` once and measure it; ``None`` (with a printed reason) when the
+    ratio cannot be reached.  ``net`` segments original and decoded for the agreement."""
     from napari_inif.core import BudgetError, CompressionConfig, compress
+    from napari_inif.core.segmentation import segmentation_agreement
+
+    config = CompressionConfig(
+        ratio=ratio, steps=steps, device=device, seed=seed, guidance=guidance,
+        guidance_model=None if guidance in ("none", "ssim") else model,
+        guidance_weight=weight, guidance_diameter=diameter,
+    )
+    start = time.perf_counter()
+    try:
+        encoded = compress(image, config)
+    except BudgetError as exc:
+        print(f"{name} {ratio}x {guidance}: {exc}", flush=True)
+        return None
+    seconds = time.perf_counter() - start
+    decoded = encoded.array()[...]
+    fit = encoded.header.fit
+    cp = segmentation_agreement(
+        image.astype(np.float32), decoded.astype(np.float32),
+        lambda p: net.segment(p, diameter=diameter), method=f"cellpose:{net.name}",
+    )
+    classical = segmentation_agreement(
+        image.astype(np.float32), decoded.astype(np.float32), diameter=diameter
+    )
+    return {
+        "image": name, "asked_ratio": ratio, "guidance": guidance, "seed": seed,
+        "weight": weight if guidance != "none" else 0,
+        "ratio": round(encoded.ratio, 1), "psnr": fit["psnr"], "ssim": fit["ssim"],
+        "f1": round(cp.f1, 3), "ap": round(cp.ap, 3), "mean_iou": round(cp.mean_iou, 3),
+        "n_original": cp.n_original, "n_decoded": cp.n_decoded,
+        "f1_classical": round(classical.f1, 3), "ap_classical": round(classical.ap, 3),
+        "steps": fit["steps"], "fit_seconds": fit["seconds"],
+        "total_seconds": round(seconds, 1), "diameter": round(diameter, 1),
+        "header_agreement": fit.get("guidance", {}).get("agreement"), "device": device,
+    }
+
+
+def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
+        weight: float, seeds: list[int], device: str = "cpu") -> list[dict]:
+    """Fit every image with every guidance; one result row per fit."""
     from napari_inif.core.cellpose_net import load_cellpose
-    from napari_inif.core.segmentation import segment_classical, segmentation_agreement
 
     net = load_cellpose(model)
     rows = []
-    for name, (file, take, ratios) in IMAGES.items():
+    for name, (_, _, ratios) in IMAGES.items():
         if names and not any(n in name for n in names):
             continue
-        image = take(tifffile.imread(DATA / file))
-        diameter = float(utils.diameters(segment_classical(image))[0])
+        image, diameter = load_image(name)
         for ratio, seed, guidance in ((r, s, g) for r in ratios for s in seeds for g in guidances):
-            config = CompressionConfig(
-                ratio=ratio, steps=steps, device=device, seed=seed, guidance=guidance,
-                guidance_model=None if guidance in ("none", "ssim") else model,
-                guidance_weight=weight, guidance_diameter=diameter,
-            )
-            start = time.perf_counter()
-            try:
-                encoded = compress(image, config)
-            except BudgetError as exc:
-                print(f"{name} {ratio}x {guidance}: {exc}", flush=True)
-                continue
-            seconds = time.perf_counter() - start
-            decoded = encoded.array()[...]
-            fit = encoded.header.fit
-            cp = segmentation_agreement(
-                image.astype(np.float32), decoded.astype(np.float32),
-                lambda p, d=diameter: net.segment(p, diameter=d), method=f"cellpose:{net.name}",
-            )
-            classical = segmentation_agreement(
-                image.astype(np.float32), decoded.astype(np.float32), diameter=diameter
-            )
-            rows.append({
-                "image": name, "asked_ratio": ratio, "guidance": guidance, "seed": seed,
-                "weight": weight if guidance != "none" else 0,
-                "ratio": round(encoded.ratio, 1), "psnr": fit["psnr"], "ssim": fit["ssim"],
-                "f1": round(cp.f1, 3), "ap": round(cp.ap, 3), "mean_iou": round(cp.mean_iou, 3),
-                "n_original": cp.n_original, "n_decoded": cp.n_decoded,
-                "f1_classical": round(classical.f1, 3), "ap_classical": round(classical.ap, 3),
-                "steps": fit["steps"], "fit_seconds": fit["seconds"],
-                "total_seconds": round(seconds, 1), "diameter": round(diameter, 1),
-                "header_agreement": fit.get("guidance", {}).get("agreement"),
-            })
-            print(json.dumps(rows[-1]), flush=True)
+            row = fit_row(name, image, diameter, ratio, seed, guidance, steps=steps,
+                          model=model, weight=weight, device=device, net=net)
+            if row is not None:
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     return rows
 
 
