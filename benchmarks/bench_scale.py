@@ -16,12 +16,12 @@ do not compress to nothing).  Synthetic in Z; the content is real in Y/X.
     .venv/bin/python benchmarks/bench_scale.py batching /tmp/inif_scale/vol.zarr \
         [--blocks 32 --steps 10 --device cpu|cuda]
 
-``compress`` runs :func:`napari_inif.core.distributed.compress_source` with the quality
+``compress`` runs :func:`napari_inif.core.engine.distributed.compress_source` with the quality
 pass skipped (decoding ~1e9 voxels through the fields is hours on two CPU cores), prints
 each phase's time, the PSNR measured on a few decoded sample blocks, and the peak RSS
 (``ru_maxrss``) of this process and, with ``--workers``, of every worker.  ``batching``
 fits the same blocks of the plan as one batched network and one block at a time
-(:class:`napari_inif.core.fit.BlockFitter`) and prints block-steps per second of each.
+(:class:`napari_inif.core.codec.fitter.BlockFitter`) and prints block-steps per second of each.
 ``all`` runs each part in its own process (so each RSS is its own) and removes the volume.
 """
 
@@ -88,8 +88,8 @@ def compress(path: Path, ratio: float, steps: int, workers: int | None, out: Pat
     import torch
 
     from napari_inif.core import CompressionConfig
-    from napari_inif.core.distributed import block_box, cluster, fit_source
-    from napari_inif.core.source import open_source
+    from napari_inif.core.engine.distributed import block_box, cluster, fit_source
+    from napari_inif.core.io.source import open_source
 
     if not workers:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -165,9 +165,9 @@ def batching(
     import torch
 
     from napari_inif.core import CompressionConfig
-    from napari_inif.core.distributed import _normalised, _read_block
-    from napari_inif.core.fit import BlockFitter, pick_device
-    from napari_inif.core.source import open_source
+    from napari_inif.core.codec.fitter import BlockFitter, pick_device
+    from napari_inif.core.engine.distributed import _normalised, _read_block
+    from napari_inif.core.io.source import open_source
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     config = CompressionConfig(ratio=ratio, steps=steps, seed=0, batch_size=batch_size)
@@ -219,7 +219,7 @@ def batching(
 
 
 def _uniform_header(layout, config):
-    from napari_inif.core.budget import plan
+    from napari_inif.core.codec.plan import plan
 
     return plan(layout, config, lo=(0.0,), hi=(65535.0,)).header
 

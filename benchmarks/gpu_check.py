@@ -54,8 +54,8 @@ def check_cuda(data: Path, smoke: bool) -> dict:
     import torch
 
     from napari_inif.core import CompressionConfig, Encoded, compress, quality
-    from napari_inif.core.decode import FieldDecoder, InifArray
-    from napari_inif.core.quant import dequantise
+    from napari_inif.core.codec.decode import FieldDecoder, InifArray
+    from napari_inif.core.codec.quant import dequantise
 
     image = tifffile.imread(data / "bbbc038_0bf4b1_nuclei.tif")
     steps = 20 if smoke else 1200
@@ -115,8 +115,8 @@ def profile_steps(data: Path, smoke: bool) -> dict:
 
     from napari_inif.bench.cases import DEFAULT_CASES
     from napari_inif.core import CompressionConfig
-    from napari_inif.core.budget import plan
-    from napari_inif.core.fit import BlockFitter, normalise
+    from napari_inif.core.codec.fitter import BlockFitter, normalise
+    from napari_inif.core.codec.plan import plan
     from napari_inif.core.layout import Layout
 
     case = DEFAULT_CASES[0]
@@ -171,7 +171,7 @@ def guided_job(
     """One fit of compare.py's protocol (bundled network, weight 1) on ``device``'s preset."""
     import compare
 
-    from napari_inif.core.cellpose_net import BUNDLED_MODEL, load_cellpose
+    from napari_inif.core.guidance.cellpose_net import BUNDLED_MODEL, load_cellpose
 
     image, diameter = compare.load_image(image_name, Path(data))
     net = load_cellpose(BUNDLED_MODEL, device=device)

@@ -10,7 +10,7 @@ Data: the nuclei channels in ``../shared/data`` (BBBC034 C2, BBBC022 channel 0, 
 each split into a training part (left 75 % of the columns) and a held-out part (right 25 %).
 
 Labels: NOT human annotation.  They come from the classical segmentation
-:func:`napari_inif.core.segmentation.segment_classical` (Otsu threshold + distance
+:func:`napari_inif.core.guidance.segmentation.segment_classical` (Otsu threshold + distance
 transform watershed).  The network therefore learns to imitate that segmentation; its
 quality numbers below are agreement with those labels on the held-out parts.
 
@@ -46,7 +46,7 @@ def load_sets(train_fraction: float = 0.75):
     import tifffile
     from cellpose import utils
 
-    from napari_inif.core.segmentation import segment_classical
+    from napari_inif.core.guidance.segmentation import segment_classical
 
     sets = {}
     for name, (file, take) in SOURCES.items():
@@ -76,27 +76,47 @@ def train(epochs: int, nbase: list[int], bsize: int, lr: float, seed: int, out: 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cp_train.train_seg(
-            net, train_data=train_data, train_labels=train_labels, test_data=test_data,
-            test_labels=test_labels, batch_size=8, learning_rate=lr, n_epochs=epochs,
-            weight_decay=1e-5, normalize=True, save_path=tmp, save_every=10_000,
-            nimg_per_epoch=24, bsize=bsize, min_train_masks=1, model_name="nuclei_small",
+            net,
+            train_data=train_data,
+            train_labels=train_labels,
+            test_data=test_data,
+            test_labels=test_labels,
+            batch_size=8,
+            learning_rate=lr,
+            n_epochs=epochs,
+            weight_decay=1e-5,
+            normalize=True,
+            save_path=tmp,
+            save_every=10_000,
+            nimg_per_epoch=24,
+            bsize=bsize,
+            min_train_masks=1,
+            model_name="nuclei_small",
         )
     seconds = time.perf_counter() - start
-    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
-             for k, v in net.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16) if v.is_floating_point() else v
+        for k, v in net.state_dict().items()
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
-    report = {"epochs": epochs, "nbase": [2, *nbase], "bsize": bsize, "lr": lr,
-              "train_seconds": round(seconds, 1), "file_bytes": out.stat().st_size,
-              "n_params": sum(v.numel() for v in net.state_dict().values())}
+    report = {
+        "epochs": epochs,
+        "nbase": [2, *nbase],
+        "bsize": bsize,
+        "lr": lr,
+        "train_seconds": round(seconds, 1),
+        "file_bytes": out.stat().st_size,
+        "n_params": sum(v.numel() for v in net.state_dict().values()),
+    }
     report["quality"] = evaluate(out, sets)
     return report
 
 
 def evaluate(path: Path, sets: dict) -> dict:
     """AP/F1 at IoU 0.5 against the classical labels, on the training and held-out parts."""
-    from napari_inif.core.cellpose_net import load_cellpose
-    from napari_inif.core.segmentation import agreement
+    from napari_inif.core.guidance.cellpose_net import load_cellpose
+    from napari_inif.core.guidance.segmentation import agreement
 
     net = load_cellpose(path)
     result = {}

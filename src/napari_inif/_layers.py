@@ -154,7 +154,7 @@ def codec_dtype(dtype: Any) -> np.dtype:
 
 def layer_axes(layer: Any) -> str:
     """Axis letters of an image layer: its axis labels if they are letters, else guessed."""
-    from .core.layout import guess_axes
+    from napari_inif.core.layout import guess_axes
 
     ndim = layer.ndim
     labels = [str(label).upper() for label in getattr(layer, "axis_labels", ())]
@@ -390,7 +390,7 @@ def compare(original: Any, decoded: Any, index: tuple[Any, ...] | None = None) -
     ``index`` picks a slice (ints and ``slice(None)`` per dimension); ``None`` compares
     the whole stack (SSIM over volumes when the field has a Z axis).
     """
-    from .core import metrics
+    from napari_inif.core.metrics import quality as metrics
 
     a = original.data[0] if original.multiscale else original.data
     b = field_of(decoded)

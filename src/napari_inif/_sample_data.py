@@ -22,7 +22,7 @@ def sample_image():  # -> core.io.Image
     """The sample stack (16 x 130 x 130 uint16, TYX) with its axes."""
     import tifffile
 
-    from .core.io import Image
+    from napari_inif.core.io.image import Image
 
     return Image(tifffile.imread(SAMPLE_TIFF), "TYX")
 

@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _prior_names() -> list[str]:
-    from .core.hybrid import PRIORS
+    from napari_inif.core.hybrid.prior import PRIORS
 
     return sorted(PRIORS)  # availability is checked when one is used
 
@@ -255,16 +255,17 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _is_zarr(path: Path) -> bool:
-    from .core.source import is_zarr
+    from napari_inif.core.io.source import is_zarr
 
     return is_zarr(path)
 
 
 def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
     """Block-streamed compression: Zarr / TIFF read block by block, optionally on Dask."""
+    from napari_inif.core.engine.distributed import cluster, fit_source
+    from napari_inif.core.io.source import open_source
+
     from .core import drive
-    from .core.distributed import cluster, fit_source
-    from .core.source import open_source
 
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
@@ -426,7 +427,7 @@ def _info(args: argparse.Namespace) -> int:
             f"{fit.get('seconds')} s on {fit.get('device')}"
         )
     if fit.get("guidance"):
-        from .core.losses import guidance_summary
+        from napari_inif.core.guidance.losses import guidance_summary
 
         lines.append(f"guidance    {guidance_summary(fit['guidance'])}")
     if h.prior:

@@ -9,7 +9,8 @@ import pytest
 
 from napari_inif._qt import compress_widget
 from napari_inif._qt.compress_widget import PRESETS, CompressWidget
-from napari_inif.core import Layout, load, max_ratio, metrics
+from napari_inif.core import Layout, load, max_ratio
+from napari_inif.core.metrics import quality as metrics
 
 QUICK = "Quick (1000 steps)"
 

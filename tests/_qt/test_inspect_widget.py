@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_inif._qt.inspect_widget import InspectWidget
-from napari_inif.core import metrics
+from napari_inif.core.metrics import quality as metrics
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_inif.core.blocks import BlockGrid, choose_grid
+from napari_inif.core.codec.blocks import BlockGrid, choose_grid
 
 
 def test_blocks_tile_the_shape_exactly():

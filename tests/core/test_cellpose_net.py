@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_inif.core import cellpose_net
-from napari_inif.core.cellpose_net import BUNDLED_MODEL, load_cellpose
+from napari_inif.core.guidance import cellpose_net as cellpose_net
+from napari_inif.core.guidance.cellpose_net import BUNDLED_MODEL, load_cellpose
 
 pytest.importorskip("cellpose")
 

@@ -210,9 +210,9 @@ def test_finer_phases_beat_one_shared_quantiser_at_equal_size(nuclei_128):
     payload size on real nuclei crops (first layer alone 0.8-1.5 dB, 400-800 steps)."""
     import torch
 
-    from napari_inif.core.budget import plan
-    from napari_inif.core.fit import BlockFitter, flat_weights, normalise
-    from napari_inif.core.quant import rate_control
+    from napari_inif.core.codec.fitter import BlockFitter, flat_weights, normalise
+    from napari_inif.core.codec.plan import plan
+    from napari_inif.core.codec.quant import rate_control
 
     config = CompressionConfig(ratio=8, steps=400, seed=0)
     layout = Layout.of(nuclei_128)

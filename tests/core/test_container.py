@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_inif.core import CompressionConfig, Encoded, InifFormatError, compress, load
-from napari_inif.core.container import MAGIC, header_bytes, pack, unpack, write_atomic
-from napari_inif.core.decode import FieldDecoder, InifArray
-from napari_inif.core.quant import LEVEL_FACTORS, dequantise, rate_control
+from napari_inif.core.codec.container import MAGIC, header_bytes, pack, unpack, write_atomic
+from napari_inif.core.codec.decode import FieldDecoder, InifArray
+from napari_inif.core.codec.quant import LEVEL_FACTORS, dequantise, rate_control
 
 
 @pytest.fixture(scope="module")

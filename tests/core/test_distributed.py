@@ -13,8 +13,10 @@ import zarr
 
 from napari_inif.cli import main
 from napari_inif.core import CompressionConfig, compress, drive, load
-from napari_inif.core.budget import plan
-from napari_inif.core.distributed import (
+from napari_inif.core.codec.fitter import BlockFitter, normalise
+from napari_inif.core.codec.plan import plan
+from napari_inif.core.codec.quant import halves_for
+from napari_inif.core.engine.distributed import (
     Cancelled,
     block_box,
     compress_source,
@@ -23,10 +25,8 @@ from napari_inif.core.distributed import (
     group_blocks,
     scan_source,
 )
-from napari_inif.core.fit import BlockFitter, normalise
-from napari_inif.core.metrics import psnr
-from napari_inif.core.quant import halves_for
-from napari_inif.core.source import ArraySource, open_source
+from napari_inif.core.io.source import ArraySource, open_source
+from napari_inif.core.metrics.quality import psnr
 
 CONFIG = CompressionConfig(ratio=8, steps=5, batch_size=1024, params_per_block=800, seed=7)
 TASK = 3000  # padded values per task: several tasks even on a tiny volume
@@ -274,8 +274,8 @@ def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
 
 
 def test_sampled_rate_control_fits_and_is_close(monkeypatch):
-    from napari_inif.core import distributed
-    from napari_inif.core.quant import rate_control
+    from napari_inif.core.codec.quant import rate_control
+    from napari_inif.core.engine import distributed as distributed
 
     rng = np.random.default_rng(0)
     weights = []

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_inif.core.field import (
-    ARCHITECTURES,
+from napari_inif.core.codec.siren import (
     Architecture,
     BatchedSiren,
     evaluate_folded,
     fold_frequencies,
 )
+from napari_inif.core.registry import ARCHITECTURES
 
 
 def test_architecture_counts_every_parameter():

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from napari_inif.core import CompressionConfig
-from napari_inif.core.budget import plan
-from napari_inif.core.fit import BlockFitter, normalise
+from napari_inif.core.codec.fitter import BlockFitter, normalise
+from napari_inif.core.codec.plan import plan
 from napari_inif.core.layout import Layout
 
-fit_module = importlib.import_module("napari_inif.core.fit")
+fit_module = importlib.import_module("napari_inif.core.codec.fitter")
 
 
 def test_blocks_fit_the_same_alone_or_together(cells_tyx):

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from napari_inif.cli import main
-from napari_inif.core import CompressionConfig, InifFormatError, compress, hybrid, load
-from napari_inif.core.encoded import Encoded
-from napari_inif.core.fit import normalise
+from napari_inif.core import CompressionConfig, InifFormatError, compress, load
+from napari_inif.core.codec.encoded import Encoded
+from napari_inif.core.codec.fitter import normalise
+from napari_inif.core.hybrid import prior as hybrid
 from napari_inif.core.layout import Layout
-from napari_inif.core.metrics import psnr
+from napari_inif.core.metrics.quality import psnr
 
 
 @pytest.fixture

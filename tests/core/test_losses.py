@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from napari_inif.core import CompressionConfig, compress, load
-from napari_inif.core.blocks import BlockGrid
-from napari_inif.core.field import Architecture, BatchedSiren
-from napari_inif.core.fit import normalise
-from napari_inif.core.losses import (
+from napari_inif.core.codec.blocks import BlockGrid
+from napari_inif.core.codec.fitter import normalise
+from napari_inif.core.codec.render import WindowRenderer
+from napari_inif.core.codec.siren import Architecture, BatchedSiren
+from napari_inif.core.guidance.losses import (
     GUIDANCES,
     START,
     WARMUP,
@@ -22,7 +23,6 @@ from napari_inif.core.losses import (
     make_guidance,
     ssim_loss,
 )
-from napari_inif.core.render import WindowRenderer
 
 CPU = torch.device("cpu")
 
@@ -32,7 +32,7 @@ def small_net(seed: int = 0):
     pytest.importorskip("cellpose")
     from cellpose.resnet_torch import CPnet
 
-    from napari_inif.core.cellpose_net import CellposeNet
+    from napari_inif.core.guidance.cellpose_net import CellposeNet
 
     torch.manual_seed(seed)
     return CellposeNet.from_module(CPnet([2, 8, 16], 3, 3, mkldnn=False, diam_mean=30.0), "tiny")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_inif.core.metrics import max_abs_error, psnr, quality, ssim
+from napari_inif.core.metrics.quality import max_abs_error, psnr, quality, ssim
 
 
 def test_psnr_known_values():
@@ -28,7 +28,7 @@ def test_quality_reports_both_psnr_ranges(cells_tyx):
 
 
 def test_slab_accumulator_equals_the_whole_array_metrics(cells_tyx):
-    from napari_inif.core.metrics import QualityAccumulator, quality
+    from napari_inif.core.metrics.quality import QualityAccumulator, quality
 
     rng = np.random.default_rng(0)
     noisy = np.clip(cells_tyx + rng.normal(0, 300, cells_tyx.shape), 0, 65535).astype(np.uint16)
@@ -47,9 +47,9 @@ def test_fit_measures_a_stack_slab_by_slab_with_the_same_numbers(cells_tyx, monk
     import importlib
 
     from napari_inif.core import CompressionConfig, compress
-    from napari_inif.core.metrics import quality
+    from napari_inif.core.metrics.quality import quality
 
-    fit_module = importlib.import_module("napari_inif.core.fit")
+    fit_module = importlib.import_module("napari_inif.core.engine.local")
     monkeypatch.setattr(fit_module, "QUALITY_SLAB_VOXELS", 2 * 48 * 40)  # 2-plane slabs
     stack = np.stack([cells_tyx[:, :, :20], cells_tyx[:, :, 20:]], axis=1)  # TCYX, 2 channels
     encoded = compress(stack, CompressionConfig(ratio=8, steps=20), axes="TCYX")

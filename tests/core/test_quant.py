@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_inif.core.quant import (
+from napari_inif.core.codec.quant import (
     LEVEL_FACTORS,
     MAX_HALF,
     decode_payload,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_inif.core.segmentation import (
+from napari_inif.core.guidance.segmentation import (
     agreement,
     estimate_diameter,
     match_objects,

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 import zarr
 
-from napari_inif.core.source import ArraySource, is_zarr, open_source
+from napari_inif.core.io.source import ArraySource, is_zarr, open_source
 
 
 def _ome_group(path, data, version):

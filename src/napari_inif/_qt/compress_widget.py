@@ -73,8 +73,8 @@ def _eta(seconds: float) -> str:
 
 def _choices() -> dict[str, tuple[str, ...]]:
     """Options of the config fields the widget offers, from core's registries."""
-    from ..core.config import MODES
-    from ..core.losses import GUIDANCES
+    from napari_inif.core.config import MODES
+    from napari_inif.core.guidance.losses import GUIDANCES
 
     return {"mode": tuple(MODES), "guidance": tuple(GUIDANCES)}
 

@@ -1,6 +1,6 @@
 """The Inspect dock widget: original vs decoded, side by side, metrics and ROI decoding.
 
-* Metrics (PSNR, SSIM, max error from :mod:`napari_inif.core.metrics`) for the current
+* Metrics (PSNR, SSIM, max error from :mod:`napari_inif.core.metrics.quality`) for the current
   slice or the whole stack, computed in a worker thread.
 * A lazy difference layer (original - decoded, float32, multiscale).
 * Side by side: napari's grid mode with only the two layers shown (one camera, so

@@ -93,7 +93,7 @@ def case_for_file(name: str, data_dir: str | os.PathLike[str]) -> Case:
     for case in (*DEFAULT_CASES, *QUICK_CASES):
         if name in (case.file, case.name):
             return case
-    from ..core.io import read_image
+    from napari_inif.core.io.image import read_image
 
     image = read_image(Path(data_dir) / name)
     axes = "".join(a for a, n in zip(image.axes, image.data.shape, strict=True) if n > 1)

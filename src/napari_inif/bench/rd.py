@@ -106,7 +106,7 @@ def _row(
 
 
 def _measures(case: Case, data: np.ndarray, decoded: np.ndarray, nbytes: int) -> dict[str, float]:
-    from ..core.metrics import quality
+    from napari_inif.core.metrics.quality import quality
 
     decoded = np.asarray(decoded).reshape(data.shape)
     q = quality(data, decoded, plane_axes=3 if "Z" in case.axes else 2)
@@ -145,8 +145,9 @@ def _fit(case: Case, data: np.ndarray, config: CompressionConfig) -> tuple[Encod
     The fit generator is asked for a preview every step; the last one is the field just
     before quantisation.
     """
+    from napari_inif.core.metrics.quality import psnr
+
     from ..core import drive, fit
-    from ..core.metrics import psnr
 
     watch = _Watcher(config.steps)
     encoded = drive(fit(data, config, axes=case.axes, preview_every=0.0), watch)

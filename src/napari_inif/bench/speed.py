@@ -112,9 +112,10 @@ def run_speed(
     log: Callable[[str], None] = print,
 ) -> list[SpeedRow]:
     """All speed rows (see the module docstring); ``steps=0``: the config's default steps."""
+    from napari_inif.core.codec.decode import FieldDecoder, InifArray
+    from napari_inif.core.codec.quant import dequantise
+
     from ..core import CompressionConfig, load
-    from ..core.decode import FieldDecoder, InifArray
-    from ..core.quant import dequantise
 
     devices = ["cpu"] + (["cuda"] if _cuda_available() else [])
     tiled = mirror_tile(stack, tiled_shape)

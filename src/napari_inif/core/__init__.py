@@ -10,27 +10,58 @@ Typical use::
     roi = arr[10, 100:200, 100:200]    # decodes only that region
 """
 
-from .budget import BudgetError, max_ratio, plan
-from .config import CompressionConfig
-from .container import InifFormatError, is_inif
-from .decode import FieldDecoder, InifArray
-from .distributed import compress_source, fit_source
-from .encoded import Encoded, decompress, load
-from .field import ARCHITECTURES
-from .fit import OPTIMIZERS, Progress, compress, drive, fit, pick_device
-from .io import Image, read_image, write_tiff
-from .layout import Layout
-from .losses import GUIDANCES, guidance_names, guidance_summary
-from .metrics import Quality, quality
-from .segmentation import Agreement, segmentation_agreement
-from .source import open_source
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public names -> the module that defines them.  Loaded on first use (PEP 562), so that
+# ``import napari_inif.core.config`` or listing the registries imports no torch.
+_WHERE = {
+    "ARCHITECTURES": "registry",
+    "CODECS": "registry",
+    "GUIDANCES": "registry",
+    "OPTIMIZERS": "registry",
+    "Agreement": "guidance.segmentation",
+    "BudgetError": "errors",
+    "Cancelled": "errors",
+    "CompressionConfig": "config",
+    "Encoded": "codec.encoded",
+    "FieldDecoder": "codec.decode",
+    "Image": "io.image",
+    "InifArray": "codec.decode",
+    "InifFormatError": "errors",
+    "Layout": "layout",
+    "Progress": "engine.local",
+    "Quality": "metrics.quality",
+    "compress": "engine.local",
+    "compress_source": "engine.distributed",
+    "decompress": "codec.encoded",
+    "drive": "engine.local",
+    "fit": "engine.local",
+    "fit_source": "engine.distributed",
+    "guidance_names": "guidance.losses",
+    "guidance_summary": "guidance.losses",
+    "is_inif": "codec.container",
+    "load": "codec.encoded",
+    "max_ratio": "codec.plan",
+    "open_source": "io.source",
+    "pick_device": "codec.fitter",
+    "plan": "codec.plan",
+    "quality": "metrics.quality",
+    "read_image": "io.image",
+    "segmentation_agreement": "guidance.segmentation",
+    "write_tiff": "io.image",
+}
 
 __all__ = [
     "ARCHITECTURES",
+    "CODECS",
     "GUIDANCES",
     "OPTIMIZERS",
     "Agreement",
     "BudgetError",
+    "Cancelled",
     "CompressionConfig",
     "Encoded",
     "FieldDecoder",
@@ -59,3 +90,35 @@ __all__ = [
     "segmentation_agreement",
     "write_tiff",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+if TYPE_CHECKING:
+    from napari_inif.core.codec.container import is_inif
+    from napari_inif.core.codec.decode import FieldDecoder, InifArray
+    from napari_inif.core.codec.encoded import Encoded, decompress, load
+    from napari_inif.core.codec.fitter import pick_device
+    from napari_inif.core.codec.plan import max_ratio, plan
+    from napari_inif.core.config import CompressionConfig
+    from napari_inif.core.engine.distributed import compress_source, fit_source
+    from napari_inif.core.engine.local import Progress, compress, drive, fit
+    from napari_inif.core.errors import BudgetError, Cancelled, InifFormatError
+    from napari_inif.core.guidance.losses import guidance_names, guidance_summary
+    from napari_inif.core.guidance.segmentation import Agreement, segmentation_agreement
+    from napari_inif.core.io.image import Image, read_image, write_tiff
+    from napari_inif.core.io.source import open_source
+    from napari_inif.core.layout import Layout
+    from napari_inif.core.metrics.quality import Quality, quality
+    from napari_inif.core.registry import ARCHITECTURES, CODECS, GUIDANCES, OPTIMIZERS

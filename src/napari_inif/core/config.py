@@ -1,9 +1,15 @@
-"""One validated configuration drives the CLI flags, the widget and the file header."""
+"""One validated configuration drives the CLI flags, the widget and the file header.
+
+Torch-free: names are checked against :mod:`napari_inif.core.registry`, which lists them
+without importing their implementations.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from napari_inif.core.registry import ARCHITECTURES, GUIDANCES, OPTIMIZERS
 
 __all__ = ["MODES", "CompressionConfig"]
 
@@ -20,7 +26,7 @@ class CompressionConfig:
     ratio
         Asked compression ratio, ``raw bytes / file bytes`` with the whole file counted.
     architecture
-        Network family from :data:`napari_inif.core.field.ARCHITECTURES`
+        Network family from :data:`napari_inif.core.registry.ARCHITECTURES`
         (``"inif"``: per-neuron frequencies learned in the first layer; ``"inif-all"``: in
         every layer; ``"siren"``: fixed ``w0``).
     steps
@@ -37,11 +43,11 @@ class CompressionConfig:
     lr
         Peak learning rate of the optimiser (cosine decay to 5% of it) for a block trained
         on 8192 points per step; smaller per-block batches use ``lr * (points / 8192) ** 0.25``
-        (see :data:`napari_inif.core.fit.LR_REFERENCE_POINTS`).
+        (see :data:`napari_inif.core.codec.fitter.LR_REFERENCE_POINTS`).
     freq_lr_scale
         Learning-rate multiplier of the learnable log-frequencies.
     optimizer
-        Optimiser name from :data:`napari_inif.core.fit.OPTIMIZERS`.
+        Optimiser name from :data:`napari_inif.core.registry.OPTIMIZERS`.
     w0, w0_first
         Initial frequency of hidden and first sine layers.
     depth
@@ -66,12 +72,12 @@ class CompressionConfig:
         ``"field"``: the field codes the image; ``"hybrid"``: a classic codec (``prior``)
         codes the image and the field its residual (see :mod:`.hybrid`).
     prior
-        Codec prior name from :data:`napari_inif.core.hybrid.PRIORS` (hybrid mode).
+        Codec prior name from :data:`napari_inif.core.registry.CODECS` (hybrid mode).
     prior_fraction
         Share of the file budget given to the prior in hybrid mode, or ``None`` for the
-        automatic split (:data:`napari_inif.core.hybrid.AUTO_PRIOR_FRACTION`).
+        automatic split (:data:`napari_inif.core.hybrid.prior.AUTO_PRIOR_FRACTION`).
     guidance
-        Extra loss from :data:`napari_inif.core.losses.GUIDANCES`: ``"none"``, ``"ssim"``,
+        Extra loss from :data:`napari_inif.core.registry.GUIDANCES`: ``"none"``, ``"ssim"``,
         ``"perceptual"`` or ``"segmentation"`` (the last two need Cellpose and a model).
     guidance_weight
         Strength of the guidance; 1 is the recommended strength, 0 switches it off.
@@ -152,24 +158,14 @@ class CompressionConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        from .field import ARCHITECTURES
-
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"unknown architecture {self.architecture!r}; "
-                f"available: {', '.join(sorted(ARCHITECTURES))}"
-            )
+        ARCHITECTURES.entry(self.architecture)  # ValueError naming the registered ones
+        OPTIMIZERS.entry(self.optimizer)
+        GUIDANCES.entry(self.guidance)
         if self.mode == "hybrid":
-            from .hybrid import get_prior
+            from napari_inif.core.hybrid.prior import get_prior  # torch-free
 
-            get_prior(self.prior)  # ValueError naming the available priors
-        from .losses import GUIDANCES, guidance_names
-
-        if self.guidance not in GUIDANCES:
-            raise ValueError(
-                f"unknown guidance {self.guidance!r}; available: {', '.join(guidance_names())}"
-            )
-        if GUIDANCES[self.guidance].needs_model and not self.guidance_model:
+            get_prior(self.prior)  # ValueError naming the priors usable here
+        if GUIDANCES.meta(self.guidance).get("needs_model") and not self.guidance_model:
             raise ValueError(
                 f"guidance {self.guidance!r} needs a Cellpose model (guidance_model): a "
                 "built-in name such as cyto3 or nuclei, a weights file, or inif_nuclei_small"

@@ -44,16 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from . import budget as _budget
-from .blocks import BlockGrid
-from .config import CompressionConfig
-from .decode import FieldDecoder, InifArray
-from .encoded import Encoded
-from .fit import BlockFitter, Cancelled, Progress, drive, flat_weights, pick_device
-from .header import FieldHeader
-from .layout import Layout
-from .metrics import Quality, QualityAccumulator, ssim
-from .quant import (
+from napari_inif.core.codec import plan as _budget
+from napari_inif.core.codec.blocks import BlockGrid
+from napari_inif.core.codec.decode import FieldDecoder, InifArray
+from napari_inif.core.codec.encoded import Encoded
+from napari_inif.core.codec.fitter import BlockFitter, flat_weights, pick_device
+from napari_inif.core.codec.header import FieldHeader
+from napari_inif.core.codec.quant import (
     MAX_HALF,
     QuantisedWeights,
     dequantise,
@@ -62,7 +59,11 @@ from .quant import (
     quantise,
     rate_control,
 )
-from .source import ArraySource
+from napari_inif.core.config import CompressionConfig
+from napari_inif.core.engine.local import Cancelled, Progress, drive
+from napari_inif.core.io.source import ArraySource
+from napari_inif.core.layout import Layout
+from napari_inif.core.metrics.quality import Quality, QualityAccumulator, ssim
 
 __all__ = [
     "BlockStats",

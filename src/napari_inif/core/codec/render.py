@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .blocks import BlockGrid
+from napari_inif.core.codec.blocks import BlockGrid
 
 __all__ = ["WindowRenderer"]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from .container import InifFormatError, pack, read_file, unpack, write_atomic
-from .decode import FieldDecoder, InifArray
-from .header import FieldHeader
-from .quant import QuantisedWeights, decode_payload, dequantise
+from napari_inif.core.codec.container import InifFormatError, pack, read_file, unpack, write_atomic
+from napari_inif.core.codec.decode import FieldDecoder, InifArray
+from napari_inif.core.codec.header import FieldHeader
+from napari_inif.core.codec.quant import QuantisedWeights, decode_payload, dequantise
 
 __all__ = ["Encoded", "decompress", "load"]
 
@@ -85,7 +85,7 @@ class Encoded:
         header = FieldHeader.from_json(header_obj)
         payload, prior = _split_sections(body, header)
         if header.prior is not None:
-            from .hybrid import check_section
+            from napari_inif.core.hybrid.prior import check_section
 
             check_section(header.layout, header.prior, prior)
         try:

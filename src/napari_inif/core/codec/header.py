@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .blocks import BlockGrid
-from .container import InifFormatError
-from .field import Architecture
-from .layout import Layout
+from napari_inif.core.codec.architecture import Architecture
+from napari_inif.core.codec.blocks import BlockGrid
+from napari_inif.core.codec.container import InifFormatError
+from napari_inif.core.layout import Layout
 
 __all__ = ["MAX_PARAMS", "MAX_VOXELS", "FieldHeader"]
 

@@ -27,6 +27,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from napari_inif.core.errors import InifFormatError
+
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
@@ -52,10 +54,6 @@ MAX_FILE_BYTES = 1 << 36
 _PREFIX = struct.Struct("<8sHHI")
 _U32 = struct.Struct("<I")
 OVERHEAD_BYTES = _PREFIX.size + 2 * _U32.size  # without header and payload
-
-
-class InifFormatError(ValueError):
-    """A file is not a valid ``.inif`` file (wrong magic, version, sizes or checksum)."""
 
 
 def _deflate(data: bytes) -> bytes:

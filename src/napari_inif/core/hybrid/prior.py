@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from .container import InifFormatError
-from .layout import Layout
+from napari_inif.core.codec.container import InifFormatError
+from napari_inif.core.layout import Layout
+from napari_inif.core.registry import CODECS
 
 __all__ = [
     "AUTO_PRIOR_FRACTION",
@@ -120,23 +121,24 @@ class PriorCodec:
         return 8 if dtype == "uint8" else self.high_bits
 
 
-#: Codec priors by name.
-PRIORS: dict[str, PriorCodec] = {}
+#: Codec priors by name: the classic-codec registry (built-in names are listed in
+#: :mod:`napari_inif.core.registry` without importing this module).
+PRIORS = CODECS
 
 
 def register_prior(codec: PriorCodec) -> None:
     """Make ``codec`` available to :class:`~.config.CompressionConfig` by its name."""
-    PRIORS[codec.name] = codec
+    CODECS.register(codec.name, codec, codec.description)
 
 
 def available_priors() -> list[str]:
     """Names of the registered priors that can be used on this machine, sorted."""
-    return sorted(name for name, codec in PRIORS.items() if codec.available())
+    return sorted(name for name in CODECS if CODECS[name].available())
 
 
 def get_prior(name: str) -> PriorCodec:
     """The codec registered as ``name``; ``ValueError`` naming the available ones if absent."""
-    codec = PRIORS.get(name)
+    codec = CODECS[name] if name in CODECS else None
     if codec is None or not codec.available():
         why = "is not available here" if codec is not None else "is unknown"
         usable = ", ".join(available_priors()) or "none"
@@ -331,56 +333,57 @@ def _hevc_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int
     return np.frombuffer(done.stdout, sample).reshape(shape).astype(dtype)
 
 
-for _codec in (
-    PriorCodec(
-        "jpegxl",
-        "JPEG XL (libjxl, via imagecodecs)",
-        _jpegxl_encode,
-        _jpegxl_decode,
-        16,
-        256,
-        available=_imagecodecs_has("JPEGXL"),
-    ),
-    PriorCodec(
-        "jpeg2k",
-        "JPEG 2000 (OpenJPEG, via imagecodecs)",
-        _jpeg2k_encode,
-        _jpeg2k_decode,
-        16,
-        512,
-        available=_imagecodecs_has("JPEG2K"),
-    ),
-    PriorCodec(
-        "htj2k",
-        "High-throughput JPEG 2000 (OpenJPH, via imagecodecs)",
-        _htj2k_encode,
-        _htj2k_decode,
-        16,
-        512,
-        available=_imagecodecs_has("HTJ2K"),
-    ),
-    PriorCodec(
-        "avif",
-        "AVIF 4:0:0 (libavif/libaom, via imagecodecs)",
-        _avif_encode,
-        _avif_decode,
-        12,
-        512,
-        available=_imagecodecs_has("AVIF"),
-        levels=100,
-    ),
-    PriorCodec(
-        "hevc",
-        "HEVC video of neighbouring planes (ffmpeg + libx265)",
-        _hevc_encode,
-        _hevc_decode,
-        12,
-        512,
-        planes=16,
-        available=_hevc_available,
-    ),
-):
-    register_prior(_codec)
+JPEGXL = PriorCodec(
+    "jpegxl",
+    "JPEG XL (libjxl, via imagecodecs)",
+    _jpegxl_encode,
+    _jpegxl_decode,
+    16,
+    256,
+    available=_imagecodecs_has("JPEGXL"),
+)
+
+JPEG2K = PriorCodec(
+    "jpeg2k",
+    "JPEG 2000 (OpenJPEG, via imagecodecs)",
+    _jpeg2k_encode,
+    _jpeg2k_decode,
+    16,
+    512,
+    available=_imagecodecs_has("JPEG2K"),
+)
+
+HTJ2K = PriorCodec(
+    "htj2k",
+    "High-throughput JPEG 2000 (OpenJPH, via imagecodecs)",
+    _htj2k_encode,
+    _htj2k_decode,
+    16,
+    512,
+    available=_imagecodecs_has("HTJ2K"),
+)
+
+AVIF = PriorCodec(
+    "avif",
+    "AVIF 4:0:0 (libavif/libaom, via imagecodecs)",
+    _avif_encode,
+    _avif_decode,
+    12,
+    512,
+    available=_imagecodecs_has("AVIF"),
+    levels=100,
+)
+
+HEVC = PriorCodec(
+    "hevc",
+    "HEVC video of neighbouring planes (ffmpeg + libx265)",
+    _hevc_encode,
+    _hevc_decode,
+    12,
+    512,
+    planes=16,
+    available=_hevc_available,
+)
 
 
 # --------------------------------------------------------------------------- tiling
@@ -515,7 +518,7 @@ def encode_prior(
     ``target_bytes``.  Raises :class:`~.budget.BudgetError` if even the lowest quality
     does not fit, ``ValueError`` for an unknown or unavailable codec.
     """
-    from .budget import BudgetError
+    from napari_inif.core.codec.plan import BudgetError
 
     codec = get_prior(codec) if isinstance(codec, str) else codec
     tiling = _Tiling.of(layout, codec.planes, (tile or codec.tile,) * 2)
@@ -594,7 +597,7 @@ def prepare(norm: np.ndarray, layout: Layout, config: Any) -> Prior | None:
 
 def _field_floor(layout: Layout) -> float:
     """Bytes of the smallest field file plus its prior entry and a little room to learn."""
-    from .budget import max_ratio
+    from napari_inif.core.codec.plan import max_ratio
 
     return layout.raw_bytes / max_ratio(layout) + _FIELD_ROOM
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import Layout, guess_axes
+from napari_inif.core.layout import Layout, guess_axes
 
 __all__ = ["ArraySource", "is_zarr", "open_source"]
 
@@ -270,7 +270,7 @@ def _open_tiff(path: Path) -> ArraySource:
     import tifffile
     import zarr
 
-    from .io import _scale
+    from napari_inif.core.io.image import _scale
 
     try:
         with tifffile.TiffFile(path) as tif:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from .encoded import Encoded
-    from .fit import Progress
+    from napari_inif.core.codec.encoded import Encoded
+    from napari_inif.core.engine.local import Progress
 
 __all__ = ["Image", "read_image", "write_tiff"]
 
@@ -31,7 +31,7 @@ class Image(NamedTuple):
     ) -> Generator[Progress, None, Encoded]:
         """:func:`.fit.fit` of this image with its axes, scale and unit; the header
         records ``source`` (a file or layer name)."""
-        from .fit import fit
+        from napari_inif.core.engine.local import fit
 
         return fit(
             self.data,
@@ -56,7 +56,7 @@ def read_image(path: str | os.PathLike[str]) -> Image:
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix.lower() == ".npy":
         data = np.load(path, allow_pickle=False)
-        from .layout import guess_axes
+        from napari_inif.core.layout import guess_axes
 
         return Image(data, guess_axes(data.ndim))
     try:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blocks import BlockGrid, choose_grid
-from .config import CompressionConfig
-from .container import OVERHEAD_BYTES, header_bytes
-from .header import FieldHeader
-from .layout import Layout
-from .quant import payload_size_bound
+from napari_inif.core.codec.blocks import BlockGrid, choose_grid
+from napari_inif.core.codec.container import OVERHEAD_BYTES, header_bytes
+from napari_inif.core.codec.header import FieldHeader
+from napari_inif.core.codec.quant import payload_size_bound
+from napari_inif.core.config import CompressionConfig
+from napari_inif.core.errors import BudgetError
+from napari_inif.core.layout import Layout
 
 __all__ = ["BudgetError", "Plan", "plan", "solve_width"]
 
@@ -37,14 +38,6 @@ HEADER_SLACK = 48  # bytes kept free for fit metrics written after rate control
 #: (width 16), hence the width floors.  The previous ladder was
 #: ((7, 32), (5, 24), (4, 16), (3, 8)).
 _DEPTHS = ((7, 32), (6, 16), (5, 12), (4, MIN_WIDTH), (3, MIN_WIDTH))
-
-
-class BudgetError(ValueError):
-    """The asked ratio cannot be met for this image."""
-
-    def __init__(self, message: str, max_ratio: float):
-        super().__init__(message)
-        self.max_ratio = max_ratio
 
 
 @dataclass(frozen=True)

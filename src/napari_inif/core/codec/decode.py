@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .header import FieldHeader
+from napari_inif.core.codec.header import FieldHeader
 
 if TYPE_CHECKING:
-    from .hybrid import PriorDecoder
+    from napari_inif.core.hybrid.prior import PriorDecoder
 
 __all__ = ["FieldDecoder", "InifArray"]
 
@@ -64,7 +64,7 @@ class FieldDecoder:
         self._mid = ((hi + lo) / 2.0).astype(np.float64)
         self.prior: PriorDecoder | None = None
         if header.prior is not None:
-            from .hybrid import PriorDecoder
+            from napari_inif.core.hybrid.prior import PriorDecoder
 
             self.prior = (
                 prior

@@ -15,70 +15,23 @@ MLP and the decoder needs no frequencies at all (see :func:`fold_frequencies`).
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from napari_inif.core.codec.architecture import Architecture
+
 __all__ = [
-    "ARCHITECTURES",
     "Architecture",
     "BatchedSiren",
     "evaluate_folded",
     "fold_frequencies",
-    "register_architecture",
+    "inif",
+    "inif_all",
+    "siren",
 ]
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Shape of one block's network.
-
-    Attributes
-    ----------
-    in_features, out_features
-        Number of coordinate axes and of channels.
-    width, depth
-        Hidden width and number of linear layers (``depth - 1`` sine layers + linear head).
-    """
-
-    in_features: int
-    out_features: int
-    width: int
-    depth: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.in_features <= 4:
-            raise ValueError(f"in_features must be 1..4, got {self.in_features}")
-        if not 1 <= self.out_features <= 64:
-            raise ValueError(f"out_features must be 1..64, got {self.out_features}")
-        if not 1 <= self.width <= 4096 or not 2 <= self.depth <= 32:
-            raise ValueError(f"unsupported width/depth {self.width}/{self.depth}")
-
-    @property
-    def layer_shapes(self) -> list[tuple[int, int]]:
-        """``(fan_in, fan_out)`` of every linear layer."""
-        dims = [self.in_features] + [self.width] * (self.depth - 1) + [self.out_features]
-        return list(itertools.pairwise(dims))
-
-    @property
-    def n_params(self) -> int:
-        """Parameters stored per block (weights and biases; frequencies are folded in)."""
-        return sum(i * o + o for i, o in self.layer_shapes)
-
-    @staticmethod
-    def params_for(in_features: int, out_features: int, width: int, depth: int) -> int:
-        """Parameter count of an architecture without validating it."""
-        return (
-            in_features * width
-            + width
-            + (depth - 2) * (width * width + width)
-            + width * out_features
-            + out_features
-        )
 
 
 class BatchedSiren(nn.Module):
@@ -204,35 +157,20 @@ def evaluate_folded(
     return h
 
 
-ArchitectureFactory = Callable[..., BatchedSiren]
-
-#: Network families by name: ``"inif"`` learns its frequencies, ``"siren"`` keeps w0 fixed.
-ARCHITECTURES: dict[str, ArchitectureFactory] = {}
+# The field families registered under these names in
+# :data:`napari_inif.core.registry.ARCHITECTURES`.
 
 
-def register_architecture(name: str) -> Callable[[ArchitectureFactory], ArchitectureFactory]:
-    """Register a factory ``(arch, n_blocks, *, w0, w0_first, generator) -> BatchedSiren``."""
-
-    def deco(factory: ArchitectureFactory) -> ArchitectureFactory:
-        ARCHITECTURES[name] = factory
-        return factory
-
-    return deco
-
-
-@register_architecture("inif")
-def _inif(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+def inif(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
     """Per-neuron frequencies learned in the first layer (the bandwidth of the field)."""
     return BatchedSiren(arch, n_blocks, learn_frequency=True, learn_layers=1, **kw)  # type: ignore[arg-type]
 
 
-@register_architecture("inif-all")
-def _inif_all(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+def inif_all(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
     """Per-neuron frequencies learned in every sine layer."""
     return BatchedSiren(arch, n_blocks, learn_frequency=True, **kw)  # type: ignore[arg-type]
 
 
-@register_architecture("siren")
-def _siren(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
+def siren(arch: Architecture, n_blocks: int, **kw: object) -> BatchedSiren:
     """Plain SIREN: fixed frequencies."""
     return BatchedSiren(arch, n_blocks, learn_frequency=False, **kw)  # type: ignore[arg-type]

@@ -54,7 +54,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .segmentation import Agreement, estimate_diameter, segmentation_agreement
+from napari_inif.core.guidance.segmentation import (
+    Agreement,
+    estimate_diameter,
+    segmentation_agreement,
+)
+from napari_inif.core.registry import GUIDANCES
 
 __all__ = [
     "GUIDANCES",
@@ -254,7 +259,7 @@ class Guidance:
             first = self.image[(*self.planes[0], ..., self.settings.channel)]
             self.diameter = estimate_diameter(first)
         d = self.diameter
-        from .segmentation import segment_classical
+        from napari_inif.core.guidance.segmentation import segment_classical
 
         return (lambda plane: segment_classical(plane, d)), self.segmenter_name()
 
@@ -364,7 +369,7 @@ class _CellposeGuidance(Guidance):
     ):
         super().__init__(settings, image, device, seed)
         if net is None:
-            from .cellpose_net import load_cellpose
+            from napari_inif.core.guidance.cellpose_net import load_cellpose
 
             net = load_cellpose(settings.model or "", device=device)
         self.net = net.to(device)
@@ -524,29 +529,10 @@ def cellpose_loss(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # -- registry ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GuidanceSpec:
-    """A registered guidance: its class (``None`` for no guidance) and a description."""
-
-    factory: type[Guidance] | None
-    description: str
-    needs_model: bool
-
-
-#: Guidance by name; the CLI and the widget list these keys.
-GUIDANCES: dict[str, GuidanceSpec] = {
-    "none": GuidanceSpec(None, "pixel MSE only", False),
-}
-
-
 def register_guidance(cls: type[Guidance]) -> type[Guidance]:
-    """Register a :class:`Guidance` subclass under ``cls.name``."""
-    GUIDANCES[cls.name] = GuidanceSpec(cls, cls.description, cls.needs_model)
+    """Register a :class:`Guidance` subclass under ``cls.name`` (usable as a decorator)."""
+    GUIDANCES.register(cls.name, cls, cls.description, needs_model=cls.needs_model)
     return cls
-
-
-for _cls in (SSIMGuidance, PerceptualGuidance, SegmentationGuidance):
-    register_guidance(_cls)
 
 
 def guidance_names() -> list[str]:
@@ -565,15 +551,10 @@ def make_guidance(
     for the canonical normalised ``image``; ``None`` for ``"none"``."""
     if not isinstance(settings, GuidanceSettings):
         settings = GuidanceSettings.from_config(settings)
-    try:
-        spec = GUIDANCES[settings.name]
-    except KeyError:
-        raise ValueError(
-            f"unknown guidance {settings.name!r}; available: {', '.join(guidance_names())}"
-        ) from None
-    if spec.factory is None:
+    factory = GUIDANCES.get(settings.name)  # ValueError naming the registered ones
+    if factory is None:
         return None
-    return spec.factory(settings, image, device, seed, **kw)
+    return factory(settings, image, device, seed, **kw)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

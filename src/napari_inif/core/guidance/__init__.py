@@ -1,0 +1,1 @@
+"""Guidance: SSIM, perceptual and Cellpose segmentation losses, and the bundled small net."""

@@ -1,0 +1,1 @@
+"""Hybrid mode: a classic-codec prior codes the image, the field codes its residual."""
