@@ -22,7 +22,7 @@ def nuclei():
     """A real 128x128 uint8 nuclei crop (BBBC038): big enough for a prior and a field."""
     import tifffile
 
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "bbbc038_0bf4b1_nuclei.tif"
+    path = Path(__file__).resolve().parents[4] / "shared" / "data" / "bbbc038_0bf4b1_nuclei.tif"
     if not path.exists():
         pytest.skip(f"real test data {path.name} not found")
     return tifffile.imread(path)[64:192, 64:192]
