@@ -16,7 +16,7 @@ do not compress to nothing).  Synthetic in Z; the content is real in Y/X.
     .venv/bin/python benchmarks/bench_scale.py batching /tmp/inif_scale/vol.zarr \
         [--blocks 32 --steps 10 --device cpu|cuda]
 
-``compress`` runs :func:`napari_inif.core.engine.distributed.compress_source` with the quality
+``compress`` runs :func:`napari_inif.core.engine.compress` with the quality
 pass skipped (decoding ~1e9 voxels through the fields is hours on two CPU cores), prints
 each phase's time, the PSNR measured on a few decoded sample blocks, and the peak RSS
 (``ru_maxrss``) of this process and, with ``--workers``, of every worker.  ``batching``
@@ -165,8 +165,8 @@ def batching(
     import torch
 
     from napari_inif.core import CompressionConfig
-    from napari_inif.core.codec.fitter import BlockFitter, pick_device
-    from napari_inif.core.engine.distributed import _normalised, _read_block
+    from napari_inif.core.codec.fitter import BlockFitter, pick_device, to_unit
+    from napari_inif.core.engine.distributed import _read_block
     from napari_inif.core.io.source import open_source
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -180,8 +180,7 @@ def batching(
     grid = sp_header.grid
     blocks = list(range(min(n_blocks, grid.n_blocks)))
     cache = {
-        b: _normalised(_read_block(source, layout, grid, b), sp_header.lo, sp_header.hi)
-        for b in blocks
+        b: to_unit(_read_block(source, layout, grid, b), sp_header.lo, sp_header.hi) for b in blocks
     }
     device = pick_device(device_name)
 

@@ -67,7 +67,7 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
 def _drive_with_progress(fitting: Generator, title: str) -> Any:
     """Run a fit generator to its end; behind a progress dialog when Qt is running."""
-    from napari_inif.core.engine.local import Cancelled
+    from napari_inif.core.errors import Cancelled
 
     from .core import drive
 

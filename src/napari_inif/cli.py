@@ -262,7 +262,8 @@ def _is_zarr(path: Path) -> bool:
 
 def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
     """Block-streamed compression: Zarr / TIFF read block by block, optionally on Dask."""
-    from napari_inif.core.engine.distributed import cluster, fit_source
+    from napari_inif.core.engine import fit
+    from napari_inif.core.engine.distributed import cluster
     from napari_inif.core.io.source import open_source
 
     from .core import drive
@@ -275,8 +276,13 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
         cluster(args.scheduler, args.workers) as client,
     ):
         threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers else None
-        gen = fit_source(
-            source, config, client=client, quality=not args.no_quality, torch_threads=threads
+        gen = fit(
+            source,
+            config,
+            client=client,
+            streamed=True,
+            quality=not args.no_quality,
+            torch_threads=threads,
         )
         encoded = drive(gen, None if args.quiet else _bar())  # drive closes gen
     encoded.save(out)

@@ -32,14 +32,14 @@ _WHERE = {
     "InifArray": "codec.decode",
     "InifFormatError": "errors",
     "Layout": "layout",
-    "Progress": "engine.local",
+    "Progress": "engine",
     "Quality": "metrics.quality",
-    "compress": "engine.local",
-    "compress_source": "engine.distributed",
+    "compress": "engine",
     "decompress": "codec.encoded",
-    "drive": "engine.local",
-    "fit": "engine.local",
+    "drive": "engine",
+    "fit": "engine",
     "fit_source": "engine.distributed",
+    "streamed_refusal": "engine",
     "guidance_names": "guidance.losses",
     "guidance_summary": "guidance.losses",
     "is_inif": "codec.container",
@@ -72,7 +72,6 @@ __all__ = [
     "Progress",
     "Quality",
     "compress",
-    "compress_source",
     "decompress",
     "drive",
     "fit",
@@ -88,6 +87,7 @@ __all__ = [
     "quality",
     "read_image",
     "segmentation_agreement",
+    "streamed_refusal",
     "write_tiff",
 ]
 
@@ -112,8 +112,8 @@ if TYPE_CHECKING:
     from napari_inif.core.codec.fitter import pick_device
     from napari_inif.core.codec.plan import max_ratio, plan
     from napari_inif.core.config import CompressionConfig
-    from napari_inif.core.engine.distributed import compress_source, fit_source
-    from napari_inif.core.engine.local import Progress, compress, drive, fit
+    from napari_inif.core.engine import Progress, compress, drive, fit, streamed_refusal
+    from napari_inif.core.engine.distributed import fit_source
     from napari_inif.core.errors import BudgetError, Cancelled, InifFormatError
     from napari_inif.core.guidance.losses import guidance_names, guidance_summary
     from napari_inif.core.guidance.segmentation import Agreement, segmentation_agreement

@@ -70,7 +70,7 @@ class CompressionConfig:
         ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     mode
         ``"field"``: the field codes the image; ``"hybrid"``: a classic codec (``prior``)
-        codes the image and the field its residual (see :mod:`.hybrid`).
+        codes the image and the field its residual (see :mod:`napari_inif.core.hybrid.prior`).
     prior
         Codec prior name from :data:`napari_inif.core.registry.CODECS` (hybrid mode).
     prior_fraction

@@ -17,14 +17,13 @@ from napari_inif.core.codec.fitter import BlockFitter, normalise
 from napari_inif.core.codec.plan import plan
 from napari_inif.core.codec.quant import halves_for
 from napari_inif.core.engine.distributed import (
-    Cancelled,
     block_box,
-    compress_source,
     fit_source,
     fit_weights,
     group_blocks,
     scan_source,
 )
+from napari_inif.core.errors import Cancelled
 from napari_inif.core.io.source import ArraySource, open_source
 from napari_inif.core.metrics.quality import psnr
 
@@ -109,7 +108,7 @@ def test_zarr_source_gives_the_in_memory_result(cells_zarr, cells_tyx):
         name=src.name,
         reads=reads,
     )
-    enc = compress_source(source, CONFIG, task_voxels=TASK)
+    enc = compress(source, CONFIG, task_voxels=TASK)
     ref = compress(cells_tyx, CONFIG, axes="TYX")
     h, r = enc.header, ref.header
     assert (h.layout, h.grid_counts, h.depth, h.lo, h.hi) == (
@@ -145,18 +144,19 @@ def test_zarr_source_gives_the_in_memory_result(cells_zarr, cells_tyx):
 
 def test_quality_can_be_skipped_and_cancel_writes_nothing(cells_tyx):
     source = ArraySource.from_array(cells_tyx, "TYX")
-    enc = compress_source(source, CONFIG, quality=False)
+    enc = compress(source, CONFIG, streamed=True, quality=False)
     assert enc.header.fit["quality"] == "skipped" and "psnr" not in enc.header.fit
     phases = []
     with pytest.raises(Cancelled):
-        compress_source(
+        compress(
             source,
             CONFIG,
+            streamed=True,
             on_progress=lambda p: phases.append(p.phase),
             cancel=lambda: len(phases) >= 3,
         )
     assert phases[0] == "read" and phases[-1] == "fit"
-    with pytest.raises(ValueError, match="give a number of steps"):
+    with pytest.raises(ValueError, match="takes a number of steps"):
         drive(fit_source(source, CompressionConfig(time_limit=5)))
 
 
@@ -230,8 +230,8 @@ def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
         distributed.Client(cluster) as client,
     ):
         t0 = time.perf_counter()
-        remote = compress_source(source, CONFIG, client=client, task_voxels=TASK, torch_threads=1)
-        local = compress_source(source, CONFIG, task_voxels=TASK)
+        remote = compress(source, CONFIG, client=client, task_voxels=TASK, torch_threads=1)
+        local = compress(source, CONFIG, streamed=True, task_voxels=TASK)
         h, r = remote.header, local.header
         assert (h.widths, h.lo, h.hi) == (r.widths, r.lo, r.hi)
         assert h.fit["engine"] == "dask" and h.fit["tasks"] == r.fit["tasks"] >= 3
@@ -274,8 +274,7 @@ def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
 
 
 def test_sampled_rate_control_fits_and_is_close(monkeypatch):
-    from napari_inif.core.codec.quant import rate_control
-    from napari_inif.core.engine import distributed as distributed
+    from napari_inif.core.codec import quant
 
     rng = np.random.default_rng(0)
     weights = []
@@ -283,10 +282,10 @@ def test_sampled_rate_control_fits_and_is_close(monkeypatch):
         s = rng.uniform(0.5, 2)
         weights += [rng.normal(0, s, (24, 24)).astype(np.float32), rng.normal(0, s, 24)] * 2
     budget = int(sum(w.size for w in weights) * 0.45)
-    monkeypatch.setattr(distributed, "SAMPLED_RATE_CONTROL", 5000)
+    monkeypatch.setattr(quant, "SAMPLED_RATE_CONTROL", 5000)
     kinds = ["first", "first", "weight", "bias"] * 60
-    q, payload = distributed._rate_control(weights, budget, kinds, 4)
-    full = rate_control(weights, budget, kinds)[0]
+    q, payload = quant.rate_control(weights, budget, kinds, per_block=4)
+    full = quant.rate_control(weights, budget, kinds)[0]
     assert len(payload) <= budget and 0.95 * full.halves[2] <= q.halves[2] <= full.halves[2]
     assert q.halves == halves_for(kinds, q.halves[2])
 

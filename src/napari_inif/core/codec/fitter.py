@@ -25,8 +25,10 @@ __all__ = [
     "adamax",
     "block_seed",
     "flat_weights",
+    "intensity_range",
     "normalise",
     "pick_device",
+    "to_unit",
 ]
 
 # The optimisers registered under these names in :data:`napari_inif.core.registry.OPTIMIZERS`
@@ -58,15 +60,28 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def intensity_range(lo: np.ndarray, hi: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel normalisation range from the channels' minima and maxima (a constant
+    channel gets ``hi = lo + 1`` so that the mapping stays defined)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+
+
+def to_unit(canon: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
+    """Map each channel of a canonical array from ``[lo, hi]`` to ``[-1, 1]`` (float32)."""
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    norm = (canon.astype(np.float32) - lo64.astype(np.float32)) / (hi64 - lo64).astype(np.float32)
+    return norm * 2 - 1
+
+
 def normalise(canon: np.ndarray) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
     """Map each channel of a canonical array to ``[-1, 1]``: ``(norm, lo, hi)``."""
     flat = canon.reshape(-1, canon.shape[-1]).astype(np.float64)
     if not np.all(np.isfinite(flat)):
         raise ValueError("the image contains NaN or infinite values")
-    lo, hi = flat.min(axis=0), flat.max(axis=0)
-    hi = np.where(hi > lo, hi, lo + 1.0)
-    norm = (canon.astype(np.float32) - lo.astype(np.float32)) / (hi - lo).astype(np.float32)
-    return norm * 2 - 1, tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+    lo, hi = intensity_range(flat.min(axis=0), flat.max(axis=0))
+    return to_unit(canon, lo, hi), lo, hi
 
 
 def block_seed(seed: int, block: int) -> int:
@@ -92,7 +107,7 @@ class BlockFitter:
         Block numbers to fit.
     pixels
         ``pixels(block)`` returns the normalised pixels ``(*fit_extent, C)`` (float32) of
-        the block's fitted region (:meth:`.blocks.BlockGrid.fit_bounds`).
+        the block's fitted region (:meth:`~napari_inif.core.codec.blocks.BlockGrid.fit_bounds`).
     device
         Torch device.
     """

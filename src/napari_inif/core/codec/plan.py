@@ -3,8 +3,9 @@
 The budget is ``raw bytes / ratio``.  From it come, in order: the fixed container
 overhead and the header (measured by building it), the payload left for the weights,
 the number of blocks (about ``params_per_block`` parameters each), the depth, and one
-width per block, shared out by block content.  Rate control in :mod:`.quant` then picks
-the quantiser that makes the payload land on its budget.
+width per block, shared out by block content.  Rate control in
+:mod:`napari_inif.core.codec.quant` then picks the quantiser that makes the payload land on
+its budget.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Differentiable dense rendering of a 2D window of a field that is being fitted.
 
-Guidance losses (:mod:`.losses`) need whole image patches, not scattered pixels: a
-:class:`WindowRenderer` evaluates the block networks on the pixel grid of one window of
-one plane and returns the normalised values with their gradient, stitched across blocks.
-Only the blocks the window touches are evaluated, each on its own pixels only.
+Guidance losses (:mod:`napari_inif.core.guidance.losses`) need whole image patches, not
+scattered pixels: a :class:`WindowRenderer` evaluates the block networks on the pixel grid of
+one window of one plane and returns the normalised values with their gradient, stitched across
+blocks. Only the blocks the window touches are evaluated, each on its own pixels only.
 """
 
 from __future__ import annotations

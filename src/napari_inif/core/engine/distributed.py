@@ -1,26 +1,26 @@
 """Compress sources larger than memory, block by block, in one process or on a Dask cluster.
 
-:func:`fit_source` is the streaming counterpart of :func:`.fit.fit`; it produces the same
-file (same plan, same seeded per-block fits) from an :class:`~.source.ArraySource` that is
-never loaded whole:
+:func:`fit_source` is the streaming counterpart of :func:`~napari_inif.core.engine.fit`; it
+produces the same file (same plan, same seeded per-block fits) from an
+:class:`~napari_inif.core.io.source.ArraySource` that is never loaded whole:
 
 1. *read*: one pass over the blocks gathers per-channel min/max (the intensity range) and
    per-block moments, from which each block's standard deviation of the normalised image
-   follows (the content allocation of :func:`.budget.plan`);
+   follows (the content allocation of :func:`~napari_inif.core.codec.plan.plan`);
 2. *fit*: the blocks are grouped by width into tasks of at most ``task_voxels`` padded
    values; each task reads only its own blocks from the store and fits them as one batched
-   network with :class:`.fit.BlockFitter` for ``config.steps`` steps.  A task returns its
-   blocks' **float32** folded weights (a few KB to MB), not quantised ones: the quantiser
-   is global (one ``half`` per kind of tensor for the whole file, chosen by rate
+   network with :class:`~napari_inif.core.codec.fitter.BlockFitter` for ``config.steps`` steps.
+   A task returns its blocks' **float32** folded weights (a few KB to MB), not quantised ones:
+   the quantiser is global (one ``half`` per kind of tensor for the whole file, chosen by rate
    control), so quantisation happens once all weights are gathered;
-3. *quantise*: :func:`.quant.rate_control` lands the payload on its byte budget (above
-   :data:`SAMPLED_RATE_CONTROL` weights its binary search runs on a sample of the blocks
-   and only the last few candidates are coded in full: each full LZMA pass of a
-   multi-megabyte payload takes seconds);
+3. *quantise*: :func:`~napari_inif.core.codec.quant.rate_control` lands the payload on its byte
+   budget (above :data:`~napari_inif.core.codec.quant.SAMPLED_RATE_CONTROL` weights its binary
+   search runs on a sample of the blocks and only the last few candidates are coded in full:
+   each full LZMA pass of a multi-megabyte payload takes seconds);
 4. *quality* (optional): PSNR, max error and SSIM are streamed block by block, the
    decoded block against the source block.  SSIM is the voxel-weighted mean of per-block
    SSIMs (windows do not cross block borders), so it differs slightly from the SSIM of the
-   whole image that :func:`.fit.fit` reports; PSNR and max error are exact.
+   whole image that :func:`~napari_inif.core.engine.fit` reports; PSNR and max error are exact.
 
 With a ``distributed.Client`` the read, fit and quality tasks run on the cluster
 (``retries`` on failure; a lost worker's tasks are rerun by the scheduler); without one
@@ -29,8 +29,8 @@ way.  Each block's result depends only on its pixels, the seed and the steps, so
 grouping and any cluster give the same weights up to float rounding.  ``time_limit`` and
 ``target_psnr`` are not used here: a fixed step budget keeps that property.
 
-Cancelling is closing the generator (or :class:`Cancelled` from :func:`compress_source`'s
-``cancel`` callback): pending tasks are cancelled and nothing is written.
+Cancelling is closing the generator (or :class:`Cancelled` from the ``cancel`` callback of
+:func:`napari_inif.core.engine.compress`): pending tasks are cancelled, nothing is written.
 """
 
 from __future__ import annotations
@@ -48,37 +48,34 @@ from napari_inif.core.codec import plan as _budget
 from napari_inif.core.codec.blocks import BlockGrid
 from napari_inif.core.codec.decode import FieldDecoder, InifArray
 from napari_inif.core.codec.encoded import Encoded
-from napari_inif.core.codec.fitter import BlockFitter, flat_weights, pick_device
-from napari_inif.core.codec.header import FieldHeader
-from napari_inif.core.codec.quant import (
-    MAX_HALF,
-    QuantisedWeights,
-    dequantise,
-    encode_payload,
-    halves_for,
-    quantise,
-    rate_control,
+from napari_inif.core.codec.fitter import (
+    BlockFitter,
+    flat_weights,
+    intensity_range,
+    pick_device,
+    to_unit,
 )
+from napari_inif.core.codec.header import FieldHeader
+from napari_inif.core.codec.quant import dequantise, rate_control
 from napari_inif.core.config import CompressionConfig
-from napari_inif.core.engine.local import Cancelled, Progress, drive
+from napari_inif.core.engine import streamed_refusal
+from napari_inif.core.engine.progress import Progress
+from napari_inif.core.engine.record import PLACEHOLDER_QUALITY, fit_record
 from napari_inif.core.io.source import ArraySource
 from napari_inif.core.layout import Layout
 from napari_inif.core.metrics.quality import Quality, QualityAccumulator, ssim
 
 __all__ = [
     "BlockStats",
-    "Cancelled",
     "SourcePlan",
     "block_box",
     "cluster",
-    "compress_source",
     "fit_source",
     "fit_weights",
     "group_blocks",
     "scan_source",
 ]
 
-SAMPLED_RATE_CONTROL = 1 << 20  # weights above which rate control searches on a sample
 TASK_VOXELS = 1 << 24  # padded block values (voxels x channels) per task: ~64 MB as float32
 RETRIES = 2
 _POLL = 0.5  # seconds between progress reports while cluster tasks run
@@ -133,13 +130,6 @@ def _read_block(
     return layout.to_canonical(source.read(block_box(layout, grid, block, fitted=fitted)))
 
 
-def _normalised(canon: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
-    """Exactly :func:`.fit.normalise`'s mapping to ``[-1, 1]``, with a known range."""
-    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    norm = (canon.astype(np.float32) - lo64.astype(np.float32)) / (hi64 - lo64).astype(np.float32)
-    return norm * 2 - 1
-
-
 def group_blocks(header: FieldHeader, task_voxels: int = TASK_VOXELS) -> list[list[int]]:
     """Blocks in tasks: one width per task, at most ``task_voxels`` padded values each."""
     grid = header.grid
@@ -180,20 +170,14 @@ def _combine_moments(parts: list[dict[str, np.ndarray]], n_blocks: int) -> Block
     keys = ("n", "mean", "m2", "min", "max")
     m = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     assert m["n"].shape[0] == n_blocks
-    lo, hi = m["min"].min(axis=0), m["max"].max(axis=0)
-    data_min, data_max = float(lo.min()), float(hi.max())
-    hi = np.where(hi > lo, hi, lo + 1.0)
-    a = 2.0 / (hi - lo)  # normalised = a * x + b, per channel
-    b = -2.0 * lo / (hi - lo) - 1.0
+    lo, hi = intensity_range(m["min"].min(axis=0), m["max"].max(axis=0))
+    data_min, data_max = float(m["min"].min()), float(m["max"].max())
+    lo64, hi64 = np.asarray(lo), np.asarray(hi)
+    a = 2.0 / (hi64 - lo64)  # normalised = a * x + b, per channel
+    b = -2.0 * lo64 / (hi64 - lo64) - 1.0
     means = a * m["mean"] + b  # (blocks, C)
     var = (a**2 * m["m2"] / m["n"][:, None]).mean(axis=1) + means.var(axis=1)
-    return BlockStats(
-        tuple(float(v) for v in lo),
-        tuple(float(v) for v in hi),
-        data_min,
-        data_max,
-        np.sqrt(np.maximum(var, 0.0)),
-    )
+    return BlockStats(lo, hi, data_min, data_max, np.sqrt(np.maximum(var, 0.0)))
 
 
 def _fit_steps(
@@ -209,7 +193,7 @@ def _fit_steps(
 
     def pixels(block: int) -> np.ndarray:
         region = _read_block(source, layout, grid, block, fitted=True)
-        return _normalised(region, header.lo, header.hi)
+        return to_unit(region, header.lo, header.hi)
 
     fitter = BlockFitter(header, config, blocks, pixels, device)
     mse = float("nan")
@@ -346,9 +330,10 @@ def scan_source(
 ) -> Generator[Progress, None, SourcePlan]:
     """One pass over the blocks, then the plan; yields ``"read"`` progress.
 
-    ``header_fields`` go to :func:`.budget.plan` (``scale``, ``unit``, ``metadata``,
-    ``fit``); the intensity range and the block deviations come from the pass.
-    Raises :class:`.budget.BudgetError` before reading anything if the ratio is unreachable.
+    ``header_fields`` go to :func:`~napari_inif.core.codec.plan.plan` (``scale``, ``unit``,
+    ``metadata``, ``fit``); the intensity range and the block deviations come from the pass.
+    Raises :class:`~napari_inif.core.errors.BudgetError` before reading anything if the ratio is
+    unreachable.
     """
     layout = source.layout
     grid = _budget.plan(layout, config).grid  # the grid does not depend on content
@@ -447,12 +432,14 @@ def fit_source(
     torch_threads: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, Encoded]:
-    """Fit a source block by block; yields :class:`~.fit.Progress`, returns :class:`Encoded`.
+    """Fit a source block by block; yields :class:`~napari_inif.core.engine.progress.Progress`,
+    returns :class:`Encoded`.
 
     Parameters
     ----------
     source
-        The image (:func:`.source.open_source` or :meth:`ArraySource.from_array`).
+        The image (:func:`~napari_inif.core.io.source.open_source` or
+        :meth:`ArraySource.from_array`).
     config
         How to compress; ``steps`` is the per-block step budget (``time_limit`` and
         ``target_psnr`` are refused: see the module docstring).
@@ -474,11 +461,9 @@ def fit_source(
     ``"quality"``, ``"done"``.
     """
     config = config or CompressionConfig()
-    if config.time_limit is not None or config.target_psnr is not None:
-        raise ValueError(
-            "time_limit and target_psnr are not supported for block-streamed compression; "
-            "give a number of steps"
-        )
+    why = streamed_refusal(config)
+    if why is not None:  # one clear line, never a silently different file
+        raise ValueError(why)
     start = time.perf_counter()
     layout = source.layout
     plane_axes = 3 if len(layout.coord_axes) >= 3 and "Z" in layout.axes else 2
@@ -487,13 +472,14 @@ def fit_source(
     if task_voxels is None:
         local_gpu = client is None and pick_device(config.device).type == "cuda"
         task_voxels = TASK_VOXELS * (8 if local_gpu else 1)
-    placeholder = _record(
+    placeholder = fit_record(
         config,
-        99999.99,
-        "cpu+cuda",
-        engine,
-        99999,
-        Quality(99.9999, 99.9999, 0.9999, 65535.0) if quality else None,
+        steps=config.steps,
+        seconds=99999.99,
+        device="cpu+cuda",
+        metrics=PLACEHOLDER_QUALITY if quality else None,
+        engine=engine,
+        tasks=99999,
     )
     shared = _shared(client, source)
     try:
@@ -532,8 +518,8 @@ def fit_source(
         )
         flat = flat_weights(fitted["weights"], n_blocks)
         del fitted["weights"]
-        q, payload = _rate_control(
-            flat, source_plan.plan.payload_budget, header.tensor_kinds(), 2 * header.depth
+        q, payload = rate_control(
+            flat, source_plan.plan.payload_budget, header.tensor_kinds(), per_block=2 * header.depth
         )
         del flat
         encoded = Encoded(header.with_halves(q.halves), q, payload)
@@ -549,54 +535,19 @@ def fit_source(
     devices = fitted["devices"]
     device = devices[0] if len(devices) == 1 else "+".join(devices)
     seconds = time.perf_counter() - start
-    record = _record(config, seconds, device, engine, fitted["tasks"], metrics)
+    record = fit_record(
+        config,
+        steps=config.steps,
+        seconds=seconds,
+        device=device,
+        metrics=metrics,
+        engine=engine,
+        tasks=fitted["tasks"],
+    )
     encoded = encoded.with_header(encoded.header.with_fit(**record))
     psnr = metrics.psnr if metrics else float("nan")
     yield Progress(config.steps, config.steps, float("nan"), psnr, seconds, 0.0, "done")
     return encoded
-
-
-def _rate_control(
-    weights: list[np.ndarray], budget: int, kinds: list[str], per_block: int
-) -> tuple[QuantisedWeights, bytes]:
-    """:func:`.quant.rate_control`, with the search on a sample of blocks for large payloads.
-
-    The quantiser ``half`` found on every k-th block's tensors (against the budget scaled
-    by their share of the values) is then checked on all weights: lowered until the payload
-    fits, then raised by ~3% steps while it still fits.  The result fits the budget and is
-    within ~3% (in ``half``) of the finest quantiser that does.  Each tensor gets the
-    levels of its kind (``kinds``, :func:`.quant.halves_for`) throughout.
-    """
-    n_values = sum(w.size for w in weights)
-    if n_values <= SAMPLED_RATE_CONTROL:
-        return rate_control(weights, budget, kinds)
-    n_blocks = len(weights) // per_block
-    k = max(1, math.ceil(n_values / SAMPLED_RATE_CONTROL))
-    picked = [i for b in range(0, n_blocks, k) for i in range(b * per_block, (b + 1) * per_block)]
-    sample = [weights[i] for i in picked]
-    share = sum(w.size for w in sample) / n_values
-    sampled = rate_control(sample, int(budget * share), [kinds[i] for i in picked])[0]
-    half = min(sampled.halves)  # the weight matrices' (the other kinds' are finer)
-
-    def code(h: int) -> tuple[QuantisedWeights, bytes]:
-        q = quantise(weights, halves_for(kinds, h))
-        return q, encode_payload(q)
-
-    best = code(half)
-    while len(best[1]) > budget:
-        if half == 1:
-            raise ValueError(f"weights do not fit in {budget} bytes even at 3 levels")
-        # Bits per value grow about as log2(half): aim at the budget, 1% under it.
-        aim = half * 2 ** ((budget - len(best[1])) * 8 / n_values) * 0.99
-        half = max(1, min(half - 1, math.floor(aim)))
-        best = code(half)
-    while half < MAX_HALF:
-        finer = min(MAX_HALF, math.ceil(half * 1.03))
-        up = code(finer)
-        if len(up[1]) > budget:
-            break
-        half, best = finer, up
-    return best
 
 
 def _stream_quality(
@@ -633,46 +584,6 @@ def _stream_quality(
             "quality",
         )
     return total.result()
-
-
-def _record(
-    config: CompressionConfig,
-    seconds: float,
-    device: str,
-    engine: str,
-    tasks: int,
-    metrics: Quality | None,
-) -> dict[str, Any]:
-    """What the header says about a block-streamed fit (cf. :func:`.fit.fit`)."""
-    return {
-        "architecture": config.architecture,
-        "steps": config.steps,
-        "seconds": round(seconds, 2),
-        "device": device,
-        "seed": config.seed,
-        "w0": config.w0,
-        "w0_first": config.w0_first,
-        "engine": engine,
-        "tasks": tasks,
-        # SSIM here is the voxel-weighted mean of per-block SSIMs (see the module docstring)
-        **({**metrics.as_dict(), "ssim_per_block": True} if metrics else {"quality": "skipped"}),
-    }
-
-
-def compress_source(
-    source: ArraySource,
-    config: CompressionConfig | None = None,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-    **kw: Any,
-) -> Encoded:
-    """Run :func:`fit_source` to the end (``kw`` are its keywords).
-
-    ``cancel()`` is polled at every progress report; when it returns true the pending
-    tasks are cancelled and :class:`Cancelled` is raised.
-    """
-    return drive(fit_source(source, config, **kw), on_progress, cancel)
 
 
 @contextlib.contextmanager

@@ -1,18 +1,20 @@
-"""Fitting an image into a field, as a generator that yields progress.
+"""The in-process path of the engine: an image in memory, all blocks fitted together.
 
-``fit(data, config)`` yields :class:`Progress` after every step and returns the
-:class:`~.encoded.Encoded` result (``StopIteration.value``); :func:`compress` drives it
-to the end.  Cancelling is closing the generator (or simply not iterating further):
-nothing is written anywhere by fitting.  The CLI's progress bar, the napari widget's
-``thread_worker`` and a Dask task all drive this same generator.
+``fit_array(data, config)`` yields :class:`~napari_inif.core.engine.progress.Progress`
+after every step and returns the :class:`~napari_inif.core.codec.encoded.Encoded` result
+(``StopIteration.value``).  All blocks share one step loop, which is what ``time_limit``,
+``target_psnr``, previews, guidance (decoded windows across blocks) and hybrid mode (a
+prior coded over the whole image) need.  Use it through
+:func:`napari_inif.core.engine.fit`, which picks this path or the block-streamed one.
+Cancelling is closing the generator: nothing is written anywhere by fitting.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, replace
+from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,40 +27,17 @@ from napari_inif.core.codec.fitter import BlockFitter, flat_weights, normalise, 
 from napari_inif.core.codec.quant import rate_control
 from napari_inif.core.codec.render import WindowRenderer
 from napari_inif.core.config import CompressionConfig
-from napari_inif.core.errors import Cancelled
-from napari_inif.core.guidance.losses import Guidance, make_guidance
+from napari_inif.core.engine.progress import Progress
+from napari_inif.core.engine.record import PLACEHOLDER_QUALITY, fit_record
+from napari_inif.core.guidance.losses import make_guidance
 from napari_inif.core.hybrid import prior as _hybrid
 from napari_inif.core.layout import Layout
 from napari_inif.core.metrics.quality import Quality, QualityAccumulator, quality
 
-__all__ = [
-    "Cancelled",
-    "Progress",
-    "compress",
-    "drive",
-    "fit",
-]
+__all__ = ["fit_array"]
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One report of a running fit.
-
-    ``psnr`` is measured on the step's random coordinates, against the data range, in
-    dB; ``preview`` is a lazy view of the current (unquantised) field when asked for.
-    """
-
-    step: int
-    steps: int
-    loss: float
-    psnr: float
-    elapsed: float
-    eta: float
-    phase: str  # "fit", "quantise", "done"
-    preview: InifArray | None = None
-
-
-def fit(
+def fit_array(
     data: np.ndarray,
     config: CompressionConfig | None = None,
     *,
@@ -88,7 +67,8 @@ def fit(
     Raises
     ------
     ValueError
-        For unsupported input; :class:`~.budget.BudgetError` for an unreachable ratio.
+        For unsupported input; :class:`~napari_inif.core.errors.BudgetError` for an unreachable
+        ratio.
     """
     config = config or CompressionConfig()
     data = np.asarray(data)
@@ -105,8 +85,13 @@ def fit(
     device = pick_device(config.device)
     guide = make_guidance(config, norm, device, config.seed)  # None without guidance
     # Size the header with the fit record it will carry (placeholder numbers of full length).
-    placeholder = _fit_record(
-        config, config.steps, 99999.99, device, Quality(99.9999, 99.9999, 0.9999, 65535.0), guide
+    placeholder = fit_record(
+        config,
+        steps=config.steps,
+        seconds=99999.99,
+        device=str(device),
+        metrics=PLACEHOLDER_QUALITY,
+        guidance=None if guide is None else guide.record(None, placeholder=True),
     )
     plan = _budget.plan(
         layout,
@@ -168,7 +153,9 @@ def fit(
     yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
     fitter.finish()
     weights = flat_weights(fitter.weights(), grid.n_blocks)
-    q, payload = rate_control(weights, plan.payload_budget, header.tensor_kinds())
+    q, payload = rate_control(
+        weights, plan.payload_budget, header.tensor_kinds(), per_block=2 * header.depth
+    )
     encoded = Encoded(header.with_halves(q.halves), q, payload, _hybrid.section_of(prior))
     if guide is None and _by_slabs(layout):
         metrics, canon_dec = _slab_quality(canon, encoded, layout), None
@@ -183,7 +170,14 @@ def fit(
     agreement = guide.agreement(canon, canon_dec) if guide is not None else None
     encoded = encoded.with_header(
         encoded.header.with_fit(
-            **_fit_record(config, step, seconds, device, metrics, guide, agreement)
+            **fit_record(
+                config,
+                steps=step,
+                seconds=seconds,
+                device=str(device),
+                metrics=metrics,
+                guidance=None if guide is None else guide.record(agreement),
+            )
         )
     )
     yield Progress(step, steps, mse, metrics.psnr, seconds, 0.0, "done")
@@ -202,7 +196,8 @@ def _by_slabs(layout: Layout) -> bool:
 
 
 def _slab_quality(canon: np.ndarray, encoded: Encoded, layout: Layout) -> Quality:
-    """:func:`.metrics.quality` of the decoded field, decoding a slab at a time."""
+    """:func:`~napari_inif.core.metrics.quality.quality` of the decoded field, decoding a slab
+    at a time."""
     acc = QualityAccumulator(float(canon.max()) - float(canon.min()), np.dtype(layout.dtype))
     array = encoded.array()
     step = max(1, QUALITY_SLAB_VOXELS // canon[0].size)
@@ -212,60 +207,3 @@ def _slab_quality(canon: np.ndarray, encoded: Encoded, layout: Layout) -> Qualit
         decoded = layout.to_canonical(array[tuple(key)])
         acc.add(np.moveaxis(canon[s0 : s0 + step], -1, 0), np.moveaxis(decoded, -1, 0))
     return acc.result()
-
-
-def _fit_record(
-    config: CompressionConfig,
-    steps: int,
-    seconds: float,
-    device: torch.device,
-    metrics: Quality,
-    guide: Guidance | None = None,
-    agreement: Any = None,
-) -> dict[str, Any]:
-    """What the header says about the fit (and the guidance, when there is one)."""
-    extra = (
-        {}
-        if guide is None
-        else {"guidance": guide.record(agreement, placeholder=agreement is None)}
-    )
-    return {
-        "architecture": config.architecture,
-        "steps": steps,
-        "seconds": round(seconds, 2),
-        "device": str(device),
-        "seed": config.seed,
-        "w0": config.w0,
-        "w0_first": config.w0_first,
-        **metrics.as_dict(),
-        **extra,
-    }
-
-
-def drive(
-    gen: Generator[Progress, None, Encoded],
-    on_progress: Callable[[Progress], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> Encoded:
-    """Run a :func:`fit` (or ``fit_source``) generator to the end and return its result.
-
-    ``cancel()`` is polled after every progress report; when it returns true the generator
-    is closed (which cancels its pending work) and :class:`Cancelled` is raised.
-    """
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if on_progress is not None:
-                on_progress(p)
-            if cancel is not None and cancel():
-                raise Cancelled("compression cancelled")
-    finally:
-        gen.close()
-
-
-def compress(data: np.ndarray, config: CompressionConfig | None = None, **kw: Any) -> Encoded:
-    """Fit ``data`` to the end (see :func:`fit` for the arguments)."""
-    return drive(fit(data, config, **kw))

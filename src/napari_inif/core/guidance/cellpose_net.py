@@ -3,8 +3,9 @@
 Cellpose (Stringer et al. 2021, Nature Methods 18:100; Cellpose 3: Stringer & Pachitariu
 2025, Nature Methods 22:592) predicts, per pixel, a flow towards the cell centre (Y, X)
 and a cell-probability logit; masks follow from the flows.  napari-inif uses the network
-in two ways: as a differentiable loss while fitting (:mod:`.losses`) and to segment the
-original and the decoded image for :mod:`.segmentation`.
+in two ways: as a differentiable loss while fitting (:mod:`napari_inif.core.guidance.losses`)
+and to segment the original and the decoded image for
+:mod:`napari_inif.core.guidance.segmentation`.
 
 Cellpose is an optional extra (``pip install 'napari-inif[cellpose]'``) and is imported
 only when a model is loaded.  A model is given as

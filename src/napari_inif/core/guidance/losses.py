@@ -2,7 +2,7 @@
 
 The fit minimises the pixel MSE on random coordinates.  A *guidance* adds, every
 ``every`` steps, a loss computed on a dense 2D window of the field rendered with its
-gradient (:class:`~.render.WindowRenderer`):
+gradient (:class:`~napari_inif.core.codec.render.WindowRenderer`):
 
 ``"none"``
     Pixel MSE only.
@@ -22,7 +22,7 @@ gradient (:class:`~.render.WindowRenderer`):
 
 3D and time-lapse stacks are guided on random 2D planes (the last two coordinate axes).
 Every guidance also reports, after the fit, the segmentation agreement of the original
-and the decoded image (:mod:`.segmentation`), stored in the file header.
+and the decoded image (:mod:`napari_inif.core.guidance.segmentation`), stored in the file header.
 
 Weighting: the loss scales of MSE (1e-4 at 40 dB, 1e-2 at 20 dB) and of a guidance
 (Cellpose flows, SSIM, features) have nothing in common and change during the fit, so
@@ -81,13 +81,14 @@ WARMUP = 0.2
 #: At most this many planes of a stack are used for targets and agreement.
 MAX_PLANES = 8
 
-#: ``render(index, y0, x0, h, w, size=None) -> (C, h, w)``, see :class:`~.render.WindowRenderer`.
+#: ``render(index, y0, x0, h, w, size=None) -> (C, h, w)``, see
+#: :class:`~napari_inif.core.codec.render.WindowRenderer`.
 Render = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
 class GuidanceSettings:
-    """Guidance options, taken from :class:`~.config.CompressionConfig`.
+    """Guidance options, taken from :class:`~napari_inif.core.config.CompressionConfig`.
 
     Attributes
     ----------

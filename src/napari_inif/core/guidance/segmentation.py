@@ -12,8 +12,9 @@ default, where a match is necessarily one-to-one).  From the matches come
 
 Two identical label images give 1.0 for all three, whatever their numbering.  The
 segmentation is Cellpose where it is installed and a model is given
-(:mod:`.cellpose_net`), otherwise the classical :func:`segment_classical` (Otsu threshold
-+ distance-transform watershed); the method is part of the result.
+(:mod:`napari_inif.core.guidance.cellpose_net`), otherwise the classical
+:func:`segment_classical` (Otsu threshold + distance-transform watershed); the method is part of
+the result.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from napari_inif.core.codec.encoded import Encoded
-    from napari_inif.core.engine.local import Progress
+    from napari_inif.core.engine.progress import Progress
 
 __all__ = ["Image", "read_image", "write_tiff"]
 
@@ -29,9 +29,10 @@ class Image(NamedTuple):
     def fit(
         self, config: Any, source: str, preview_every: float | None = None
     ) -> Generator[Progress, None, Encoded]:
-        """:func:`.fit.fit` of this image with its axes, scale and unit; the header
+        """:func:`~napari_inif.core.engine.fit` of this image with its axes, scale and unit; the
+        header
         records ``source`` (a file or layer name)."""
-        from napari_inif.core.engine.local import fit
+        from napari_inif.core.engine import fit
 
         return fit(
             self.data,
