@@ -205,7 +205,7 @@ def test_config_controls_come_from_the_config_and_the_registries(widget):
     config = widget.config()
     assert (config.lr, config.depth, config.mode) == (5e-4, 4, "hybrid")
     form.set_value("depth", None)
-    assert form["depth"].native.text() == "from the budget"
+    assert form["depth"].native.text() == "auto"
     assert widget.config() == CompressionConfig(
         ratio=widget.ratio, steps=4000, mode="hybrid", lr=5e-4, device=config.device
     )

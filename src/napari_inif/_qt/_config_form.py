@@ -2,8 +2,9 @@
 
 :class:`ConfigForm` reads :func:`napari_inif.core.config.settings`: one magicgui control
 per field (a combo box of a registry's names or of fixed choices, a spin box bounded by
-the field's range, a line edit, a check box), grouped as the metadata says.  The
-``"basic"`` group is shown as is; the others are collapsible sections, ``"advanced"``
+the field's range, a line edit, a check box), one form layout per group of the metadata.
+The ``"basic"`` group is shown as is (a widget may add its own rows to it, see
+:attr:`ConfigForm.layouts`); the others are collapsible sections, ``"advanced"``
 collapsed.  A field that does not matter for the other values (guidance settings when
 guidance is ``"none"``, the codec prior outside hybrid mode) is disabled and left out of
 :meth:`ConfigForm.values`, so the config's default applies to it.
@@ -14,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from napari_inif.core.config import GROUPS, Setting, settings
@@ -80,25 +81,29 @@ class ConfigForm(QWidget):
         self._defaults = {s.name: s.default for s in settings(config_cls)}
         self.widgets: dict[str, Any] = {}
         self.sections: dict[str, QCollapsible] = {}
+        self.layouts: dict[str, QFormLayout] = {}  # group -> its rows
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         groups = [*GROUPS, *sorted({s.group for s in self.settings.values()} - set(GROUPS))]
         for group in groups:
             members = [s for s in self.settings.values() if s.group == group]
-            if not members:
+            if not members and group != "basic":
                 continue
-            controls = [_control(s, initial.get(s.name, s.default)) for s in members]
-            box = Container(widgets=controls, labels=True)
-            box.margins = (0, 0, 0, 0)
-            for s, control in zip(members, controls, strict=True):
-                self.widgets[s.name] = control
+            box = QWidget(self)
+            rows = self.layouts[group] = QFormLayout(box)
+            rows.setContentsMargins(0, 0, 0, 0)
+            for s in members:
+                control = self.widgets[s.name] = _control(s, initial.get(s.name, s.default))
                 control.changed.connect(self._on_changed)
+                label = QLabel(_label(s), box)
+                label.setToolTip(control.tooltip)
+                rows.addRow(label, control.native)
             if group == "basic":
-                layout.addWidget(box.native)
+                layout.addWidget(box)
                 continue
             section = QCollapsible(group.capitalize(), self)
             section.setToolTip(GROUPS.get(group, group))
-            section.addWidget(box.native)
+            section.addWidget(box)
             if group not in set(collapsed):
                 section.expand(animate=False)
             layout.addWidget(section)
@@ -155,7 +160,7 @@ def _tooltip(s: Setting) -> str:
 
 def _control(s: Setting, value: Any) -> Any:
     """One magicgui control for setting ``s``, showing ``value``."""
-    common = {"name": s.name, "label": _label(s), "tooltip": _tooltip(s)}
+    common = {"name": s.name, "tooltip": _tooltip(s)}
     if s.registry is not None or s.fixed_choices:
         combo = ComboBox(choices=lambda _widget, s=s: s.choices(), **common)
         combo.value = value

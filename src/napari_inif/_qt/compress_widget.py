@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -133,17 +132,19 @@ class CompressWidget(DockWidget):
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.save_button = QPushButton("Save .inif…", self)
 
-        form = QFormLayout()
-        form.addRow("Image layer", self.layer_combo)
-        form.addRow("Ratio", self.ratio_slider)
-        form.addRow("", self.ratio_label)
-        form.addRow("Quality / speed", self.preset)
-        form.addRow("Time budget", self.time_budget)
+        own_rows = [
+            ("Image layer", self.layer_combo),
+            ("Ratio", self.ratio_slider),
+            ("", self.ratio_label),
+            ("Quality / speed", self.preset),
+            ("Time budget", self.time_budget),
+        ]
+        for i, (label, control) in enumerate(own_rows):  # aligned with the basic settings
+            self.form.layouts["basic"].insertRow(i, label, control)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
         layout.addWidget(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)

@@ -304,7 +304,10 @@ class CompressionConfig:
     w0: float = setting(30.0, "initial frequency of the hidden sine layers", range=_POSITIVE)
     w0_first: float = setting(30.0, "initial frequency of the first sine layer", range=_POSITIVE)
     depth: int | None = setting(
-        None, "number of linear layers", range=Range(2, 16), none="from the budget"
+        None,
+        "number of linear layers (auto: chosen from the budget)",
+        range=Range(2, 16),
+        none="auto",
     )
     params_per_block: int = setting(
         12000,
