@@ -58,7 +58,7 @@ def main() -> int:
     _, compress = viewer.window.add_plugin_dock_widget("napari-inif", "Compress")
     compress.set_ratio(64)
     compress.preset.setCurrentText("Balanced (1500 steps)")
-    compress.device.setCurrentText("cpu")
+    compress.form["device"].value = "cpu"
     compress.start()
     _wait(
         lambda: (

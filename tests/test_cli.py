@@ -92,3 +92,91 @@ def test_compress_refuses_to_overwrite_its_input(stack_tif, capsys):
     assert main(["compress", str(stack_tif), "-o", str(stack_tif)]) == 2
     assert "overwrite the input" in _error_line(capsys)
     assert stack_tif.read_bytes() == before
+
+
+def _compress_help(capsys, config_cls=None) -> str:
+    from napari_inif import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli._parser(config_cls).parse_args(["compress", "--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_compress_flags_come_from_the_config_and_the_registries(capsys):
+    from napari_inif import cli
+    from napari_inif.core.config import CompressionConfig, settings
+    from napari_inif.core.registry import ARCHITECTURES, CODECS, GUIDANCES, OPTIMIZERS
+
+    text = _compress_help(capsys)
+    for s in settings():
+        assert f"--{s.name.replace('_', '-')}" in text
+    for registry in (ARCHITECTURES, OPTIMIZERS, GUIDANCES, CODECS):
+        for name in registry:
+            assert f"{name}: {registry.describe(name)}" in text
+    assert "--architecture {inif,inif-all,siren}" in text  # inif-all was missing before
+    assert "--time X, --time-limit X" in text and "--cellpose-model NAME" in text
+
+    parse = cli._parser().parse_args
+    args = parse(["compress", "a.tif", "--time", "5", "--cellpose-model", "nuclei"])
+    config = cli._config(args)
+    assert (config.time_limit, config.guidance_model) == (5.0, "nuclei")
+    # flags not given keep the config's defaults, also those the old parser hard-coded
+    assert config == CompressionConfig(time_limit=5.0, guidance_model="nuclei")
+    args = parse(["compress", "a.tif", "--time-limit", "7", "--lr", "5e-4", "--depth", "3"])
+    assert cli._config(args) == CompressionConfig(time_limit=7.0, lr=5e-4, depth=3)
+    with pytest.raises(SystemExit):
+        parse(["compress", "a.tif", "--architecture", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_a_registered_name_and_a_new_config_field_reach_the_flags(capsys):
+    import dataclasses
+
+    from napari_inif import cli
+    from napari_inif.core.config import CompressionConfig, Range, setting
+    from napari_inif.core.registry import ARCHITECTURES
+
+    ARCHITECTURES.register("throwaway", None, "a family registered by a test")
+    try:
+        text = _compress_help(capsys)
+        assert "--architecture {inif,inif-all,siren,throwaway}" in text
+        assert "throwaway: a family registered by a test" in text
+        args = cli._parser().parse_args(["compress", "a.tif", "--architecture", "throwaway"])
+        assert cli._config(args).architecture == "throwaway"
+    finally:
+        ARCHITECTURES.unregister("throwaway")
+    assert "throwaway" not in _compress_help(capsys)
+
+    extended = dataclasses.make_dataclass(
+        "Extended",
+        [("sparkle", float, setting(0.5, "how much sparkle", group="basic", range=Range(0, 1)))],
+        bases=(CompressionConfig,),
+        frozen=True,
+    )
+    text = _compress_help(capsys, extended)
+    assert "--sparkle X how much sparkle (default: 0.5); in [0, 1]" in text
+    args = cli._parser(extended).parse_args(["compress", "a.tif", "--sparkle", "0.25"])
+    config = cli._config(args, extended)
+    assert isinstance(config, extended) and config.sparkle == 0.25
+    with pytest.raises(ValueError, match=r"sparkle must be in \[0, 1\], got 2"):
+        extended(sparkle=2.0)  # validated from the same metadata
+
+
+def test_the_documented_compress_commands_parse():
+    import shlex
+    from pathlib import Path
+
+    from napari_inif import cli
+
+    root = Path(__file__).resolve().parents[1]
+    lines = [
+        line.split("#")[0]
+        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for line in doc.read_text().splitlines()
+        if line.startswith("inif compress ")
+    ]
+    assert len(lines) >= 8
+    for line in lines:
+        args = cli._parser().parse_args(shlex.split(line)[1:])
+        assert args.command == "compress", line

@@ -20,7 +20,9 @@ EXIT_ERROR = 2
 EXIT_CANCELLED = 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(config_cls: type | None = None) -> argparse.ArgumentParser:
+    """The ``inif`` parser; ``compress`` has one flag per field of ``config_cls``
+    (default :class:`~napari_inif.core.CompressionConfig`)."""
     p = argparse.ArgumentParser(
         prog="inif", description="Implicit neural image field compression for microscopy."
     )
@@ -29,32 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="fit an image into a field and save it as .inif")
     c.add_argument("input", help="TIFF / OME-TIFF, Zarr / OME-Zarr directory (or .npy) image")
     c.add_argument("-o", "--output", help="output .inif (default: INPUT with .inif)")
-    c.add_argument("--ratio", type=float, default=64.0, help="compression ratio (default 64)")
-    c.add_argument("--steps", type=int, default=None, help="optimisation steps")
-    c.add_argument("--time", type=float, default=None, help="time budget in seconds")
-    c.add_argument("--target-psnr", type=float, default=None, help="stop at this PSNR (dB)")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     c.add_argument("--axes", default=None, help="axes of the input, e.g. TZYX (default: file)")
-    c.add_argument("--architecture", default="inif", help="inif (learnable w) or siren")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument(
-        "--mode",
-        choices=("field", "hybrid"),
-        default="field",
-        help="field: the network codes the image; hybrid: a classic codec codes it and the "
-        "network its residual (faster)",
-    )
-    c.add_argument(
-        "--prior",
-        default=None,
-        help="codec prior of the hybrid mode (default avif): " + ", ".join(_prior_names()),
-    )
-    c.add_argument(
-        "--prior-fraction",
-        type=float,
-        default=None,
-        help="share of the file budget for the codec prior (default: automatic)",
-    )
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument(
         "--scheduler",
@@ -73,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="block-streamed runs (Zarr input, --scheduler, --workers): skip the quality pass",
     )
-    _guidance_arguments(c)
+    _config_arguments(c, config_cls)
 
     d = sub.add_parser("decompress", help="decode an .inif file (or a region of it) to TIFF")
     d.add_argument("input", help=".inif file")
@@ -139,43 +116,56 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _prior_names() -> list[str]:
-    from napari_inif.core.hybrid.prior import PRIORS
+#: Flags of config fields besides ``--field-name``, as README.md and docs/ name them.
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "time_limit": ("--time",),
+    "guidance_model": ("--cellpose-model",),
+}
 
-    return sorted(PRIORS)  # availability is checked when one is used
+
+def _flags(name: str) -> list[str]:
+    return [*FLAG_ALIASES.get(name, ()), "--" + name.replace("_", "-")]
 
 
-def _guidance_arguments(c: argparse.ArgumentParser) -> None:
-    g = c.add_argument_group("guidance (extra losses that protect segmentation)")
-    g.add_argument(
-        "--guidance",
-        default="none",
-        help="none, ssim, perceptual or segmentation (the last two need Cellpose)",
-    )
-    g.add_argument(
-        "--cellpose-model",
-        default=None,
-        metavar="MODEL",
-        help="Cellpose model: built-in name (cyto3, nuclei, ...), weights file, "
-        "or inif_nuclei_small (bundled)",
-    )
-    g.add_argument(
-        "--guidance-weight",
-        type=float,
-        default=1.0,
-        metavar="W",
-        help="guidance strength (1 = recommended)",
-    )
-    g.add_argument(
-        "--guidance-diameter",
-        type=float,
-        default=None,
-        metavar="PIXELS",
-        help="typical cell diameter (default: estimated)",
-    )
-    g.add_argument("--guidance-channel", type=int, default=0, help="channel to segment")
-    g.add_argument("--guidance-patch", type=int, default=None, help="window edge in pixels")
-    g.add_argument("--guidance-every", type=int, default=None, help="guide every K steps")
+def _config_arguments(c: argparse.ArgumentParser, config_cls: type | None) -> None:
+    """One flag per field of ``config_cls``, in argument groups, from the fields' metadata.
+
+    Every flag defaults to "not given" (``argparse.SUPPRESS``) so the config's own default
+    applies; the help says what that default is and lists a registry's names.
+    """
+    from napari_inif.core.config import GROUPS, settings
+
+    found = settings(config_cls)
+    order = [*GROUPS, *sorted({s.group for s in found} - set(GROUPS))]
+    for group in order:
+        members = [s for s in found if s.group == group]
+        if not members:
+            continue
+        g = c.add_argument_group(GROUPS.get(group, group))
+        for s in members:
+            kwargs: dict = {"dest": s.name, "default": argparse.SUPPRESS, "help": _flag_help(s)}
+            if s.type is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = s.type if s.type in (int, float, str) else str
+                kwargs["choices"] = s.choices() or None
+                if not kwargs["choices"]:
+                    kwargs["metavar"] = {int: "N", float: "X"}.get(s.type, "NAME")
+            g.add_argument(*_flags(s.name), **kwargs)
+
+
+def _flag_help(s) -> str:  # s: Setting
+    text = s.help
+    if s.registry is not None:
+        names = [f"{n}: {s.describe(n)}" if s.describe(n) else n for n in s.choices()]
+        text += ". " + "; ".join(names)
+    if s.default is None:
+        text += f" (default: {s.none or 'none'})"
+    else:
+        text += f" (default: {s.default:g})" if s.type is float else f" (default: {s.default})"
+    if s.range is not None:
+        text += f"; {s.range}"
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,31 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _config(args: argparse.Namespace):  # -> CompressionConfig
-    from .core import CompressionConfig
+def _config(args: argparse.Namespace, config_cls: type | None = None):  # -> CompressionConfig
+    """The config of the flags given (the others keep the config's defaults)."""
+    from napari_inif.core.config import CompressionConfig, settings
 
-    values = {
-        "ratio": args.ratio,
-        "device": args.device,
-        "architecture": args.architecture,
-        "seed": args.seed,
-        "time_limit": args.time,
-        "target_psnr": args.target_psnr,
-        "mode": args.mode,
-        "prior_fraction": args.prior_fraction,
-        "guidance": args.guidance,
-        "guidance_model": args.cellpose_model,
-        "guidance_weight": args.guidance_weight,
-        "guidance_diameter": args.guidance_diameter,
-        "guidance_channel": args.guidance_channel,
-        "guidance_patch": args.guidance_patch,
-        "guidance_every": args.guidance_every,
-    }
-    if args.prior is not None:
-        values["prior"] = args.prior
-    if args.steps is not None:
-        values["steps"] = args.steps
-    return CompressionConfig(**values)
+    config_cls = CompressionConfig if config_cls is None else config_cls
+    given = vars(args)
+    return config_cls(**{s.name: given[s.name] for s in settings(config_cls) if s.name in given})
 
 
 def _compress(args: argparse.Namespace) -> int:

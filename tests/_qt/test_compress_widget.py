@@ -37,7 +37,7 @@ def test_compress_to_completion(viewer, qtbot, widget, source, cells_tyx, monkey
     widget.layer_combo.select(source)
     widget.preset.setCurrentText(QUICK)
     widget.set_ratio(16)
-    widget.device.setCurrentText("cpu")
+    widget.form["device"].value = "cpu"
     viewer.layers.selection.active = other
     before = cells_tyx.copy()
     widget.start()
@@ -120,7 +120,7 @@ def test_a_failing_fit_becomes_a_notification(viewer, qtbot, widget, source, not
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
     widget.set_ratio(16)
-    widget.device.setCurrentText("cuda")
+    widget.form["device"].value = "cuda"
     widget.start()
     _wait_idle(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == ["cells"]
@@ -163,3 +163,87 @@ def test_closing_the_viewer_during_a_fit_cancels_it(viewer, qtbot, widget, sourc
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     assert worker.abort_requested
+
+
+def test_config_controls_come_from_the_config_and_the_registries(widget):
+    from napari_inif.core.config import CompressionConfig, settings
+    from napari_inif.core.registry import ARCHITECTURES, GUIDANCES
+
+    form = widget.form
+    own = set(compress_widget.OWN_CONTROLS)
+    assert set(form.widgets) == {s.name for s in settings()} - own  # every other field
+    assert "mps" in form["device"].choices
+    assert list(form["architecture"].choices) == ARCHITECTURES.names()  # inif-all included
+    assert list(form["guidance"].choices) == GUIDANCES.names()
+    tips = form["architecture"].native
+    assert tips.itemData(1, compress_widget.Qt.ItemDataRole.ToolTipRole) == (
+        ARCHITECTURES.describe(tips.itemText(1))
+    )
+    assert form.sections["advanced"].isExpanded() is False
+    assert form.sections["guidance"].isExpanded() and form.sections["hybrid"].isExpanded()
+
+    # Guidance settings are disabled, and ignored, while guidance is "none".
+    guided = ("guidance_model", "guidance_weight", "guidance_diameter", "guidance_every")
+    assert not any(form[name].enabled for name in guided)
+    form.set_value("guidance_weight", 3.0)
+    assert widget.config().guidance_weight == 1.0
+    form["guidance"].value = "ssim"
+    assert all(form[name].enabled for name in guided)
+    form.set_value("guidance_every", 2)
+    config = widget.config()
+    assert (config.guidance, config.guidance_weight, config.guidance_every) == ("ssim", 3.0, 2)
+    assert config.guidance_diameter is None and config.guidance_model == "inif_nuclei_small"
+    # ... and in hybrid mode, where the codec prior is enabled instead.
+    assert not form["prior"].enabled
+    form["mode"].value = "hybrid"
+    assert form["prior"].enabled and not form["guidance"].enabled
+    assert widget.config().guidance == "none"
+
+    # Advanced fields reach the config, optional ones through their "auto" value.
+    form["lr"].value = 5e-4
+    form.set_value("depth", 4)
+    config = widget.config()
+    assert (config.lr, config.depth, config.mode) == (5e-4, 4, "hybrid")
+    form.set_value("depth", None)
+    assert form["depth"].native.text() == "auto"
+    assert widget.config() == CompressionConfig(
+        ratio=widget.ratio, steps=4000, mode="hybrid", lr=5e-4, device=config.device
+    )
+
+
+def test_a_registered_name_and_a_new_config_field_reach_the_widget(viewer):
+    import dataclasses
+
+    from napari_inif.core.config import CompressionConfig, Range, setting
+    from napari_inif.core.registry import ARCHITECTURES
+
+    extended = dataclasses.make_dataclass(
+        "Extended",
+        [("sparkle", float, setting(0.5, "how much sparkle", group="basic", range=Range(0, 1)))],
+        bases=(CompressionConfig,),
+        frozen=True,
+    )
+    ARCHITECTURES.register("throwaway", None, "a family registered by a test")
+    try:
+        widget = CompressWidget(viewer, config_cls=extended)
+        viewer.window.add_dock_widget(widget)
+        assert "throwaway" in widget.form["architecture"].choices
+        control = widget.form["sparkle"]
+        assert (control.value, control.min, control.max) == (0.5, 0.0, 1.0)
+        assert control.tooltip.startswith("How much sparkle")
+        control.value = 0.25
+        config = widget.config()
+        assert isinstance(config, extended) and config.sparkle == 0.25
+    finally:
+        ARCHITECTURES.unregister("throwaway")
+    widget.form.reset_choices()  # a name gone from the registry leaves the combo box
+    assert "throwaway" not in widget.form["architecture"].choices
+
+
+def test_an_invalid_config_is_a_notification_not_a_crash(viewer, widget, source, notifications):
+    widget.form["guidance"].value = "segmentation"
+    widget.form["guidance_model"].value = ""
+    widget.set_ratio(16)
+    widget.start()
+    assert widget._run is None
+    assert any("needs a Cellpose model" in m for m in notifications), notifications

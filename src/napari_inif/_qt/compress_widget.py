@@ -20,10 +20,8 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -41,6 +39,7 @@ from .._layers import (
     layer_layout,
 )
 from .._writer import CONFIG_KEY
+from ._config_form import ConfigForm
 from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
 
 __all__ = ["PRESETS", "CompressWidget"]
@@ -56,6 +55,10 @@ RATIO_STEPS_PER_OCTAVE = 4  # the ratio slider moves in quarter octaves
 RATIO_RANGE = (2.0, 10.0)  # log2: 4x .. 1024x
 PREVIEW_EVERY = 2.0  # seconds between live previews of the field
 PREVIEW_KEY = "inif_preview"  # metadata flag of the live preview layer
+#: Config fields with their own controls here (ratio slider, presets / time budget).
+OWN_CONTROLS = ("ratio", "steps", "time_limit")
+#: Starting values of the form that differ from the config's defaults.
+FORM_INITIAL = {"guidance_model": "inif_nuclei_small"}  # the shipped small Cellpose net
 
 
 def _human(nbytes: float) -> str:
@@ -69,14 +72,6 @@ def _human(nbytes: float) -> str:
 def _eta(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Options of the config fields the widget offers, from core's registries."""
-    from napari_inif.core.config import MODES
-    from napari_inif.core.guidance.losses import GUIDANCES
-
-    return {"mode": tuple(MODES), "guidance": tuple(GUIDANCES)}
 
 
 @dataclass
@@ -94,12 +89,16 @@ class _Run:
 class CompressWidget(DockWidget):
     """Dock widget: compress an image layer into an INIF field (napari ``Compress``)."""
 
-    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
+    def __init__(
+        self, napari_viewer: Any, parent: QWidget | None = None, *, config_cls: type | None = None
+    ):
         super().__init__(parent)
+        from ..core.config import CompressionConfig  # torch-free
+
         self.viewer = napari_viewer
+        self.config_cls = config_cls or CompressionConfig
         self._run: _Run | None = None
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
-        self._choices = _choices()
         self._max_ratio = math.inf
         self._closed = False
 
@@ -119,26 +118,9 @@ class CompressWidget(DockWidget):
         self.time_budget.setRange(1.0, 24 * 3600.0)
         self.time_budget.setValue(60.0)
         self.time_budget.setSuffix(" s")
-        self.mode = QComboBox(self)
-        self.mode.addItems(list(self._choices.get("mode", ("field",))))
-        self.mode.setEnabled("mode" in self._choices)
-        self.guidance = QComboBox(self)
-        self.guidance.addItems(list(self._choices.get("guidance", ("none",))))
-        self.guidance.setEnabled("guidance" in self._choices)
-        self.guidance_model = QLineEdit("inif_nuclei_small", self)
-        self.guidance_model.setToolTip(
-            "Cellpose model for segmentation/perceptual guidance: a built-in name (cyto3, "
-            "nuclei, ...), a weights file, or inif_nuclei_small (shipped, small)"
+        self.form = ConfigForm(
+            self.config_cls, exclude=OWN_CONTROLS, initial=FORM_INITIAL, parent=self
         )
-        self.guidance_weight = QDoubleSpinBox(self)
-        self.guidance_weight.setRange(0.0, 100.0)
-        self.guidance_weight.setValue(1.0)
-        self.guidance_diameter = QDoubleSpinBox(self)
-        self.guidance_diameter.setRange(0.0, 1000.0)
-        self.guidance_diameter.setSpecialValueText("auto")
-        self.guidance_diameter.setSuffix(" px")
-        self.device = QComboBox(self)
-        self.device.addItems(["auto", "cpu", "cuda"])
         self.start_button = QPushButton("Start", self)
         self.cancel_button = QPushButton("Cancel", self)
         self.progress = QProgressBar(self)
@@ -150,23 +132,20 @@ class CompressWidget(DockWidget):
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.save_button = QPushButton("Save .inif…", self)
 
-        form = QFormLayout()
-        form.addRow("Image layer", self.layer_combo)
-        form.addRow("Ratio", self.ratio_slider)
-        form.addRow("", self.ratio_label)
-        form.addRow("Quality / speed", self.preset)
-        form.addRow("Time budget", self.time_budget)
-        form.addRow("Mode", self.mode)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("  model", self.guidance_model)
-        form.addRow("  weight", self.guidance_weight)
-        form.addRow("  cell diameter", self.guidance_diameter)
-        form.addRow("Device", self.device)
+        own_rows = [
+            ("Image layer", self.layer_combo),
+            ("Ratio", self.ratio_slider),
+            ("", self.ratio_label),
+            ("Quality / speed", self.preset),
+            ("Time budget", self.time_budget),
+        ]
+        for i, (label, control) in enumerate(own_rows):  # aligned with the basic settings
+            self.form.layouts["basic"].insertRow(i, label, control)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.plot)
@@ -194,21 +173,13 @@ class CompressWidget(DockWidget):
 
     def config(self) -> Any:
         """The :class:`~napari_inif.core.CompressionConfig` the controls describe."""
-        from ..core import CompressionConfig
-
         steps = PRESETS[self.preset.currentText()]
-        values: dict[str, Any] = {"ratio": self.ratio, "device": self.device.currentText()}
+        values: dict[str, Any] = {**self.form.values(), "ratio": self.ratio}
         if steps is None:
             values.update(steps=10**7, time_limit=self.time_budget.value())
         else:
             values["steps"] = steps
-        values["mode"] = self.mode.currentText()
-        values["guidance"] = self.guidance.currentText()
-        if values["guidance"] != "none":
-            values["guidance_model"] = self.guidance_model.text().strip() or None
-            values["guidance_weight"] = self.guidance_weight.value()
-            values["guidance_diameter"] = self.guidance_diameter.value() or None
-        return CompressionConfig(**values)
+        return self.config_cls(**values)
 
     def _update_ratio(self, *_: Any) -> None:
         layer = self.layer_combo.current()
@@ -255,7 +226,11 @@ class CompressWidget(DockWidget):
                 f"the largest possible ratio is {self._max_ratio:.0f}x"
             )
             return
-        config = self.config()
+        try:
+            config = self.config()
+        except ValueError as exc:  # e.g. a guidance that needs a model, without one
+            _notify_error(f"Cannot compress {source.name!r}: {exc}")
+            return
         source.metadata[CONFIG_KEY] = config.to_dict()  # what File > Save as .inif will use
         run = self._run = _Run(source, config)
         run.worker = create_worker(
