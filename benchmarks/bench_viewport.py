@@ -11,7 +11,7 @@ then viewed the way napari views a multiscale layer:
 * ``view``: what napari does on a pan of a 2D view at full resolution - index the
   visible 512x512 box of level 0 with every other axis whole, then the current plane,
   then ``np.asarray`` (``_ScalarFieldSliceRequest._call_multi_scale``).  Thanks to
-  ``LazyArray`` only the 512x512 box of one plane is decoded.
+  the dask array only the chunks of the 512x512 box of one plane is decoded.
 * ``box, all planes``: the same box decoded eagerly in every plane (what indexing the
   ``InifArray`` directly in napari's first step would cost).
 * ``plane``: the whole plane decoded (what a non-lazy reader must do per slice).
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_inif._layers import decoded_layer_data, finer_region
-    from napari_inif._lazy import LazyArray
+    from napari_inif._layers import FIELD_KEY, decoded_layer_data, finer_region
     from napari_inif.core import CompressionConfig, compress, load
 
     torch.set_num_threads(args.threads)
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     levels, meta, _ = decoded_layer_data(encoded, name="bench")
     level0 = levels[0]
-    field = level0.source
+    field = meta["metadata"][FIELD_KEY]
     n_z, n_y, n_x = level0.shape
     z = n_z // 2
     # a pan: the view moves by a quarter view per refresh, across the plane
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return field[:, y : y + VIEW, x : x + VIEW]
 
     def plane(y: int, x: int) -> np.ndarray:
-        return np.asarray(LazyArray(field)[z])
+        return np.asarray(level0[z])
 
     layer = _NapariLayer(levels, meta, z)
 
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return finer_region(layer.layer, region, 2).data
 
     rows = [
-        ("view 512x512 (LazyArray, 1 plane)", view, positions),
+        ("view 512x512 (dask, 1 plane)", view, positions),
         (f"box 512x512, all {n_z} planes", box_all_planes, positions[:4]),
         (f"whole plane {n_y}x{n_x}", plane, positions[:3]),
         ("napari ViewerModel refresh 512x512", napari_view, positions),
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             px = n_y * n_x
         print(f"{name:<40} {t:>9.3f} {px / t / 1e6:>7.2f}")
     whole = results[f"whole plane {n_y}x{n_x}"]
-    lazy = results["view 512x512 (LazyArray, 1 plane)"]
+    lazy = results["view 512x512 (dask, 1 plane)"]
     print(f"\nwhole plane / lazy view = {whole / lazy:.1f}x")
     return 0
 

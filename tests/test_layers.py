@@ -31,6 +31,7 @@ def _layer(data, meta, **extra):
         "translate": np.asarray(meta.get("translate", [0.0] * ndim), float),
         "rgb": False,
         "units": None,
+        "metadata": meta.get("metadata", {}),
     }
     values.update(extra)
     return SimpleNamespace(**values)

@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from napari_inif._layers import ENCODED_KEY, INFO_KEY
-from napari_inif._lazy import LazyArray
 from napari_inif._reader import napari_get_reader, read_inif, read_layers
 
 
@@ -67,7 +67,7 @@ def test_read_gives_a_lazy_multiscale_layer_with_the_file_metadata(cells_inif, c
     assert kind == "image"
     assert meta["name"] == "cells"
     assert meta["multiscale"] is True
-    assert all(isinstance(level, LazyArray) for level in levels)
+    assert all(isinstance(level, da.Array) for level in levels)
     assert levels[0].shape == (6, 48, 40)
     assert levels[0].dtype == np.uint16
     assert meta["axis_labels"] == ["T", "Y", "X"]

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._lazy import LazyArray
-
 if TYPE_CHECKING:
+    import dask.array as da
+
     from .core import Encoded, Image, InifArray
 
 __all__ = [
     "ENCODED_KEY",
+    "FIELD_KEY",
     "INFO_KEY",
     "Placed",
     "ViewRequest",
@@ -43,13 +44,21 @@ __all__ = [
     "layer_image",
     "layer_layout",
     "layer_shape",
+    "lazy_levels",
     "plane_dims",
     "viewport_request",
 ]
 
-#: ``layer.metadata`` keys of a decoded layer: a JSON-able summary and the Encoded itself.
+#: ``layer.metadata`` keys of a decoded layer: a JSON-able summary, the Encoded itself, the
+#: full-resolution :class:`~napari_inif.core.InifArray` and the channel the layer shows.
 INFO_KEY = "inif"
 ENCODED_KEY = "inif_encoded"
+FIELD_KEY = "inif_field"
+CHANNEL_KEY = "inif_channel"
+
+#: Edge of a dask chunk in the plane at full resolution (pixels): large enough that a
+#: viewport touches a handful of chunks, small enough that a chunk decodes in ~10 ms.
+CHUNK_EDGE = 128
 
 _AXIS_LETTERS = "TCZYXSQ"
 
@@ -93,26 +102,66 @@ def _units(unit: str | None, axes: str) -> list[str] | None:
     return [unit if a in "ZYX" else "pixel" for a in axes]
 
 
+def as_dask(level: InifArray) -> da.Array:
+    """``level`` as a dask array: napari slices it natively and decodes only the chunks of
+    the current slice that the view touches.
+
+    Chunks are one plane thick along every coordinate axis but the last two (Y, X), where
+    they are :data:`CHUNK_EDGE` pixels of the full-resolution image (fewer at coarser
+    levels), and hold every channel.
+    """
+    import uuid
+
+    import dask.array as da
+
+    layout = level.layout
+    plane = set(layout.coord_axes[-2:])
+    chunks = []
+    for axis, n in enumerate(level.shape):
+        if axis in plane:
+            factor = level.factors[layout.coord_axes.index(axis)]
+            chunks.append(max(1, min(n, round(CHUNK_EDGE / max(factor, 1.0)))))
+        elif axis == layout.channel_axis:
+            chunks.append(n)
+        else:
+            chunks.append(1)
+    return da.from_array(
+        level,
+        chunks=tuple(chunks),
+        asarray=False,
+        fancy=False,
+        lock=False,
+        meta=np.empty((0,) * level.ndim, level.dtype),
+        name=f"inif-{uuid.uuid4().hex}",
+    )
+
+
+def lazy_levels(field: InifArray) -> list[da.Array]:
+    """The multiscale pyramid of ``field`` as dask arrays (see :func:`as_dask`)."""
+    return [as_dask(level) for level in field.levels]
+
+
 def decoded_layer_data(
     encoded: Encoded,
     *,
     name: str,
     path: str | os.PathLike[str] | None = None,
     source: str | None = None,
-) -> tuple[list[LazyArray], dict[str, Any], str]:
+) -> tuple[list[da.Array], dict[str, Any], str]:
     """napari ``(data, meta, "image")`` for a lazy multiscale view of ``encoded``.
 
-    Every level is a :class:`~napari_inif._lazy.LazyArray` over an
-    :class:`~napari_inif.core.InifArray` level, so napari decodes only the visible region
-    of the current slice at the level it displays.  A multi-channel field becomes one
-    layer per channel (``channel_axis``).
+    Every level is a dask array over an :class:`~napari_inif.core.InifArray` level
+    (:func:`as_dask`), so napari decodes only the visible chunks of the current slice at
+    the level it displays.  A multi-channel field becomes one layer per channel
+    (``channel_axis``), each with the channel it shows in its metadata.
     """
     header = encoded.header
     layout = header.layout
     c = layout.channel_axis
     keep = [i for i in range(len(layout.shape)) if i != c]
     axes = "".join(layout.axes[i] for i in keep)
-    levels = [LazyArray(level) for level in encoded.array().levels]
+    field = encoded.array()
+    levels = lazy_levels(field)
     limits = [
         (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
         for lo, hi in zip(header.lo, header.hi, strict=True)
@@ -126,6 +175,7 @@ def decoded_layer_data(
         "metadata": {
             INFO_KEY: inif_info(encoded, path=path, source=source),
             ENCODED_KEY: encoded,
+            FIELD_KEY: field,
         },
     }
     if header.scale is not None:
@@ -136,6 +186,7 @@ def decoded_layer_data(
     if c is not None:
         meta["channel_axis"] = c
         meta["axis_labels"] = list(axes)
+        meta["metadata"] = [{**meta["metadata"], CHANNEL_KEY: i} for i in range(layout.shape[c])]
     return levels, meta, "image"
 
 
@@ -207,12 +258,26 @@ def layer_image(layer: Any) -> Image:
     return Image(arr, axes, scale_t, unit)
 
 
-def field_of(layer: Any) -> LazyArray | None:
-    """The full-resolution lazy field view behind a decoded layer, or ``None``."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    if isinstance(data, LazyArray) and hasattr(data.source, "zoom"):
-        return data
-    return None
+def field_of(layer: Any) -> Any:
+    """The full-resolution lazy data of a decoded layer (what napari slices), or ``None``."""
+    if _field_and_channel(layer) is None:
+        return None
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def _field_and_channel(layer: Any) -> tuple[InifArray, int | None] | None:
+    """The field behind a decoded layer and the channel the layer shows, or ``None``."""
+    meta = getattr(layer, "metadata", None) or {}
+    field = meta.get(FIELD_KEY)
+    if field is None:
+        return None
+    return field, meta.get(CHANNEL_KEY)
+
+
+def _layer_axes_of_field(field: InifArray) -> list[int]:
+    """The field's axes that are layer dimensions (all but the channel axis)."""
+    c = field.layout.channel_axis
+    return [axis for axis in range(len(field.layout.shape)) if axis != c]
 
 
 @dataclass(frozen=True)
@@ -243,38 +308,29 @@ def finer_region(layer: Any, region: tuple[slice, ...], k: int = 1) -> Placed:
         exactly over the layer: sample ``j`` of a plane axis sits at original pixel
         ``start + (j + 0.5) / k - 0.5``.
     """
-    base = field_of(layer)
-    if base is None:
+    found = _field_and_channel(layer)
+    if found is None:
         raise ValueError(f"layer {layer.name!r} is not a decoded INIF layer")
     if k < 1 or int(k) != k:
         raise ValueError(f"the zoom factor must be a positive integer, got {k}")
     k = int(k)
-    sub = base[region]
-    field: InifArray = base.source
+    field, channel = found
     layout = field.layout
     plane = set(layout.coord_axes[-2:])
-    index = []
-    kept = 0
+    key: list[Any] = [channel if channel is not None else slice(None)] * len(layout.shape)
     scale = list(layer.scale)
     translate = list(layer.translate)
-    starts = []
-    for axis, idx in enumerate(sub._index):
-        if not isinstance(idx, np.ndarray):
-            index.append(idx)
-            continue
-        start = int(idx[0]) if idx.size else 0
-        starts.append(start)
+    for d, axis in enumerate(_layer_axes_of_field(field)):
+        start, stop, _ = region[d].indices(layout.shape[axis])
         if axis in plane and k > 1:
-            index.append(np.arange(start * k, (start + idx.size) * k))
-            translate[kept] += scale[kept] * (start + 0.5 / k - 0.5)
-            scale[kept] /= k
+            key[axis] = slice(start * k, stop * k)
+            translate[d] += scale[d] * (start + 0.5 / k - 0.5)
+            scale[d] /= k
         else:
-            index.append(idx)
-            translate[kept] += scale[kept] * start
-        kept += 1
+            key[axis] = slice(start, stop)
+            translate[d] += scale[d] * start
     zoomed = field.zoom(k) if k > 1 else field
-    data = np.asarray(LazyArray(zoomed, tuple(index)))
-    return Placed(data, tuple(scale), tuple(translate))
+    return Placed(zoomed[tuple(key)], tuple(scale), tuple(translate))
 
 
 def fit_layer(layer: Any, config: Any, *, preview_every: float | None = 2.0) -> Any:
@@ -287,12 +343,12 @@ def fit_layer(layer: Any, config: Any, *, preview_every: float | None = 2.0) -> 
 
 def plane_dims(layer: Any) -> tuple[int, ...]:
     """Layer dimensions that are the field's Y and X (where zoom adds samples)."""
-    base = field_of(layer)
-    if base is None:
+    found = _field_and_channel(layer)
+    if found is None:
         return ()
-    plane = set(base.source.layout.coord_axes[-2:])
-    kept = [axis for axis, idx in enumerate(base._index) if isinstance(idx, np.ndarray)]
-    return tuple(d for d, axis in enumerate(kept) if axis in plane)
+    field = found[0]
+    plane = set(field.layout.coord_axes[-2:])
+    return tuple(d for d, axis in enumerate(_layer_axes_of_field(field)) if axis in plane)
 
 
 def layer_displayed(layer: Any, world_displayed: Any, world_ndim: int) -> tuple[int, ...]:
@@ -361,27 +417,28 @@ def viewport_request(
     return ViewRequest(tuple(region), k) if k > 1 else None
 
 
-def difference_levels(original: Any, decoded: Any) -> list[LazyArray]:
-    """Lazy multiscale ``original - decoded`` (float32), exact pixels at every level."""
-    from ._lazy import Difference
+def difference_levels(original: Any, decoded: Any) -> list[da.Array]:
+    """Lazy multiscale ``original - decoded`` (float32, dask), exact pixels at every level."""
+    import dask.array as da
 
     a = original.data[0] if original.multiscale else original.data
     base = field_of(decoded)
     b = base if base is not None else (decoded.data[0] if decoded.multiscale else decoded.data)
-    diff = LazyArray(Difference(a, b))
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    b = da.asarray(b)
+    a = da.asarray(a, chunks=b.chunks)
+    diff = a.astype(np.float32) - b.astype(np.float32)
     n_levels = len(decoded.data) if decoded.multiscale else 1
     plane = plane_dims(decoded) or tuple(range(max(0, diff.ndim - 2), diff.ndim))
-    levels = []
-    for level in range(n_levels):
-        step = 2**level
-        levels.append(
-            diff[
-                tuple(
-                    slice(None, None, step) if d in plane else slice(None) for d in range(diff.ndim)
-                )
-            ]
-        )
-    return levels
+    return [
+        diff[
+            tuple(
+                slice(None, None, 2**level) if d in plane else slice(None) for d in range(diff.ndim)
+            )
+        ]
+        for level in range(n_levels)
+    ]
 
 
 def compare(original: Any, decoded: Any, index: tuple[Any, ...] | None = None) -> Any:

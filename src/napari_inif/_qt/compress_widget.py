@@ -37,6 +37,7 @@ from .._layers import (
     fit_layer,
     inif_info,
     layer_layout,
+    lazy_levels,
 )
 from .._writer import CONFIG_KEY
 from ._config_form import ConfigForm
@@ -287,7 +288,7 @@ class CompressWidget(DockWidget):
             self._show_preview(run, p.preview)
 
     def _show_preview(self, run: _Run, preview: Any) -> None:
-        levels = [_lazy(level) for level in preview.levels]
+        levels = lazy_levels(preview)
         if run.preview is not None and run.preview in self.viewer.layers:
             run.preview.data = levels
             return
@@ -401,12 +402,6 @@ def _is_image(layer: Any) -> bool:
 
     meta = layer.metadata
     return isinstance(layer, Image) and not meta.get(ENCODED_KEY) and not meta.get(PREVIEW_KEY)
-
-
-def _lazy(level: Any) -> Any:
-    from .._lazy import LazyArray
-
-    return LazyArray(level)
 
 
 def _summary(encoded: Any, path: str | None = None) -> str:
