@@ -94,11 +94,20 @@ def qt_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Every test under ``tests/_qt/`` carries the ``qt`` marker (``-m "not qt"``)."""
+    """Every test under ``tests/_qt/`` carries the ``qt`` marker (``-m "not qt"``); tests
+    marked ``gpu`` are skipped where torch sees no CUDA device."""
     qt_dir = Path(__file__).resolve().parent / "_qt"
+    no_cuda = None
     for item in items:
         if qt_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.qt)
+        if item.get_closest_marker("gpu"):
+            if no_cuda is None:
+                import torch
+
+                no_cuda = not torch.cuda.is_available()
+            if no_cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
 @pytest.hookimpl(hookwrapper=True)
