@@ -51,17 +51,37 @@ class Case:
 def _cases(quick: bool, prior: str, stack_prior: str) -> list[Case]:
     if quick:
         return [
-            Case("AICS hiPSC C0 256x256", "bbbc034_AICS_12_134_C0.tif", "YX",
-                 (slice(384, 640), slice(384, 640)), prior),
-            Case("cancer cells 8x130x130 TYX", "cancer_cell_migration_crop_TYX.tif", "TYX",
-                 (slice(0, 8),), stack_prior),
+            Case(
+                "AICS hiPSC C0 256x256",
+                "bbbc034_AICS_12_134_C0.tif",
+                "YX",
+                (slice(384, 640), slice(384, 640)),
+                prior,
+            ),
+            Case(
+                "cancer cells 8x130x130 TYX",
+                "cancer_cell_migration_crop_TYX.tif",
+                "TYX",
+                (slice(0, 8),),
+                stack_prior,
+            ),
         ]
     return [
-        Case("AICS hiPSC C0 512x512", "bbbc034_AICS_12_134_C0.tif", "YX",
-             (slice(256, 768), slice(256, 768)), prior),
+        Case(
+            "AICS hiPSC C0 512x512",
+            "bbbc034_AICS_12_134_C0.tif",
+            "YX",
+            (slice(256, 768), slice(256, 768)),
+            prior,
+        ),
         Case("HeLa 3ch 512x672", "hela_cells_3ch.tif", "YXC", (), prior),
-        Case("cancer cells 48x130x130 TYX", "cancer_cell_migration_crop_TYX.tif", "TYX", (),
-             stack_prior),
+        Case(
+            "cancer cells 48x130x130 TYX",
+            "cancer_cell_migration_crop_TYX.tif",
+            "TYX",
+            (),
+            stack_prior,
+        ),
     ]
 
 
@@ -131,34 +151,59 @@ def time_to_quality(cases, ratio, quick) -> None:
         # for one channel, so the lower bound is given for single-channel images only.
         single = pure.header.layout.channels == 1
         first = next((t for t, q in trace if q >= goal), float("nan")) if single else float("nan")
-        print(f"[{case.name}] pure: {pure_cfg.steps} steps, {goal:.2f} dB, {pure_s:.1f} s "
-              f"(training PSNR first >= that at {first:.1f} s), ratio {pure.ratio:.1f}",
-              flush=True)
+        print(
+            f"[{case.name}] pure: {pure_cfg.steps} steps, {goal:.2f} dB, {pure_s:.1f} s "
+            f"(training PSNR first >= that at {first:.1f} s), ratio {pure.ratio:.1f}",
+            flush=True,
+        )
         hyb, hyb_s, used = None, float("nan"), None
         for steps in ladder:
-            cfg = CompressionConfig(ratio=ratio, device="cpu", mode="hybrid", prior=case.prior,
-                                    steps=steps)
+            cfg = CompressionConfig(
+                ratio=ratio, device="cpu", mode="hybrid", prior=case.prior, steps=steps
+            )
             enc, seconds = _run(data, cfg, case.axes)
-            print(f"[{case.name}] hybrid {case.prior} {steps} steps: "
-                  f"{enc.header.fit['psnr']:.2f} dB, {seconds:.1f} s, ratio {enc.ratio:.1f}",
-                  flush=True)
+            print(
+                f"[{case.name}] hybrid {case.prior} {steps} steps: "
+                f"{enc.header.fit['psnr']:.2f} dB, {seconds:.1f} s, ratio {enc.ratio:.1f}",
+                flush=True,
+            )
             if enc.header.fit["psnr"] >= goal:
                 hyb, hyb_s, used = enc, seconds, steps
                 break
-        rows.append([
-            case.name, f"{ratio:g}", f"{pure.ratio:.1f}", f"{goal:.2f}",
-            f"{pure_s:.1f}", f"{first:.1f}" if first == first else "n/a",
-            f"{hyb.ratio:.1f}" if hyb else "-", case.prior,
-            f"{used}" if used else "not reached",
-            f"{hyb.header.fit['psnr']:.2f}" if hyb else "-",
-            f"{hyb_s:.1f}", f"{pure_s / hyb_s:.1f}x",
-            f"{first / hyb_s:.1f}x" if first == first else "n/a",
-        ])
+        rows.append(
+            [
+                case.name,
+                f"{ratio:g}",
+                f"{pure.ratio:.1f}",
+                f"{goal:.2f}",
+                f"{pure_s:.1f}",
+                f"{first:.1f}" if first == first else "n/a",
+                f"{hyb.ratio:.1f}" if hyb else "-",
+                case.prior,
+                f"{used}" if used else "not reached",
+                f"{hyb.header.fit['psnr']:.2f}" if hyb else "-",
+                f"{hyb_s:.1f}",
+                f"{pure_s / hyb_s:.1f}x",
+                f"{first / hyb_s:.1f}x" if first == first else "n/a",
+            ]
+        )
     _table(
         "Time to the pure field's PSNR at its default budget (same ratio, same run)",
-        ["image", "asked", "pure ratio", "pure PSNR dB", "pure s", "pure s (train PSNR first)",
-         "hybrid ratio", "prior", "hybrid steps", "hybrid PSNR dB", "hybrid s",
-         "speed-up", "speed-up vs lower bound"],
+        [
+            "image",
+            "asked",
+            "pure ratio",
+            "pure PSNR dB",
+            "pure s",
+            "pure s (train PSNR first)",
+            "hybrid ratio",
+            "prior",
+            "hybrid steps",
+            "hybrid PSNR dB",
+            "hybrid s",
+            "speed-up",
+            "speed-up vs lower bound",
+        ],
         rows,
     )
 
@@ -172,28 +217,49 @@ def same_size(cases, ratio, quick) -> None:
     for case in cases:
         data = _load(case)
         for fraction in (0.5, 0.75, None):
-            cfg = CompressionConfig(ratio=ratio, device="cpu", mode="hybrid", prior=case.prior,
-                                    prior_fraction=fraction, steps=steps)
+            cfg = CompressionConfig(
+                ratio=ratio,
+                device="cpu",
+                mode="hybrid",
+                prior=case.prior,
+                prior_fraction=fraction,
+                steps=steps,
+            )
             try:
                 enc, seconds = _run(data, cfg, case.axes)
             except BudgetError as exc:
                 rows.append([case.name, f"{fraction or 'auto'}", "-", "-", "-", "-", "-", str(exc)])
                 continue
-            prior_only, _, _ = _prior_alone(data, case.axes, case.prior,
-                                            enc.header.prior["nbytes"])
+            prior_only, _, _ = _prior_alone(data, case.axes, case.prior, enc.header.prior["nbytes"])
             alone, alone_bytes, _ = _prior_alone(data, case.axes, case.prior, enc.nbytes)
             hyb = enc.header.fit["psnr"]
-            rows.append([
-                case.name, f"{fraction or 'auto'}", f"{enc.nbytes}", f"{prior_only:.2f}",
-                f"{hyb:.2f}", f"{alone:.2f} ({alone_bytes} B)", f"{hyb - alone:+.2f}",
-                f"{seconds:.1f} s",
-            ])
-            print(f"[{case.name}] split {fraction or 'auto'}: " + " | ".join(rows[-1][2:]),
-                  flush=True)
+            rows.append(
+                [
+                    case.name,
+                    f"{fraction or 'auto'}",
+                    f"{enc.nbytes}",
+                    f"{prior_only:.2f}",
+                    f"{hyb:.2f}",
+                    f"{alone:.2f} ({alone_bytes} B)",
+                    f"{hyb - alone:+.2f}",
+                    f"{seconds:.1f} s",
+                ]
+            )
+            print(
+                f"[{case.name}] split {fraction or 'auto'}: " + " | ".join(rows[-1][2:]), flush=True
+            )
     _table(
         f"Hybrid ({steps} steps) vs the codec alone at the same file size",
-        ["image", "prior share", "file bytes", "its prior alone dB", "hybrid dB",
-         "codec alone at the file size dB", "hybrid - codec dB", "hybrid time"],
+        [
+            "image",
+            "prior share",
+            "file bytes",
+            "its prior alone dB",
+            "hybrid dB",
+            "codec alone at the file size dB",
+            "hybrid - codec dB",
+            "hybrid time",
+        ],
         rows,
     )
 
@@ -216,8 +282,11 @@ def codecs(cases, ratio) -> None:
             except BudgetError:
                 row.append("does not fit")
         rows.append(row)
-    _table(f"Codec priors alone at ratio {ratio:g} (PSNR dB, bytes, search time)",
-           ["image", "budget B", *names], rows)
+    _table(
+        f"Codec priors alone at ratio {ratio:g} (PSNR dB, bytes, search time)",
+        ["image", "budget B", *names],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     stack_prior = args.stack_prior or ("hevc" if PRIORS["hevc"].available() else args.prior)
     cases = _cases(args.quick, args.prior, stack_prior)
-    print(f"CPU run: torch {torch.__version__}, {args.threads} thread(s), "
-          f"{os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}")
+    print(
+        f"CPU run: torch {torch.__version__}, {args.threads} thread(s), "
+        f"{os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}"
+    )
     start = time.perf_counter()
     if "3" in args.parts:
         codecs(cases, args.ratio)
@@ -247,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         time_to_quality(cases, args.ratio, args.quick)
     if "2" in args.parts:
         same_size(cases, args.ratio, args.quick)
-    print(f"\ntotal {time.perf_counter() - start:.0f} s; load average at end "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"\ntotal {time.perf_counter() - start:.0f} s; load average at end {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 

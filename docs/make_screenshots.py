@@ -61,7 +61,9 @@ def main() -> int:
     compress.device.setCurrentText("cpu")
     compress.start()
     _wait(
-        lambda: len(viewer.layers) == 2 and compress.plot.points and len(compress.plot.points) > 1000
+        lambda: (
+            len(viewer.layers) == 2 and compress.plot.points and len(compress.plot.points) > 1000
+        )
     )
     viewer.canvas.grid.enabled = True
     viewer.reset_view()

@@ -46,18 +46,34 @@ def load_image(name: str, data: Path = DATA) -> tuple[np.ndarray, float]:
     return image, float(utils.diameters(segment_classical(image))[0])
 
 
-def fit_row(name: str, image: np.ndarray, diameter: float, ratio: int, seed: int,
-            guidance: str, *, steps: int, model: str, weight: float, device: str,
-            net: Any) -> dict | None:
+def fit_row(
+    name: str,
+    image: np.ndarray,
+    diameter: float,
+    ratio: int,
+    seed: int,
+    guidance: str,
+    *,
+    steps: int,
+    model: str,
+    weight: float,
+    device: str,
+    net: Any,
+) -> dict | None:
     """Compress ``image`` once and measure it; ``None`` (with a printed reason) when the
     ratio cannot be reached.  ``net`` segments original and decoded for the agreement."""
     from napari_inif.core import BudgetError, CompressionConfig, compress
     from napari_inif.core.segmentation import segmentation_agreement
 
     config = CompressionConfig(
-        ratio=ratio, steps=steps, device=device, seed=seed, guidance=guidance,
+        ratio=ratio,
+        steps=steps,
+        device=device,
+        seed=seed,
+        guidance=guidance,
         guidance_model=None if guidance in ("none", "ssim") else model,
-        guidance_weight=weight, guidance_diameter=diameter,
+        guidance_weight=weight,
+        guidance_diameter=diameter,
     )
     start = time.perf_counter()
     try:
@@ -69,27 +85,48 @@ def fit_row(name: str, image: np.ndarray, diameter: float, ratio: int, seed: int
     decoded = encoded.array()[...]
     fit = encoded.header.fit
     cp = segmentation_agreement(
-        image.astype(np.float32), decoded.astype(np.float32),
-        lambda p: net.segment(p, diameter=diameter), method=f"cellpose:{net.name}",
+        image.astype(np.float32),
+        decoded.astype(np.float32),
+        lambda p: net.segment(p, diameter=diameter),
+        method=f"cellpose:{net.name}",
     )
     classical = segmentation_agreement(
         image.astype(np.float32), decoded.astype(np.float32), diameter=diameter
     )
     return {
-        "image": name, "asked_ratio": ratio, "guidance": guidance, "seed": seed,
+        "image": name,
+        "asked_ratio": ratio,
+        "guidance": guidance,
+        "seed": seed,
         "weight": weight if guidance != "none" else 0,
-        "ratio": round(encoded.ratio, 1), "psnr": fit["psnr"], "ssim": fit["ssim"],
-        "f1": round(cp.f1, 3), "ap": round(cp.ap, 3), "mean_iou": round(cp.mean_iou, 3),
-        "n_original": cp.n_original, "n_decoded": cp.n_decoded,
-        "f1_classical": round(classical.f1, 3), "ap_classical": round(classical.ap, 3),
-        "steps": fit["steps"], "fit_seconds": fit["seconds"],
-        "total_seconds": round(seconds, 1), "diameter": round(diameter, 1),
-        "header_agreement": fit.get("guidance", {}).get("agreement"), "device": device,
+        "ratio": round(encoded.ratio, 1),
+        "psnr": fit["psnr"],
+        "ssim": fit["ssim"],
+        "f1": round(cp.f1, 3),
+        "ap": round(cp.ap, 3),
+        "mean_iou": round(cp.mean_iou, 3),
+        "n_original": cp.n_original,
+        "n_decoded": cp.n_decoded,
+        "f1_classical": round(classical.f1, 3),
+        "ap_classical": round(classical.ap, 3),
+        "steps": fit["steps"],
+        "fit_seconds": fit["seconds"],
+        "total_seconds": round(seconds, 1),
+        "diameter": round(diameter, 1),
+        "header_agreement": fit.get("guidance", {}).get("agreement"),
+        "device": device,
     }
 
 
-def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
-        weight: float, seeds: list[int], device: str = "cpu") -> list[dict]:
+def run(
+    guidances: list[str],
+    steps: int,
+    model: str,
+    names: list[str] | None,
+    weight: float,
+    seeds: list[int],
+    device: str = "cpu",
+) -> list[dict]:
     """Fit every image with every guidance; one result row per fit."""
     from napari_inif.core.cellpose_net import load_cellpose
 
@@ -100,8 +137,19 @@ def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
             continue
         image, diameter = load_image(name)
         for ratio, seed, guidance in ((r, s, g) for r in ratios for s in seeds for g in guidances):
-            row = fit_row(name, image, diameter, ratio, seed, guidance, steps=steps,
-                          model=model, weight=weight, device=device, net=net)
+            row = fit_row(
+                name,
+                image,
+                diameter,
+                ratio,
+                seed,
+                guidance,
+                steps=steps,
+                model=model,
+                weight=weight,
+                device=device,
+                net=net,
+            )
             if row is not None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -110,8 +158,10 @@ def run(guidances: list[str], steps: int, model: str, names: list[str] | None,
 
 def table(rows: list[dict]) -> str:
     """Markdown table: one line per fit, then the mean over seeds per image and guidance."""
-    head = ("| image | guidance | seed | ratio | PSNR dB | SSIM | F1 | AP@0.5 | matched IoU "
-            "| objects orig/dec | F1 classical | fit s |")
+    head = (
+        "| image | guidance | seed | ratio | PSNR dB | SSIM | F1 | AP@0.5 | matched IoU "
+        "| objects orig/dec | F1 classical | fit s |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
@@ -124,9 +174,19 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault((r["image"], r.get("asked_ratio", 0), r["guidance"]), []).append(r)
     for (image, _, guidance), rs in groups.items():
-        mean = {k: float(np.mean([r[k] for r in rs]))
-                for k in ("ratio", "psnr", "ssim", "f1", "ap", "mean_iou", "f1_classical",
-                          "fit_seconds")}
+        mean = {
+            k: float(np.mean([r[k] for r in rs]))
+            for k in (
+                "ratio",
+                "psnr",
+                "ssim",
+                "f1",
+                "ap",
+                "mean_iou",
+                "f1_classical",
+                "fit_seconds",
+            )
+        }
         lines.append(
             f"| **{image}** | **{guidance}** | mean of {len(rs)} | {mean['ratio']:.0f} "
             f"| {mean['psnr']:.2f} | {mean['ssim']:.4f} | **{mean['f1']:.3f}** | {mean['ap']:.3f} "
@@ -164,8 +224,10 @@ def _paired_line(label: str, pairs: list[tuple[dict, dict]]) -> str:
     keys = ("f1", "ap", "mean_iou", "psnr")
     d = {k: float(np.mean([g[k] - u[k] for g, u in pairs])) for k in keys}
     wins = sum(g["f1"] >= u["f1"] for g, u in pairs)
-    return (f"| {label} | {len(pairs)} | {d['f1']:+.3f} | {d['ap']:+.3f} | {d['mean_iou']:+.3f} "
-            f"| {d['psnr']:+.2f} | {wins}/{len(pairs)} |")
+    return (
+        f"| {label} | {len(pairs)} | {d['f1']:+.3f} | {d['ap']:+.3f} | {d['mean_iou']:+.3f} "
+        f"| {d['psnr']:+.2f} | {wins}/{len(pairs)} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,9 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = run(args.guidance.split(","), args.steps, args.model,
-               args.images.split(",") if args.images else None, args.weight,
-               [int(v) for v in args.seeds.split(",")], args.device)
+    rows = run(
+        args.guidance.split(","),
+        args.steps,
+        args.model,
+        args.images.split(",") if args.images else None,
+        args.weight,
+        [int(v) for v in args.seeds.split(",")],
+        args.device,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     (args.out / "table.md").write_text(table(rows) + "\n")

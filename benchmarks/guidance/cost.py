@@ -38,8 +38,10 @@ def time_net(net, size: int, device: str, repeats: int = 3) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         both.append(time.perf_counter() - t)
-    return {"forward_s": round(sorted(fwd)[len(fwd) // 2], 4),
-            "forward_backward_s": round(sorted(both)[len(both) // 2], 4)}
+    return {
+        "forward_s": round(sorted(fwd)[len(fwd) // 2], 4),
+        "forward_backward_s": round(sorted(both)[len(both) // 2], 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, net in nets.items():
         for size in (int(s) for s in args.sizes.split(",")):
-            row = {"network": name, "window": size, "device": args.device,
-                   "threads": args.threads, **time_net(net, size, args.device)}
+            row = {
+                "network": name,
+                "window": size,
+                "device": args.device,
+                "threads": args.threads,
+                **time_net(net, size, args.device),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     return 0

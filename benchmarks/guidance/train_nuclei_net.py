@@ -76,19 +76,39 @@ def train(epochs: int, nbase: list[int], bsize: int, lr: float, seed: int, out: 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cp_train.train_seg(
-            net, train_data=train_data, train_labels=train_labels, test_data=test_data,
-            test_labels=test_labels, batch_size=8, learning_rate=lr, n_epochs=epochs,
-            weight_decay=1e-5, normalize=True, save_path=tmp, save_every=10_000,
-            nimg_per_epoch=24, bsize=bsize, min_train_masks=1, model_name="nuclei_small",
+            net,
+            train_data=train_data,
+            train_labels=train_labels,
+            test_data=test_data,
+            test_labels=test_labels,
+            batch_size=8,
+            learning_rate=lr,
+            n_epochs=epochs,
+            weight_decay=1e-5,
+            normalize=True,
+            save_path=tmp,
+            save_every=10_000,
+            nimg_per_epoch=24,
+            bsize=bsize,
+            min_train_masks=1,
+            model_name="nuclei_small",
         )
     seconds = time.perf_counter() - start
-    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
-             for k, v in net.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16) if v.is_floating_point() else v
+        for k, v in net.state_dict().items()
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
-    report = {"epochs": epochs, "nbase": [2, *nbase], "bsize": bsize, "lr": lr,
-              "train_seconds": round(seconds, 1), "file_bytes": out.stat().st_size,
-              "n_params": sum(v.numel() for v in net.state_dict().values())}
+    report = {
+        "epochs": epochs,
+        "nbase": [2, *nbase],
+        "bsize": bsize,
+        "lr": lr,
+        "train_seconds": round(seconds, 1),
+        "file_bytes": out.stat().st_size,
+        "n_params": sum(v.numel() for v in net.state_dict().values()),
+    }
     report["quality"] = evaluate(out, sets)
     return report
 

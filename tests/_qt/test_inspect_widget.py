@@ -63,7 +63,6 @@ def test_side_by_side_and_back(viewer, widget, pair):
 
 
 def test_roi_decode_from_a_rectangle(viewer, qtbot, widget, pair, cells_encoded):
-    _, decoded = pair
     shapes = viewer.add_shapes(
         [np.array([[10.0, 5.0], [10.0, 25.0], [30.0, 25.0], [30.0, 5.0]])],
         shape_type="rectangle",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,7 +87,9 @@ def test_prior_fraction_is_honoured(nuclei):
 
 def test_roi_decodes_only_touched_planes_and_blocks(cells_tyx):
     # Small blocks (a 2x2 grid in Y and X) so that "only the touched blocks" can fail.
-    enc = _hybrid(cells_tyx, ratio=6, axes="TYX", steps=20, max_block_voxels=1024, prior_fraction=0.3)
+    enc = _hybrid(
+        cells_tyx, ratio=6, axes="TYX", steps=20, max_block_voxels=1024, prior_fraction=0.3
+    )
     grid = enc.header.grid
     assert grid.n_blocks == 4
     full = enc.array()[...]
