@@ -122,14 +122,14 @@ class LazyArray:
         fancy = [a for a, k in enumerate(key) if isinstance(k, np.ndarray)]
         if fancy:  # not a progression: read the bounding box, then pick
             for a in fancy:
-                idx = self._index[a]
+                idx = np.asarray(self._index[a])
                 key[a] = slice(int(idx.min()), int(idx.max()) + 1)
         out = np.asarray(self.source[tuple(key)])
         if fancy:
             dropped = [a for a, k in enumerate(self._index) if not isinstance(k, np.ndarray)]
             for a in fancy:
                 pos = a - sum(1 for d in dropped if d < a)
-                idx = self._index[a]
+                idx = np.asarray(self._index[a])
                 out = np.take(out, idx - int(idx.min()), axis=pos)
         return out if dtype is None else out.astype(dtype)
 
