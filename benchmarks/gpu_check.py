@@ -77,6 +77,7 @@ def check_cuda(data: Path, smoke: bool) -> dict:
         psnr_gpu_fit=quality(image, on_cpu).psnr,
         seconds_cpu_fit=fits["cpu"][1],
         seconds_gpu_fit=fits[_device(smoke)][1],
+        decoder_devices=["cpu", _device(smoke)],  # what the next line compares
         max_abs_diff_cpu_vs_gpu_decoder=int(np.abs(on_cpu.astype(int) - on_dev.astype(int)).max()),
         file_round_trip_exact=bool(np.array_equal(back, on_cpu)),
     )

@@ -180,3 +180,22 @@ def test_the_documented_compress_commands_parse():
     for line in lines:
         args = cli._parser().parse_args(shlex.split(line)[1:])
         assert args.command == "compress", line
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines():
+    """CI logs and pipes get a line every few seconds, not a carriage-return flood."""
+    import io
+    from types import SimpleNamespace
+
+    from napari_inif.cli import _Progress
+
+    out = io.StringIO()  # not a terminal
+    progress = _Progress(out, every=3600)
+    for step in range(1, 401):
+        progress(SimpleNamespace(phase="fit", step=step, steps=400, psnr=30.0, elapsed=1, eta=1))
+    progress(SimpleNamespace(phase="done", step=400, steps=400, psnr=31.0, elapsed=2, eta=0))
+    text = out.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 2, lines  # the first step, then the phase change
+    assert lines[0].startswith("fit: step 1/400") and lines[1].startswith("done: step 400/400")

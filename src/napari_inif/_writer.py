@@ -65,7 +65,7 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     return [path]
 
 
-def _drive_with_progress(fitting: Generator, title: str) -> Any:
+def _drive_with_progress(fitting: Generator[Any, None, Any], title: str) -> Any:
     """Run a fit generator to its end; behind a progress dialog when Qt is running."""
     from napari_inif.core.errors import Cancelled
 

@@ -13,6 +13,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -256,7 +257,7 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
             quality=not args.no_quality,
             torch_threads=threads,
         )
-        encoded = drive(gen, None if args.quiet else _bar())  # drive closes gen
+        encoded = drive(gen, None if args.quiet else _Progress())  # drive closes gen
     encoded.save(out)
     fit = encoded.header.fit
     if "psnr" in fit:
@@ -269,21 +270,55 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
     return 0
 
 
-def _bar():  # -> Callable[[Progress], None]
-    from tqdm import tqdm
+PLAIN_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
-    bars: dict[str, tqdm] = {}
 
-    def report(p) -> None:
-        if "bar" not in bars:
-            bars["bar"] = tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True)
-        bar = bars["bar"]
-        bar.set_postfix_str(f"{p.phase} PSNR {p.psnr:.2f} dB", refresh=False)
-        bar.update(p.step - bar.n)
-        if p.phase == "done":
-            bar.close()
+class _Progress:
+    """Fit progress on stderr, called with each :class:`~napari_inif.core.fit.Progress`.
 
-    return report
+    On a terminal: a tqdm bar. Elsewhere (CI logs, pipes, files) a bar's carriage returns
+    pile up into one huge line, so a plain line is printed on the first step, every
+    :data:`PLAIN_EVERY` seconds, at each phase change, and at the end.
+    """
+
+    def __init__(self, stream=None, every: float = PLAIN_EVERY) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every
+        self.bar: Any = None  # a tqdm bar, made on the first step
+        self.last: float | None = None
+        self.phase: str | None = None
+
+    def __call__(self, p) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            if self.bar is None:  # made on the first step, after the input was accepted
+                self.bar = tqdm(total=p.steps, unit="step", file=self.stream, dynamic_ncols=True)
+            self.bar.total = p.steps
+            self.bar.set_postfix_str(f"{p.phase} PSNR {p.psnr:.2f} dB", refresh=False)
+            self.bar.update(p.step - self.bar.n)
+            if p.phase == "done":
+                self.close()
+            return
+        import time
+
+        now = time.monotonic()
+        due = self.last is None or now - self.last >= self.every
+        if due or p.phase != self.phase:
+            self.last, self.phase = now, p.phase
+            print(
+                f"{p.phase}: step {p.step}/{p.steps}  PSNR {p.psnr:.2f} dB  "
+                f"{p.elapsed:.0f} s elapsed, ~{p.eta:.0f} s left",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        """Close the bar (terminal only)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
@@ -292,23 +327,11 @@ def _run_fit(image, config, *, quiet: bool, name: str):  # -> Encoded
     gen = image.fit(config, name)
     if quiet:
         return drive(gen)
-    from tqdm import tqdm
-
-    bars: list[tqdm] = []
-
-    def report(p) -> None:
-        if not bars:  # created on the first step, after the input and ratio were accepted
-            bars.append(tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True))
-        bar = bars[0]
-        bar.total = p.steps
-        bar.set_postfix_str(f"{p.phase} PSNR {p.psnr:.2f} dB", refresh=False)
-        bar.update(p.step - bar.n)
-
+    progress = _Progress()
     try:
-        return drive(gen, report)  # drive closes the generator, also on Ctrl-C
+        return drive(gen, progress)  # drive closes the generator, also on Ctrl-C
     finally:
-        for bar in bars:
-            bar.close()
+        progress.close()
 
 
 def _summary(encoded, path: Path | None) -> str:

@@ -1,4 +1,4 @@
-"""Fixtures for the napari widget tests (run under Xvfb via pytest-xvfb).
+"""Fixtures for the napari widget tests (on the display there is, else Xvfb via pytest-xvfb).
 
 * ``viewer``: a napari viewer from ``make_napari_viewer`` in strict mode, so a test that
   leaves top-level Qt widgets behind fails.
@@ -10,8 +10,20 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import qt_unavailable
+
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Skip every Qt test (one summary line) where Qt cannot open a window: without a
+    display, creating the QApplication would abort the whole run. This runs before any
+    fixture (``qapp``) and after pytest-xvfb has started Xvfb."""
+    reason = qt_unavailable()
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -64,7 +64,6 @@ def test_side_by_side_and_back(viewer, widget, pair):
 
 
 def test_roi_decode_from_a_rectangle(viewer, qtbot, widget, pair, cells_encoded):
-    _, decoded = pair
     shapes = viewer.add_shapes(
         [np.array([[10.0, 5.0], [10.0, 25.0], [30.0, 25.0], [30.0, 5.0]])],
         shape_type="rectangle",
@@ -82,8 +81,30 @@ def test_roi_decode_from_a_rectangle(viewer, qtbot, widget, pair, cells_encoded)
     np.testing.assert_allclose(roi.scale, [1.0, 0.125, 0.125])
     np.testing.assert_allclose(roi.translate, [2.0, 0.5 * (10 - 0.375), 0.5 * (5 - 0.375)])
     np.testing.assert_array_equal(roi.data, cells_encoded.array().zoom(4)[2:3, 40:124, 20:104])
-    blocks = cells_encoded.header.grid.n_blocks
-    assert len(decoded.metadata[FIELD_KEY].decoder.blocks_evaluated) <= blocks
+
+
+def test_roi_decode_evaluates_only_the_blocks_it_touches(viewer, qtbot, cells_tyx, tmp_path):
+    from napari_inif.core import CompressionConfig, compress
+
+    config = CompressionConfig(ratio=8, steps=5, max_block_voxels=1024, device="cpu")
+    enc = compress(cells_tyx, config, axes="TYX")
+    grid = enc.header.grid
+    assert grid.n_blocks == 4  # 2x2 in Y and X, so a corner ROI touches one block of four
+    [decoded] = viewer.open(str(enc.save(tmp_path / "blocks.inif")), plugin="napari-inif")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-inif", "Inspect")
+    widget.decoded.select(decoded)
+    shapes = viewer.add_shapes(
+        [np.array([[2.0, 2.0], [2.0, 12.0], [12.0, 12.0], [12.0, 2.0]])], shape_type="rectangle"
+    )
+    widget.shapes.select(shapes)
+    widget.zoom.setValue(2)
+    decoded.visible = False  # the canvas must not decode the plane while we count blocks
+    evaluated = decoded.metadata[FIELD_KEY].decoder.blocks_evaluated
+    evaluated.clear()
+    widget.decode_roi()
+    qtbot.waitUntil(lambda: f"{decoded.name} [ROI 2x]" in viewer.layers, timeout=30_000)
+    top_left = next(b for b in range(4) if all(lo == 0 for lo, _ in grid.bounds(b)))
+    assert evaluated == {top_left}, evaluated
 
 
 def test_roi_decode_all_planes_at_stored_resolution(viewer, qtbot, widget, cells_encoded):

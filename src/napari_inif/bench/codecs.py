@@ -233,7 +233,7 @@ def encode_stack(
 def decode_stack(
     codec: ClassicCodec,
     streams: list[bytes],
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     layout: str,
     dtype: np.dtype,
 ) -> np.ndarray:
@@ -243,7 +243,7 @@ def decode_stack(
     if layout == "mosaic" and shape[0] > 1:
         n, h, w = shape
         rows, cols = _grid(n, h, w)
-        return unmosaic(codec.decode(streams[0], (rows * h, cols * w), dtype), shape)
+        return unmosaic(codec.decode(streams[0], (rows * h, cols * w), dtype), (n, h, w))
     return np.stack([codec.decode(s, shape[1:], dtype) for s in streams])
 
 
@@ -330,7 +330,9 @@ def _jpegxl_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.n
 def _jpeg2k_encode(image: np.ndarray, value: float) -> bytes:
     import imagecodecs
 
-    return bytes(imagecodecs.jpeg2k_encode(image, level=value, codecformat="j2k"))
+    # the bisection passes a float setting; imagecodecs takes it, its stubs say int
+    coded = imagecodecs.jpeg2k_encode(image, level=value, codecformat="j2k")  # type: ignore[arg-type]
+    return bytes(coded)
 
 
 def _jpeg2k_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

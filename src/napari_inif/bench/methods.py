@@ -69,7 +69,7 @@ class Method:
         """The ``CompressionConfig`` of this row; ``extra`` fields apply on top of the row's."""
         from ..core import CompressionConfig
 
-        values = {"ratio": ratio, "steps": steps, "seed": seed, "device": device}
+        values: dict[str, Any] = {"ratio": ratio, "steps": steps, "seed": seed, "device": device}
         values.update(self.overrides)
         values.update(extra or {})
         return CompressionConfig(**values)

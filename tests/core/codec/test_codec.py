@@ -23,9 +23,9 @@ FAST = dict(steps=30, batch_size=2048)
 def encoded_cells():
     import tifffile
 
-    from tests.conftest import shared_file
+    from tests.conftest import data_file
 
-    data = tifffile.imread(shared_file("cancer_cell_migration_crop_TYX.tif"))[:8, :64, :96]
+    data = tifffile.imread(data_file("cancer_cell_migration_crop_TYX.tif"))[:8, :64, :96]
     enc = compress(
         data,
         CompressionConfig(ratio=16, steps=100, batch_size=4096, params_per_block=1500),
@@ -148,9 +148,9 @@ def test_a_ratio_just_below_the_named_largest_gets_a_plan():
     plan measures its header with placeholder widths, the bound did not."""
     import tifffile
 
-    from tests.conftest import shared_file
+    from tests.conftest import data_file
 
-    stack = np.squeeze(tifffile.imread(shared_file("tinc_test_ZYX.tif")))
+    stack = np.squeeze(tifffile.imread(data_file("tinc_test_ZYX.tif")))
     with pytest.raises(BudgetError) as err:
         compress(stack, CompressionConfig(ratio=512, steps=2, architecture="siren"), axes="ZYX")
     top = err.value.max_ratio

@@ -219,7 +219,7 @@ class FlakySource(ArraySource):
         return super().read(box)
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
     distributed = pytest.importorskip("distributed")
     source = open_source(cells_zarr)
@@ -290,7 +290,7 @@ def test_sampled_rate_control_fits_and_is_close(monkeypatch):
     assert q.halves == halves_for(kinds, q.halves[2])
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_cli_workers_flag_runs_a_local_cluster(cells_zarr, tmp_path, capsys):
     pytest.importorskip("distributed")
     out = tmp_path / "cells.inif"

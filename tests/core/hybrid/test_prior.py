@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +21,9 @@ def nuclei():
     """A real 128x128 uint8 nuclei crop (BBBC038): big enough for a prior and a field."""
     import tifffile
 
-    path = Path(__file__).resolve().parents[4] / "shared" / "data" / "bbbc038_0bf4b1_nuclei.tif"
-    if not path.exists():
-        pytest.skip(f"real test data {path.name} not found")
-    return tifffile.imread(path)[64:192, 64:192]
+    from tests.conftest import data_file
+
+    return tifffile.imread(data_file("bbbc038_0bf4b1_nuclei.tif"))[64:192, 64:192]
 
 
 def _hybrid(data, ratio, prior="jpegxl", **kw):
@@ -89,15 +87,21 @@ def test_prior_fraction_is_honoured(nuclei):
 
 
 def test_roi_decodes_only_touched_planes_and_blocks(cells_tyx):
-    enc = _hybrid(cells_tyx, ratio=6, axes="TYX", steps=20)
+    # Small blocks (a 2x2 grid in Y and X) so that "only the touched blocks" can fail.
+    enc = _hybrid(
+        cells_tyx, ratio=6, axes="TYX", steps=20, max_block_voxels=1024, prior_fraction=0.3
+    )
+    grid = enc.header.grid
+    assert grid.n_blocks == 4
     full = enc.array()[...]
     fresh = Encoded.from_bytes(enc.to_bytes())
-    roi = fresh.array()[2, 10:30, 5:25]
-    np.testing.assert_array_equal(roi, full[2, 10:30, 5:25])
+    roi = fresh.array()[2, 0:10, 0:10]  # the top-left corner: inside one block only
+    np.testing.assert_array_equal(roi, full[2, 0:10, 0:10])
     decoder = fresh.decoder()
     assert decoder.prior is not None
     assert decoder.prior.tiles_decoded == {2}  # one tile per plane; only plane 2 decoded
-    assert len(decoder.blocks_evaluated) < decoder.grid.n_blocks or decoder.grid.n_blocks == 1
+    top_left = next(b for b in range(4) if all(lo == 0 for lo, _ in grid.bounds(b)))
+    assert decoder.blocks_evaluated == {top_left}, decoder.blocks_evaluated
 
 
 def test_prior_tiles_are_local_and_views_consistent(nuclei):
