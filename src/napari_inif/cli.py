@@ -259,13 +259,13 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
         )
         encoded = drive(gen, None if args.quiet else _Progress())  # drive closes gen
     encoded.save(out)
-    fit = encoded.header.fit
-    if "psnr" in fit:
+    record = encoded.header.fit
+    if "psnr" in record:
         print(_summary(encoded, out))
     else:
         print(
-            f"ratio {encoded.ratio:.1f}x  (quality pass skipped)  {fit['seconds']:.1f} s on "
-            f"{fit['device']} -> {out} ({encoded.nbytes / 1024:.1f} KiB)"
+            f"ratio {encoded.ratio:.1f}x  (quality pass skipped)  {record['seconds']:.1f} s on "
+            f"{record['device']} -> {out} ({encoded.nbytes / 1024:.1f} KiB)"
         )
     return 0
 
@@ -274,7 +274,7 @@ PLAIN_EVERY = 5.0  # seconds between progress lines when stderr is not a termina
 
 
 class _Progress:
-    """Fit progress on stderr, called with each :class:`~napari_inif.core.fit.Progress`.
+    """Fit progress on stderr, called with each :class:`~napari_inif.core.engine.progress.Progress`.
 
     On a terminal: a tqdm bar. Elsewhere (CI logs, pipes, files) a bar's carriage returns
     pile up into one huge line, so a plain line is printed on the first step, every

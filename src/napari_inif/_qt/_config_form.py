@@ -160,9 +160,13 @@ def _tooltip(s: Setting) -> str:
 
 def _control(s: Setting, value: Any) -> Any:
     """One magicgui control for setting ``s``, showing ``value``."""
-    common = {"name": s.name, "tooltip": _tooltip(s)}
+    common: dict[str, Any] = {"name": s.name, "tooltip": _tooltip(s)}
     if s.registry is not None or s.fixed_choices:
-        combo = ComboBox(choices=lambda _widget, s=s: s.choices(), **common)
+
+        def choices(_widget: Any, s: Setting = s) -> list[str]:
+            return list(s.choices())  # read again on reset_choices(): new registered names
+
+        combo = ComboBox(choices=choices, **common)
         combo.value = value
         _describe_items(s, combo)
         return combo

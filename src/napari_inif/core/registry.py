@@ -45,7 +45,7 @@ class Entry(Generic[T]):
         if isinstance(self.target, str):
             module, _, attribute = self.target.partition(":")
             self.target = getattr(importlib.import_module(module), attribute)
-        return self.target
+        return self.target  # type: ignore[return-value]
 
 
 class Registry(Generic[T]):
@@ -96,7 +96,7 @@ class Registry(Generic[T]):
         """The implementation of ``name`` (imported on first use); ``default`` if given and
         ``name`` is unknown, else ``ValueError`` naming the registered ones."""
         if default is not _MISSING and name not in self._entries:
-            return default  # type: ignore[no-any-return]
+            return default
         return self.entry(name).load()  # type: ignore[return-value]
 
     def __getitem__(self, name: str) -> T:
