@@ -34,19 +34,29 @@ def j2k_dims(data: bytes) -> tuple[int, int]:
 
 
 class _Bits:
-    """Reader of an LSB-first bit string (JPEG XL)."""
+    """Reader of a bit string: LSB-first (JPEG XL) or MSB-first with Exp-Golomb (HEVC)."""
 
-    def __init__(self, data: bytes):
-        self.value = int.from_bytes(data, "little")
+    def __init__(self, data: bytes, msb: bool = False):
+        self.value = int.from_bytes(data, "big" if msb else "little")
         self.size = 8 * len(data)
+        self.msb = msb
         self.pos = 0
 
     def __call__(self, n: int) -> int:
         if self.pos + n > self.size:
             raise ValueError("header is truncated")
-        out = (self.value >> self.pos) & ((1 << n) - 1)
+        shift = self.size - self.pos - n if self.msb else self.pos
         self.pos += n
-        return out
+        return (self.value >> shift) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        """An unsigned Exp-Golomb code."""
+        zeros = 0
+        while self(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("invalid Exp-Golomb code")
+        return (1 << zeros) - 1 + self(zeros)
 
 
 def _jxl_codestream(data: bytes) -> bytes:
@@ -124,29 +134,6 @@ def avif_dims(data: bytes) -> tuple[int, int]:
     return found.pop()
 
 
-class _BitsMSB:
-    """Reader of an MSB-first bit string with Exp-Golomb codes (HEVC)."""
-
-    def __init__(self, data: bytes):
-        self.value = int.from_bytes(data, "big")
-        self.size = 8 * len(data)
-        self.pos = 0
-
-    def __call__(self, n: int) -> int:
-        if self.pos + n > self.size:
-            raise ValueError("sequence parameter set is truncated")
-        self.pos += n
-        return (self.value >> (self.size - self.pos)) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while self(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("invalid Exp-Golomb code")
-        return (1 << zeros) - 1 + self(zeros)
-
-
 def _hevc_sps(data: bytes) -> bytes:
     pos = 0
     while True:
@@ -161,7 +148,7 @@ def _hevc_sps(data: bytes) -> bytes:
 
 def hevc_dims(data: bytes) -> tuple[int, int]:
     """``(height, width)`` of the pictures of an HEVC Annex-B stream (its first SPS)."""
-    bits = _BitsMSB(_hevc_sps(data))
+    bits = _Bits(_hevc_sps(data), msb=True)
     bits(4)  # sps_video_parameter_set_id
     sub_layers = bits(3)  # sps_max_sub_layers_minus1
     bits(1)

@@ -104,70 +104,34 @@ def _avif_encode(block: np.ndarray, level: float) -> bytes:
     )
 
 
-JPEGXL = ClassicCodec(
-    name="jpegxl",
-    label="JPEG XL",
-    high_bits=16,
-    setting="distance",
-    native=_log(25.0, 0.01),
-    levels=None,
-    tile=256,
-    planes=1,
-    video=False,
-    install=_INSTALL.format("JPEG XL"),
-    check=lambda: _check("JPEGXL"),
-    encoder=_jpegxl_encode,
-    decoder=_decode_into("jpegxl_decode"),
-    dims=jxl_dims,
-)
+def _codec(name: str, label: str, attr: str, **kw) -> ClassicCodec:
+    """An imagecodecs codec: one plane a block, decoded into the declared shape."""
+    return ClassicCodec(
+        name=name,
+        label=label,
+        planes=1,
+        video=False,
+        install=_INSTALL.format(label),
+        check=lambda: _check(attr),
+        decoder=_decode_into(f"{attr.lower()}_decode"),
+        **kw,
+    )
 
-JPEG2K = ClassicCodec(
-    name="jpeg2k",
-    label="JPEG 2000",
-    high_bits=16,
-    setting="level (PSNR dB)",
-    native=lambda q: 5.0 + 95.0 * q,
-    levels=None,
-    tile=512,
-    planes=1,
-    video=False,
-    install=_INSTALL.format("JPEG 2000"),
-    check=lambda: _check("JPEG2K"),
-    encoder=_jpeg2k_encode,
-    decoder=_decode_into("jpeg2k_decode"),
+
+JPEGXL = _codec(
+    "jpegxl", "JPEG XL", "JPEGXL", high_bits=16, setting="distance", native=_log(25.0, 0.01),
+    levels=None, tile=256, encoder=_jpegxl_encode, dims=jxl_dims,
+)  # fmt: skip
+JPEG2K = _codec(
+    "jpeg2k", "JPEG 2000", "JPEG2K", high_bits=16, setting="level (PSNR dB)",
+    native=lambda q: 5.0 + 95.0 * q, levels=None, tile=512, encoder=_jpeg2k_encode,
     dims=j2k_dims,
-)
-
-HTJ2K = ClassicCodec(
-    name="htj2k",
-    label="HTJ2K",
-    high_bits=16,
-    setting="level (qstep)",
-    native=_log(0.5, 1e-5),
-    levels=None,
-    tile=512,
-    planes=1,
-    video=False,
-    install=_INSTALL.format("HTJ2K"),
-    check=lambda: _check("HTJ2K"),
-    encoder=_htj2k_encode,
-    decoder=_decode_into("htj2k_decode"),
-    dims=j2k_dims,
-)
-
-AVIF = ClassicCodec(
-    name="avif",
-    label="AVIF",
-    high_bits=12,
-    setting="level",
-    native=lambda q: float(round(99 * q)),
-    levels=100,
-    tile=512,
-    planes=1,
-    video=False,
-    install=_INSTALL.format("AVIF"),
-    check=lambda: _check("AVIF"),
-    encoder=_avif_encode,
-    decoder=_decode_into("avif_decode"),
-    dims=avif_dims,
-)
+)  # fmt: skip
+HTJ2K = _codec(
+    "htj2k", "HTJ2K", "HTJ2K", high_bits=16, setting="level (qstep)", native=_log(0.5, 1e-5),
+    levels=None, tile=512, encoder=_htj2k_encode, dims=j2k_dims,
+)  # fmt: skip
+AVIF = _codec(
+    "avif", "AVIF", "AVIF", high_bits=12, setting="level", native=lambda q: float(round(99 * q)),
+    levels=100, tile=512, encoder=_avif_encode, dims=avif_dims,
+)  # fmt: skip

@@ -13,6 +13,8 @@ def search_quality(
     *,
     snap: Callable[[float], float] = float,
     iterations: int = 12,
+    close: float = 0.995,
+    resolution: float = 2e-3,
 ) -> float | None:
     """Bisect a knob in ``[0, 1]`` for the largest ``size_at(q)`` that is ``<= budget``.
 
@@ -20,7 +22,8 @@ def search_quality(
     maps a knob to a codec setting (discrete codecs), so that no setting is tried twice.
     Sizes are nearly, not strictly, monotone in the knob: of the settings tried, the one
     with the largest size under the budget wins (the higher knob on a tie).  Stops early
-    once a size is within 0.5 % of the budget.  Returns ``None`` if even ``q = 0`` is
+    once a size reaches ``close`` times the budget (1: only at the knob's ``resolution``
+    or after ``iterations`` halvings).  Returns ``None`` if even ``q = 0`` is
     over the budget.
     """
     tried: dict[float, int] = {}
@@ -36,11 +39,11 @@ def search_quality(
     if not fits(hi):
         for _ in range(iterations):
             mid = snap((lo + hi) / 2)
-            if mid in (lo, hi) or hi - lo < 2e-3:
+            if mid in (lo, hi) or hi - lo < resolution:
                 break
             if fits(mid):
                 lo = mid
-                if tried[mid] >= 0.995 * budget:
+                if tried[mid] >= close * budget:
                     break
             else:
                 hi = mid
