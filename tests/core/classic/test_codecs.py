@@ -112,7 +112,7 @@ def test_header_declaring_another_shape_is_a_format_error(name, cells):
         codec.decode(data, (planes, w, h), 8)
     with pytest.raises(InifFormatError, match="no readable header"):
         codec.decode(b"\x00" * 64, block.shape, 8)
-    with pytest.raises(InifFormatError, match="does not decode|no readable header"):
+    with pytest.raises(InifFormatError, match=r"does not decode|no readable header"):
         codec.decode(data[:60], block.shape, 8)  # a header and hardly anything after it
 
 

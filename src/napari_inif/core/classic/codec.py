@@ -118,7 +118,7 @@ class ClassicCodec:
             raise InifFormatError(
                 f"this file needs the {self.name} codec: {self.install} ({reason})"
             )
-        shape = tuple(int(n) for n in shape)
+        shape = (int(shape[0]), int(shape[1]), int(shape[2]))
         try:
             declared = self.dims(data)
         except (ValueError, IndexError) as exc:
@@ -130,7 +130,7 @@ class ClassicCodec:
             )
         dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
         try:
-            out = self.decoder(data, shape, dtype)  # type: ignore[arg-type]
+            out = self.decoder(data, shape, dtype)
         except InifFormatError:
             raise
         except Exception as exc:  # a library's error on untrusted bytes, whatever its type
@@ -158,10 +158,13 @@ def get_codec(name: str, role: str = "codec") -> ClassicCodec:
     Raises ``ValueError`` naming the codecs available here if it is unknown or cannot
     run here (``role`` names what it was asked for, e.g. ``"codec prior"``).
     """
-    codec = CODECS[name] if name in CODECS else None
-    reason = "is unknown" if codec is None else codec.unavailable()
+    usable = ", ".join(available_codecs()) or "none"
+    if name not in CODECS:
+        raise ValueError(f"{role} {name!r} is unknown; available {role}s: {usable}")
+    codec: ClassicCodec = CODECS[name]
+    reason = codec.unavailable()
     if reason is not None:
-        why = reason if codec is None else f"is not available here ({reason})"
-        usable = ", ".join(available_codecs()) or "none"
-        raise ValueError(f"{role} {name!r} {why}; available {role}s: {usable}")
+        raise ValueError(
+            f"{role} {name!r} is not available here ({reason}); available {role}s: {usable}"
+        )
     return codec

@@ -63,12 +63,11 @@ def run_capped(cmd: list[str], data: bytes, cap: int, timeout: float) -> bytes:
     stderr: list[bytes] = []
 
     def feed() -> None:
-        try:
-            proc.stdin.write(data)  # type: ignore[union-attr]
-        except OSError:
-            pass  # it stopped reading: its exit status says why
-        finally:
-            proc.stdin.close()  # type: ignore[union-attr]
+        for step in (lambda: proc.stdin.write(data), proc.stdin.close):  # type: ignore[union-attr]
+            try:
+                step()
+            except OSError:
+                pass  # it stopped reading: its exit status says why
 
     def drain() -> None:
         stderr.append(proc.stderr.read(_STDERR_BYTES))  # type: ignore[union-attr]

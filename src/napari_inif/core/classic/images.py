@@ -22,6 +22,7 @@ libavif 1.4.0 with libaom):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,9 @@ def _jpegxl_encode(block: np.ndarray, distance: float) -> bytes:
 def _jpeg2k_encode(block: np.ndarray, level: float) -> bytes:
     import imagecodecs
 
-    return bytes(imagecodecs.jpeg2k_encode(block[0], level=level, codecformat="j2k", numthreads=1))
+    # ``level`` is a float PSNR target (30.0 and 30.3 give other sizes), whatever the stubs say.
+    encode: Any = imagecodecs.jpeg2k_encode
+    return bytes(encode(block[0], level=level, codecformat="j2k", numthreads=1))
 
 
 def _htj2k_encode(block: np.ndarray, qstep: float) -> bytes:

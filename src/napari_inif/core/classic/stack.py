@@ -118,7 +118,8 @@ def match_size(
     nbytes, streams = encode_stack(codec, q, layout, best)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
-    decoded = decode_stack(codec, streams, stack.shape, layout, imap.bits)
+    n, h, w = stack.shape
+    decoded = decode_stack(codec, streams, (n, h, w), layout, imap.bits)
     decode_s = time.perf_counter() - start
     value = codec.native(best)
     return CodedStack(nbytes, value, imap.inverse(decoded, stack.dtype), encode_s, decode_s)
