@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from napari_inif.bench.cases import DEFAULT_CASES, find_data_dir
-from napari_inif.bench.codecs import CODECS, match_size
 from napari_inif.bench.rd import _fit
 from napari_inif.core import CompressionConfig
+from napari_inif.core.classic import match_size
 from napari_inif.core.metrics.quality import psnr
+from napari_inif.core.registry import CODECS
 
 STACKS = [c for c in DEFAULT_CASES if c.is_stack]
 

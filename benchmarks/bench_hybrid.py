@@ -302,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_inif.core.hybrid.prior import PRIORS
+    from napari_inif.core.registry import CODECS
 
     torch.set_num_threads(args.threads)
-    stack_prior = args.stack_prior or ("hevc" if PRIORS["hevc"].available() else args.prior)
+    stack_prior = args.stack_prior or ("hevc" if CODECS["hevc"].available() else args.prior)
     cases = _cases(args.quick, args.prior, stack_prior)
     print(
         f"CPU run: torch {torch.__version__}, {args.threads} thread(s), "

@@ -174,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .core import BudgetError, InifFormatError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     args.argv = argv
     handlers = {
         "compress": _compress,

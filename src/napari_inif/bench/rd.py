@@ -2,9 +2,9 @@
 
 For each case and asked ratio, every napari-inif row (see :mod:`.methods`) is fitted at
 that ratio; the reference row ``inif`` sets the byte budget, and each classic codec (see
-:mod:`.codecs`) is matched to it by searching its quality setting for the largest file
-that is not larger.  Stacks are coded by 2D codecs plane by plane *and* as one mosaic of
-their planes, and by HEVC as a video.
+:mod:`napari_inif.core.classic`) is matched to it by searching its quality setting for
+the largest file that is not larger.  Stacks are coded by 2D codecs plane by plane *and*
+as one mosaic of their planes, and by HEVC as a video.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_inif.core.classic import ClassicCodec, match_size
+
 from .agreement import foreground_dice
 from .cases import Case
-from .codecs import ClassicCodec, match_size
 from .methods import Method
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ def run_case(
             )
         classic_budget = reference if reference is not None else budget
         for codec in codecs:
-            if codec.stack:
+            if codec.video:
                 layouts = ["video" if case.is_stack else "image"]
             else:
                 layouts = ["plane", "mosaic"] if case.is_stack else ["image"]

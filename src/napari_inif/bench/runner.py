@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_inif.core.registry import CODECS
+
 from .cases import DEFAULT_CASES, QUICK_CASES, Case, find_data_dir
-from .codecs import CODECS
 from .methods import METHODS
 from .rd import RDRow, run_case
 from .report import (
@@ -55,7 +56,7 @@ class BenchSettings:
     steps
         Fitting steps of every napari-inif row (the same for plain SIREN).
     methods, codecs
-        Names from :data:`~.methods.METHODS` and :data:`~.codecs.CODECS`.
+        Names from :data:`~.methods.METHODS` and :data:`napari_inif.core.registry.CODECS`.
     seed
         Seed of every fit.
     device

@@ -169,11 +169,16 @@ GUIDANCES.register(
     needs_model=True,
 )
 
-#: Classic codecs (imagecodecs / ffmpeg): hybrid priors and benchmark baselines.
+#: Classic codecs (imagecodecs / ffmpeg): hybrid priors and benchmark baselines, a
+#: :class:`~napari_inif.core.classic.codec.ClassicCodec` each.
 CODECS: Registry[Any] = Registry("codec")
-_PRIORS = "napari_inif.core.hybrid.prior"
-CODECS.register("jpegxl", f"{_PRIORS}:JPEGXL", "JPEG XL (libjxl, via imagecodecs)")
-CODECS.register("jpeg2k", f"{_PRIORS}:JPEG2K", "JPEG 2000 (OpenJPEG, via imagecodecs)")
-CODECS.register("htj2k", f"{_PRIORS}:HTJ2K", "High-throughput JPEG 2000 (OpenJPH, via imagecodecs)")
-CODECS.register("avif", f"{_PRIORS}:AVIF", "AVIF 4:0:0 (libavif/libaom, via imagecodecs)")
-CODECS.register("hevc", f"{_PRIORS}:HEVC", "HEVC video of neighbouring planes (ffmpeg + libx265)")
+_IMAGES = "napari_inif.core.classic.images"
+CODECS.register("jpegxl", f"{_IMAGES}:JPEGXL", "JPEG XL (libjxl, via imagecodecs)")
+CODECS.register("jpeg2k", f"{_IMAGES}:JPEG2K", "JPEG 2000 (OpenJPEG, via imagecodecs)")
+CODECS.register("htj2k", f"{_IMAGES}:HTJ2K", "High-throughput JPEG 2000 (OpenJPH, via imagecodecs)")
+CODECS.register("avif", f"{_IMAGES}:AVIF", "AVIF 4:0:0 (libavif/libaom, via imagecodecs)")
+CODECS.register(
+    "hevc",
+    "napari_inif.core.classic.hevc:HEVC",
+    "HEVC video of neighbouring planes (ffmpeg + libx265)",
+)

@@ -6,23 +6,13 @@ image from scratch (the hybrid mode of INIF, arXiv 2405.19012).  The prior is co
 tile by tile -- one 2-D tile of one plane of one channel, or for a video codec a block
 of neighbouring planes -- so decoding a region decodes only the tiles it touches.
 
-Codecs are registered by name in :data:`PRIORS` (:func:`register_prior`):
-
-============  =================================  ===========================================
-name          codec                              samples it is given
-============  =================================  ===========================================
-``jpegxl``    JPEG XL (libjxl, lossy, VarDCT)    8-bit data: 8 bits; 16-bit/float: 16 bits
-``jpeg2k``    JPEG 2000 (OpenJPEG codestream)    8 bits / 16 bits
-``htj2k``     High-throughput JPEG 2000          8 bits / 16 bits
-``avif``      AVIF (libavif + libaom), 4:0:0     8 bits / 12 bits
-``hevc``      HEVC via ``ffmpeg`` + libx265      8 bits / 12 bits, blocks of 16 planes
-============  =================================  ===========================================
-
-Each channel is mapped by the header's ``lo``/``hi`` to the full range of the codec's
-sample depth before coding, so quality settings mean the same on 12-bit data stored in
-16-bit integers as on 8-bit data.  Each codec exposes one quality knob in ``[0, 1]``
-(1 best); :func:`encode_prior` searches it so that the prior's bytes land on their share
-of the file budget.
+The codecs are the classic codecs of :mod:`napari_inif.core.classic`, found by name in
+:data:`napari_inif.core.registry.CODECS` (``jpegxl``, ``jpeg2k``, ``htj2k``, ``avif``,
+``hevc``; each codes 8-bit images at 8 bits and others at its ``high_bits``).  Each
+channel is mapped by the header's ``lo``/``hi`` to the full range of the codec's sample
+depth before coding (:func:`napari_inif.core.classic.to_ints`), so quality settings mean
+the same on 12-bit data stored in 16-bit integers as on 8-bit data; :func:`encode_prior`
+searches the codec's quality knob so that the prior lands on its share of the file budget.
 
 The prior section of the file is ``u32 n_tiles``, ``n_tiles`` x ``u32`` tile lengths and
 the tiles' codec bytes, in the order (channel, plane block, tile row, tile column).
@@ -35,19 +25,24 @@ the codec's quality.
 from __future__ import annotations
 
 import math
-import shutil
 import struct
-import subprocess
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from napari_inif.core.codec.container import InifFormatError
+from napari_inif.core.classic import (
+    ClassicCodec,
+    available_codecs,
+    from_ints,
+    get_codec,
+    search_quality,
+    to_ints,
+)
+from napari_inif.core.errors import BudgetError, InifFormatError
 from napari_inif.core.layout import Layout
 from napari_inif.core.registry import CODECS
 
@@ -55,7 +50,6 @@ __all__ = [
     "AUTO_PRIOR_FRACTION",
     "PRIORS",
     "Prior",
-    "PriorCodec",
     "PriorDecoder",
     "available_priors",
     "check_section",
@@ -65,7 +59,6 @@ __all__ = [
     "plan_fields",
     "prepare",
     "quiet_head",
-    "register_prior",
     "section_of",
 ]
 
@@ -77,313 +70,18 @@ _CACHE_BYTES = 256 << 20  # decoded prior tiles kept per decoder
 _MAX_TILE_VOXELS = 1 << 26
 
 
-# --------------------------------------------------------------------------- codecs
-@dataclass(frozen=True)
-class PriorCodec:
-    """A classic codec usable as a hybrid prior.
-
-    Attributes
-    ----------
-    name
-        Registry key (``--prior NAME``).
-    description
-        One line for the CLI and the widget.
-    encode
-        ``encode(block, quality) -> bytes`` for an unsigned integer block of shape
-        ``(planes, height, width)`` and ``quality`` in ``[0, 1]`` (1 best).
-    decode
-        ``decode(data, shape, dtype, bits) -> ndarray`` of exactly that shape and dtype;
-        raises ``ValueError`` (or the codec's error) on invalid data.
-    high_bits
-        Sample depth used for 16-bit and float images (8-bit images are coded at 8 bits).
-    tile
-        Default tile edge in pixels (larger tiles: less per-tile overhead, coarser ROI).
-    planes
-        Planes coded together: 1 for image codecs, more for video codecs.
-    available
-        Whether the codec can be used here (library or program present).
-    levels
-        Number of distinct quality settings (``None``: continuous).
-    """
-
-    name: str
-    description: str
-    encode: Callable[[np.ndarray, float], bytes]
-    decode: Callable[[bytes, tuple[int, ...], np.dtype, int], np.ndarray]
-    high_bits: int
-    tile: int
-    planes: int = 1
-    available: Callable[[], bool] = lambda: True
-    levels: int | None = None
-
-    def bits(self, dtype: str) -> int:
-        """Sample depth this codec is fed for an image of ``dtype``."""
-        return 8 if dtype == "uint8" else self.high_bits
-
-
-#: Codec priors by name: the classic-codec registry (built-in names are listed in
-#: :mod:`napari_inif.core.registry` without importing this module).
+#: The codecs by name (an alias of the registry for callers that list the priors).
 PRIORS = CODECS
 
 
-def register_prior(codec: PriorCodec) -> None:
-    """Make ``codec`` available to :class:`~.config.CompressionConfig` by its name."""
-    CODECS.register(codec.name, codec, codec.description)
-
-
 def available_priors() -> list[str]:
-    """Names of the registered priors that can be used on this machine, sorted."""
-    return sorted(name for name in CODECS if CODECS[name].available())
+    """Names of the codecs that can serve as priors on this machine, sorted."""
+    return available_codecs()
 
 
-def get_prior(name: str) -> PriorCodec:
-    """The codec registered as ``name``; ``ValueError`` naming the available ones if absent."""
-    codec = CODECS[name] if name in CODECS else None
-    if codec is None or not codec.available():
-        why = "is not available here" if codec is not None else "is unknown"
-        usable = ", ".join(available_priors()) or "none"
-        raise ValueError(f"codec prior {name!r} {why}; available priors: {usable}")
-    return codec
-
-
-def _imagecodecs_has(attr: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            import imagecodecs
-        except ImportError:
-            return False
-        return bool(getattr(getattr(imagecodecs, attr, None), "available", False))
-
-    return check
-
-
-def _plane(block: np.ndarray) -> np.ndarray:
-    if block.shape[0] != 1:
-        raise ValueError("image codecs code one plane at a time")
-    return np.ascontiguousarray(block[0])
-
-
-def _log_knob(quality: float, worst: float, best: float) -> float:
-    """Geometric interpolation from ``worst`` (quality 0) to ``best`` (quality 1)."""
-    q = min(max(quality, 0.0), 1.0)
-    return float(math.exp(math.log(worst) + q * (math.log(best) - math.log(worst))))
-
-
-def _decode_into(
-    fn: Callable[..., np.ndarray], data: bytes, shape: tuple[int, ...], dtype: np.dtype
-) -> np.ndarray:
-    out = np.empty(shape[1:], dtype)  # the codec refuses a stream of another shape
-    return fn(data, out=out)[None]
-
-
-def _jpegxl_encode(block: np.ndarray, quality: float) -> bytes:
-    import imagecodecs
-
-    # Butteraugli distance 25 (worst lossy) .. 0.01 (visually lossless x 100).
-    distance = _log_knob(quality, 25.0, 0.01)
-    return bytes(imagecodecs.jpegxl_encode(_plane(block), distance=distance, numthreads=1))
-
-
-def _jpegxl_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int) -> np.ndarray:
-    import imagecodecs
-
-    return _decode_into(imagecodecs.jpegxl_decode, data, shape, dtype)
-
-
-def _jpeg2k_encode(block: np.ndarray, quality: float) -> bytes:
-    import imagecodecs
-
-    # OpenJPEG's fixed-quality mode: ``level`` is the target PSNR in dB of the tile.
-    level = 15.0 + 85.0 * min(max(quality, 0.0), 1.0)
-    return bytes(
-        imagecodecs.jpeg2k_encode(_plane(block), level=level, codecformat="j2k", numthreads=1)
-    )
-
-
-def _jpeg2k_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int) -> np.ndarray:
-    import imagecodecs
-
-    return _decode_into(imagecodecs.jpeg2k_decode, data, shape, dtype)
-
-
-def _htj2k_encode(block: np.ndarray, quality: float) -> bytes:
-    import imagecodecs
-
-    # OpenJPH's ``level`` is the quantisation step relative to the sample range.
-    qstep = _log_knob(quality, 0.5, 1e-5)
-    return bytes(imagecodecs.htj2k_encode(_plane(block), level=qstep))
-
-
-def _htj2k_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int) -> np.ndarray:
-    import imagecodecs
-
-    return _decode_into(imagecodecs.htj2k_decode, data, shape, dtype)
-
-
-def _avif_encode(block: np.ndarray, quality: float) -> bytes:
-    import imagecodecs
-
-    # libavif codes one-sample images losslessly whatever the quality in imagecodecs, so
-    # the plane goes in as grey RGB and is stored as 4:0:0 (luma only).
-    plane = _plane(block)
-    bits = 8 if plane.dtype == np.uint8 else 12
-    level = round(99 * min(max(quality, 0.0), 1.0))
-    return bytes(
-        imagecodecs.avif_encode(
-            np.repeat(plane[..., None], 3, axis=-1),
-            level=level,
-            speed=6,
-            pixelformat="400",
-            bitspersample=bits,
-            numthreads=1,
-        )
-    )
-
-
-def _avif_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int) -> np.ndarray:
-    import imagecodecs
-
-    return _decode_into(imagecodecs.avif_decode, data, shape, dtype)
-
-
-# HEVC through ffmpeg/libx265: neighbouring planes are coded as frames of one video, so
-# the codec's inter prediction exploits their similarity.
-# Constant rate factor with x265's PSNR tuning (no psycho-visual or adaptive quantisation):
-# a continuous knob, and on the cancer-cell stack 0.2-0.4 dB better than a constant QP at
-# the same size.
-_HEVC_PARAMS = (
-    "log-level=error:info=0:pools=1:frame-threads=1:keyint=-1:aq-mode=0:psy-rd=0:psy-rdoq=0"
-)
-
-
-@lru_cache(maxsize=1)
-def _hevc_available() -> bool:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        return False
-    try:
-        out = subprocess.run(
-            [exe, "-hide_banner", "-encoders"], capture_output=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return b"libx265" in out
-
-
-def _hevc_format(bits: int) -> str:
-    return "gray" if bits == 8 else "gray12le"
-
-
-def _hevc_encode(block: np.ndarray, quality: float) -> bytes:
-    planes, h, w = block.shape
-    bits = 8 if block.dtype == np.uint8 else 12
-    crf = round(51.0 * (1 - min(max(quality, 0.0), 1.0)), 3)
-    cmd = [
-        "ffmpeg",
-        "-v",
-        "error",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        _hevc_format(bits),
-        "-s",
-        f"{w}x{h}",
-        "-r",
-        "25",
-        "-i",
-        "pipe:",
-        "-frames:v",
-        str(planes),
-        "-c:v",
-        "libx265",
-        "-preset",
-        "medium",
-        "-x265-params",
-        f"crf={crf}:{_HEVC_PARAMS}",
-        "-f",
-        "hevc",
-        "pipe:",
-    ]
-    raw = block.astype("<u2" if bits > 8 else np.uint8).tobytes()
-    done = subprocess.run(cmd, input=raw, capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ffmpeg/libx265 failed: {done.stderr.decode(errors='replace')[-300:]}")
-    return done.stdout
-
-
-def _hevc_decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype, bits: int) -> np.ndarray:
-    cmd = [
-        "ffmpeg",
-        "-v",
-        "error",
-        "-f",
-        "hevc",
-        "-i",
-        "pipe:",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        _hevc_format(bits),
-        "pipe:",
-    ]
-    done = subprocess.run(cmd, input=data, capture_output=True, check=False)
-    sample = np.dtype(np.uint8 if bits == 8 else "<u2")
-    if done.returncode != 0 or len(done.stdout) != math.prod(shape) * sample.itemsize:
-        raise ValueError("HEVC prior block does not decode to its declared shape")
-    return np.frombuffer(done.stdout, sample).reshape(shape).astype(dtype)
-
-
-JPEGXL = PriorCodec(
-    "jpegxl",
-    "JPEG XL (libjxl, via imagecodecs)",
-    _jpegxl_encode,
-    _jpegxl_decode,
-    16,
-    256,
-    available=_imagecodecs_has("JPEGXL"),
-)
-
-JPEG2K = PriorCodec(
-    "jpeg2k",
-    "JPEG 2000 (OpenJPEG, via imagecodecs)",
-    _jpeg2k_encode,
-    _jpeg2k_decode,
-    16,
-    512,
-    available=_imagecodecs_has("JPEG2K"),
-)
-
-HTJ2K = PriorCodec(
-    "htj2k",
-    "High-throughput JPEG 2000 (OpenJPH, via imagecodecs)",
-    _htj2k_encode,
-    _htj2k_decode,
-    16,
-    512,
-    available=_imagecodecs_has("HTJ2K"),
-)
-
-AVIF = PriorCodec(
-    "avif",
-    "AVIF 4:0:0 (libavif/libaom, via imagecodecs)",
-    _avif_encode,
-    _avif_decode,
-    12,
-    512,
-    available=_imagecodecs_has("AVIF"),
-    levels=100,
-)
-
-HEVC = PriorCodec(
-    "hevc",
-    "HEVC video of neighbouring planes (ffmpeg + libx265)",
-    _hevc_encode,
-    _hevc_decode,
-    12,
-    512,
-    planes=16,
-    available=_hevc_available,
-)
+def get_prior(name: str) -> ClassicCodec:
+    """The codec ``name``; ``ValueError`` naming the available ones if it cannot be used."""
+    return get_codec(name, role="codec prior")
 
 
 # --------------------------------------------------------------------------- tiling
@@ -443,17 +141,6 @@ class _Tiling:
         return np.moveaxis(arr, -1, 0)
 
 
-def _to_ints(norm: np.ndarray, bits: int) -> np.ndarray:
-    top = (1 << bits) - 1
-    ints = np.rint((np.clip(norm, -1.0, 1.0) + 1.0) * (top / 2.0))
-    return ints.astype(np.uint8 if bits == 8 else np.uint16)
-
-
-def _from_ints(ints: np.ndarray, bits: int) -> np.ndarray:
-    top = (1 << bits) - 1
-    return ints.astype(np.float32) * np.float32(2.0 / top) - np.float32(1.0)
-
-
 def _pack(tiles: Sequence[bytes]) -> bytes:
     index = struct.pack(f"<{len(tiles) + 1}I", len(tiles), *(len(t) for t in tiles))
     return index + b"".join(tiles)
@@ -472,6 +159,9 @@ class Prior:
         The header's ``prior`` object (codec, tiling, sample depth, scale, ...).
     decoded
         The decoded prior, canonical ``(*coord_shape, C)``, normalised like the image.
+    decoder
+        The :class:`PriorDecoder` that produced ``decoded`` (its tile cache serves the
+        previews during the fit).
     """
 
     section: bytes
@@ -507,7 +197,7 @@ def _residual_scale(norm: np.ndarray, decoded: np.ndarray) -> float:
 def encode_prior(
     norm: np.ndarray,
     layout: Layout,
-    codec: str | PriorCodec,
+    codec: str | ClassicCodec,
     target_bytes: int,
     *,
     tile: int | None = None,
@@ -515,15 +205,13 @@ def encode_prior(
     """Code the normalised canonical image with a classic codec in about ``target_bytes``.
 
     Searches the codec's quality so that the section is the largest that fits in
-    ``target_bytes``.  Raises :class:`~.budget.BudgetError` if even the lowest quality
-    does not fit, ``ValueError`` for an unknown or unavailable codec.
+    ``target_bytes``.  Raises :class:`~napari_inif.core.errors.BudgetError` if even the
+    lowest quality does not fit, ``ValueError`` for an unknown or unavailable codec.
     """
-    from napari_inif.core.codec.plan import BudgetError
-
     codec = get_prior(codec) if isinstance(codec, str) else codec
     tiling = _Tiling.of(layout, codec.planes, (tile or codec.tile,) * 2)
     bits = codec.bits(layout.dtype)
-    ints = tiling.planes_view(_to_ints(norm, bits))
+    ints = tiling.planes_view(to_ints(norm, bits))
     keys = list(np.ndindex(*tiling.counts))
     index_bytes = _U32.size * (1 + len(keys))
     encoded: dict[float, list[bytes]] = {}
@@ -536,32 +224,19 @@ def encode_prior(
             ]
         return index_bytes + sum(len(t) for t in encoded[q])
 
-    def knob(q: float) -> float:
-        # Discrete codecs: snap to their settings so no setting is encoded twice.
-        return q if codec.levels is None else round(q * (codec.levels - 1)) / (codec.levels - 1)
-
-    lo, hi = 0.0, 1.0
-    if size_at(knob(lo)) > target_bytes:
+    # Every prior byte short of the target goes to the field, which buys less PSNR with
+    # it than the codec would: search to a fine resolution, no early stop.
+    quality = search_quality(
+        size_at, target_bytes, snap=codec.snap, iterations=16, close=1.0, resolution=5e-4
+    )
+    if quality is None:
         raise BudgetError(
-            f"the {codec.name} prior needs at least {size_at(knob(lo))} bytes at its lowest "
-            f"quality but its share of the budget is {target_bytes} bytes; lower the ratio, "
-            "raise the prior fraction or use the field mode",
+            f"the {codec.name} prior needs at least {size_at(codec.snap(0.0))} bytes at its "
+            f"lowest quality but its share of the budget is {target_bytes} bytes; lower the "
+            "ratio, raise the prior fraction or use the field mode",
             float("nan"),
         )
-    if size_at(knob(hi)) <= target_bytes:
-        lo = hi
-    else:
-        for _ in range(16):
-            mid = knob((lo + hi) / 2)
-            if mid in (lo, hi):
-                break
-            if size_at(mid) <= target_bytes:
-                lo = mid
-            else:
-                hi = mid
-            if hi - lo < 2e-3:
-                break
-    tiles = encoded[knob(lo)]
+    tiles = encoded[quality]
     section = _pack(tiles)
     info: dict[str, Any] = {
         "codec": codec.name,
@@ -569,7 +244,7 @@ def encode_prior(
         "tile": list(tiling.tile),
         "planes": tiling.planes,
         "bits": bits,
-        "quality": round(knob(lo), 5),
+        "quality": round(quality, 5),
         "scale": 1.0,
     }
     decoder = PriorDecoder(layout, info, section)
@@ -681,15 +356,20 @@ class PriorDecoder:
     Raises
     ------
     InifFormatError
-        If ``info`` or the section is inconsistent; ``ValueError`` if the codec is not
-        available here (naming the available ones).
+        If ``info`` or the section is inconsistent, or the file's codec is unknown or not
+        available here (saying what to install).
     """
 
     def __init__(self, layout: Layout, info: dict[str, Any], section: bytes):
         self.tiling, self.bits, self.scale, self._starts = check_section(layout, info, section)
-        self.codec = get_prior(str(info["codec"]))
+        name = str(info["codec"])
+        if name not in CODECS:
+            known = ", ".join(CODECS.names())
+            raise InifFormatError(f"this file needs the unknown codec {name!r} (known: {known})")
+        self.codec: ClassicCodec = CODECS[name]
+        if not self.codec.available():
+            raise InifFormatError(f"this file needs the {name} codec: {self.codec.install}")
         self.layout = layout
-        self._dtype = np.dtype(np.uint8 if self.bits == 8 else np.uint16)
         self._section = section
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
@@ -708,12 +388,10 @@ class PriorDecoder:
         data = self._section[self._starts[key] : self._starts[key + 1]]
         shape = self.tiling.shape_of(pb, ty, tx)
         try:
-            ints = self.codec.decode(data, shape, self._dtype, self.bits)
-        except (ValueError, RuntimeError) as exc:
+            ints = self.codec.decode(data, shape, self.bits)
+        except InifFormatError as exc:
             raise InifFormatError(f"prior tile {key} does not decode: {exc}") from None
-        if ints.shape != shape:
-            raise InifFormatError(f"prior tile {key} decodes to {ints.shape}, not {shape}")
-        values = _from_ints(ints, self.bits)
+        values = from_ints(ints, self.bits)
         with self._lock:
             self.tiles_decoded.add(key)
             self._cache[key] = values
