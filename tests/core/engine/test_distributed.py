@@ -83,7 +83,7 @@ def test_grouped_tasks_fit_like_one_batch(cells_tyx):
     groups = group_blocks(header, TASK)
     assert len(groups) >= 3 and sorted(b for g in groups for b in g) == list(range(grid.n_blocks))
     assert all(len({header.widths[b] for b in g}) == 1 for g in groups)
-    got = drive(fit_weights(source, header, CONFIG, task_voxels=TASK))["weights"]
+    got = drive(fit_weights(source, header, CONFIG, task_voxels=TASK)).weights
 
     norm = normalise(header.layout.to_canonical(cells_tyx))[0]
     together = BlockFitter(
@@ -241,8 +241,8 @@ def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
         # Float weights, before the global quantiser: equal within float tolerance.
         w_remote = drive(fit_weights(source, h, CONFIG, client=client, task_voxels=TASK))
         w_local = drive(fit_weights(source, h, CONFIG, task_voxels=TASK))
-        for block, tensors in w_local["weights"].items():
-            for a, b in zip(tensors, w_remote["weights"][block], strict=True):
+        for block, tensors in w_local.weights.items():
+            for a, b in zip(tensors, w_remote.weights[block], strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
         # A task that fails is retried (each worker process fails its first read once).
@@ -253,8 +253,8 @@ def test_local_cluster_equals_single_process(cells_zarr, tmp_path):
         pickle.dumps(flaky)
         again = drive(fit_weights(flaky, h, CONFIG, client=client, task_voxels=TASK))
         assert list(tmp_path.glob("failed.*"))
-        for block, tensors in w_local["weights"].items():
-            np.testing.assert_allclose(tensors[0], again["weights"][block][0], rtol=1e-4, atol=1e-5)
+        for block, tensors in w_local.weights.items():
+            np.testing.assert_allclose(tensors[0], again.weights[block][0], rtol=1e-4, atol=1e-5)
 
         # Closing the generator cancels the pending tasks; nothing is left on the cluster.
         gen = fit_source(

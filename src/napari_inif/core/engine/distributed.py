@@ -66,7 +66,9 @@ from napari_inif.core.layout import Layout
 from napari_inif.core.metrics.quality import Quality, QualityAccumulator, ssim
 
 __all__ = [
+    "BlockFit",
     "BlockStats",
+    "FittedBlocks",
     "SourcePlan",
     "block_box",
     "cluster",
@@ -97,6 +99,25 @@ class BlockStats:
     block_std: np.ndarray
 
 
+@dataclass
+class BlockFit:
+    """What one task returns: its blocks' float32 folded weights and how the fit went."""
+
+    weights: dict[int, list[np.ndarray]]
+    mse: float
+    device: str
+    seconds: float
+
+
+@dataclass
+class FittedBlocks:
+    """All blocks' weights (:func:`fit_weights`), the devices used and the task count."""
+
+    weights: dict[int, list[np.ndarray]]
+    devices: list[str]
+    tasks: int
+
+
 @dataclass(frozen=True)
 class SourcePlan:
     """A source's plan: the header to fit (without fit results) and its statistics."""
@@ -108,6 +129,12 @@ class SourcePlan:
     def header(self) -> FieldHeader:
         """The header the blocks are fitted against."""
         return replace(self.plan.header, fit={})
+
+
+def _phase(config: CompressionConfig, start: float, phase: str) -> Progress:
+    """A progress report of a phase after the fit (no step loss to report)."""
+    nan = float("nan")
+    return Progress(config.steps, config.steps, nan, nan, time.perf_counter() - start, 0.0, phase)
 
 
 # --- block geometry ------------------------------------------------------------------
@@ -185,7 +212,7 @@ def _fit_steps(
     header: FieldHeader,
     config: CompressionConfig,
     blocks: Sequence[int],
-) -> Generator[float, None, dict[str, Any]]:
+) -> Generator[float, None, BlockFit]:
     """Fit ``blocks`` reading only their pixels; yields the MSE after every step."""
     layout, grid = header.layout, header.grid
     device = pick_device(config.device)
@@ -201,12 +228,7 @@ def _fit_steps(
         mse = fitter.step(step / config.steps)
         yield mse
     fitter.finish()
-    return {
-        "weights": fitter.weights(),
-        "mse": mse,
-        "device": device.type,
-        "seconds": time.perf_counter() - start,
-    }
+    return BlockFit(fitter.weights(), mse, device.type, time.perf_counter() - start)
 
 
 def _fit_task(
@@ -215,7 +237,7 @@ def _fit_task(
     config: CompressionConfig,
     blocks: Sequence[int],
     torch_threads: int | None = None,
-) -> dict[str, Any]:
+) -> BlockFit:
     """One Dask task: fit ``blocks`` to the end; float32 weights per block and stats."""
     if torch_threads:
         import torch
@@ -372,10 +394,10 @@ def fit_weights(
     task_voxels: int = TASK_VOXELS,
     torch_threads: int | None = None,
     _shared_source: Any = None,
-) -> Generator[Progress, None, dict[str, Any]]:
+) -> Generator[Progress, None, FittedBlocks]:
     """Fit every block of ``header``; yields ``"fit"`` progress.
 
-    Returns ``{"weights": {block: [float32 tensors]}, "devices": [...], "tasks": n}``.
+    Returns the :class:`FittedBlocks`.
     ``Progress.step`` counts steps as if all blocks were fitted together.
     """
     n_blocks = header.grid.n_blocks
@@ -405,21 +427,21 @@ def fit_weights(
                     break
                 block_steps += len(blocks)
                 yield report(mse)
-            weights.update(result["weights"])
-            devices.add(result["device"])
-            sq_err += result["mse"] * len(blocks)
+            weights.update(result.weights)
+            devices.add(result.device)
+            sq_err += result.mse * len(blocks)
     else:
         shared = _shared(client, source) if _shared_source is None else _shared_source
         args = [(shared, header, config, blocks, torch_threads) for blocks in groups]
         for item in _run_tasks(client, _fit_task, args, "fit"):
             if item is not None:
                 i, result = item
-                weights.update(result["weights"])
-                devices.add(result["device"])
-                sq_err += result["mse"] * len(groups[i])
+                weights.update(result.weights)
+                devices.add(result.device)
+                sq_err += result.mse * len(groups[i])
                 block_steps += len(groups[i]) * steps
             yield report()
-    return {"weights": weights, "devices": sorted(devices), "tasks": len(groups)}
+    return FittedBlocks(weights, sorted(devices), len(groups))
 
 
 def fit_source(
@@ -507,17 +529,9 @@ def fit_source(
             _shared_source=shared,
         )
         n_blocks = header.grid.n_blocks
-        yield Progress(
-            config.steps,
-            config.steps,
-            float("nan"),
-            float("nan"),
-            time.perf_counter() - start,
-            0.0,
-            "quantise",
-        )
-        flat = flat_weights(fitted["weights"], n_blocks)
-        del fitted["weights"]
+        yield _phase(config, start, "quantise")
+        flat = flat_weights(fitted.weights, n_blocks)
+        fitted.weights = {}  # the flat list holds them now
         q, payload = rate_control(
             flat, source_plan.plan.payload_budget, header.tensor_kinds(), per_block=2 * header.depth
         )
@@ -532,7 +546,7 @@ def fit_source(
         if client is not None and shared is not source:
             with contextlib.suppress(Exception):
                 client.cancel([shared])
-    devices = fitted["devices"]
+    devices = fitted.devices
     device = devices[0] if len(devices) == 1 else "+".join(devices)
     seconds = time.perf_counter() - start
     record = fit_record(
@@ -542,7 +556,7 @@ def fit_source(
         device=device,
         metrics=metrics,
         engine=engine,
-        tasks=fitted["tasks"],
+        tasks=fitted.tasks,
     )
     encoded = encoded.with_header(encoded.header.with_fit(**record))
     psnr = metrics.psnr if metrics else float("nan")
@@ -574,15 +588,7 @@ def _stream_quality(
         if item is not None:
             part = item[1]  # the SSIM sum is voxel-weighted: its weight is n
             total.merge(part["sse"], part["n"], part["max_error"], part["ssim"], part["n"])
-        yield Progress(
-            config.steps,
-            config.steps,
-            float("nan"),
-            float("nan"),
-            time.perf_counter() - start,
-            0.0,
-            "quality",
-        )
+        yield _phase(config, start, "quality")
     return total.result()
 
 

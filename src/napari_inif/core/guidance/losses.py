@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_inif.core.config import CompressionConfig
 from napari_inif.core.guidance.segmentation import (
     Agreement,
     estimate_diameter,
@@ -117,17 +118,16 @@ class GuidanceSettings:
     every: int | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> GuidanceSettings:
-        """Read the ``guidance*`` fields of a config (missing ones keep their default)."""
-        get = lambda key, default: getattr(config, key, default)  # noqa: E731
+    def from_config(cls, config: CompressionConfig) -> GuidanceSettings:
+        """The ``guidance*`` fields of a config."""
         return cls(
-            name=get("guidance", "none"),
-            weight=float(get("guidance_weight", 1.0)),
-            model=get("guidance_model", None) or None,
-            diameter=get("guidance_diameter", None),
-            channel=int(get("guidance_channel", 0)),
-            patch=get("guidance_patch", None),
-            every=get("guidance_every", None),
+            name=config.guidance,
+            weight=float(config.guidance_weight),
+            model=config.guidance_model or None,
+            diameter=config.guidance_diameter,
+            channel=int(config.guidance_channel),
+            patch=config.guidance_patch,
+            every=config.guidance_every,
         )
 
 
@@ -542,7 +542,7 @@ def guidance_names() -> list[str]:
 
 
 def make_guidance(
-    settings: GuidanceSettings | Any,
+    settings: GuidanceSettings | CompressionConfig,
     image: np.ndarray,
     device: torch.device,
     seed: int = 0,

@@ -42,6 +42,7 @@ from napari_inif.core.classic import (
     search_quality,
     to_ints,
 )
+from napari_inif.core.config import CompressionConfig
 from napari_inif.core.errors import BudgetError, InifFormatError
 from napari_inif.core.layout import Layout
 from napari_inif.core.registry import CODECS
@@ -253,14 +254,15 @@ def encode_prior(
     return Prior(section, info, decoded, decoder)
 
 
-def prepare(norm: np.ndarray, layout: Layout, config: Any) -> Prior | None:
-    """The prior for a :class:`~.config.CompressionConfig`, or ``None`` in field mode.
+def prepare(norm: np.ndarray, layout: Layout, config: CompressionConfig) -> Prior | None:
+    """The prior for a :class:`~napari_inif.core.config.CompressionConfig`, or ``None`` in
+    field mode.
 
     The prior's share of the budget ``raw bytes / ratio`` is ``prior_fraction``; the
     automatic split (``None``) gives it :data:`AUTO_PRIOR_FRACTION` but always leaves
     the field room for a small network and the header.
     """
-    if getattr(config, "mode", "field") != "hybrid":
+    if config.mode != "hybrid":
         return None
     budget = layout.raw_bytes / config.ratio
     if config.prior_fraction is not None:
