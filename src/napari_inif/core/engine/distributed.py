@@ -257,7 +257,7 @@ def _quality_task(
     weights: dict[int, list[np.ndarray]],
     data_range: float,
     plane_axes: int,
-) -> dict[str, float]:
+) -> QualityAccumulator:
     """Squared error, max error and voxel-weighted SSIM of the decoded ``weights`` blocks."""
     layout, grid = header.layout, header.grid
     per = 2 * header.depth
@@ -265,22 +265,26 @@ def _quality_task(
     for block, tensors in weights.items():
         flat[block * per : (block + 1) * per] = tensors
     decoded = InifArray(FieldDecoder(header, flat))
-    out = {"sse": 0.0, "n": 0.0, "max_error": 0.0, "ssim": 0.0}
+    out = QualityAccumulator(data_range, np.dtype(layout.dtype))
     for block in weights:
         box = block_box(layout, grid, block)
         a = layout.to_canonical(source.read(box)).astype(np.float64)
         b = layout.to_canonical(decoded[box]).astype(np.float64)
         diff = a - b
-        out["sse"] += float(np.square(diff).sum())
-        out["n"] += diff.size
-        out["max_error"] = max(out["max_error"], float(np.abs(diff).max()))
         s = ssim(
             np.moveaxis(a, -1, 0),
             np.moveaxis(b, -1, 0),
             plane_axes=plane_axes,
             data_range=data_range,
         )
-        out["ssim"] += s * diff.size
+        # the SSIM sum is voxel-weighted: a block's weight is its number of values
+        out.merge(
+            float(np.square(diff).sum()),
+            diff.size,
+            float(np.abs(diff).max()),
+            s * diff.size,
+            diff.size,
+        )
     return out
 
 
@@ -586,8 +590,8 @@ def _stream_quality(
     total = QualityAccumulator(data_range, np.dtype(header.layout.dtype))
     for item in _run_tasks(client, _quality_task, args, "quality"):
         if item is not None:
-            part = item[1]  # the SSIM sum is voxel-weighted: its weight is n
-            total.merge(part["sse"], part["n"], part["max_error"], part["ssim"], part["n"])
+            part = item[1]
+            total.merge(part.sse, part.n, part.max_error, part.ssim_sum, part.ssim_weight)
         yield _phase(config, start, "quality")
     return total.result()
 
