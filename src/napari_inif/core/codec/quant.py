@@ -24,6 +24,7 @@ lands on the asked size whatever the weights' statistics are.
 from __future__ import annotations
 
 import lzma
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,7 +131,7 @@ def decode_payload(
     halves = tuple(int(h) for h in halves)
     if len(halves) != len(shapes) or not all(1 <= h <= MAX_HALF for h in halves):
         raise ValueError("quantiser half-ranges out of range or not one per tensor")
-    n_values = sum(int(np.prod(s)) for s in shapes)
+    n_values = sum(math.prod(s) for s in shapes)
     if n_values > MAX_EXPANSION * max(len(payload), 1):
         raise ValueError(
             f"header declares {n_values} weights but the payload holds only {len(payload)} bytes"
@@ -138,25 +139,47 @@ def decode_payload(
     expected = 2 * len(shapes) + 2 * n_values
     dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_FILTERS)
     body = dec.decompress(payload, max_length=expected + 1)
-    if len(body) != expected or (not dec.eof and dec.needs_input):
+    if len(body) != expected:
         raise ValueError(
             f"payload holds {len(body)} bytes after decoding, header implies {expected}"
         )
+    if not dec.eof:  # the stream must end exactly here (its end marker) ...
+        dec.decompress(b"", max_length=1)
+        if not dec.eof:
+            raise ValueError("payload stream does not end where the header says")
+    if dec.unused_data:  # ... with nothing after it
+        raise ValueError(f"{len(dec.unused_data)} bytes of trailing data after the payload")
     scales = np.frombuffer(body[: 2 * len(shapes)], "<f2").astype(np.float16)
     if not np.all(np.isfinite(scales)):
         raise ValueError("payload has non-finite quantiser scales")
-    ints = body[2 * len(shapes) :]
-    planes = np.frombuffer(ints, np.uint8).reshape(2, n_values)
-    flat = _unzigzag(np.ascontiguousarray(planes.T).view("<u2").ravel())
+    flat = _unshuffle(memoryview(body)[2 * len(shapes) :], n_values)
+    del body
+    sizes = [math.prod(s) for s in shapes]
+    peak = int(np.max(np.abs(flat, dtype=np.int32))) if n_values else 0  # |-32768| fits int32
+    if peak > min(halves, default=MAX_HALF):  # rare: check tensor by tensor
+        at = 0
+        for n, half in zip(sizes, halves, strict=True):
+            if n and int(np.max(np.abs(flat[at : at + n], dtype=np.int32))) > half:
+                raise ValueError("payload has values outside the quantiser range")
+            at += n
     values, at = [], 0
-    for s, half in zip(shapes, halves, strict=True):
-        n = int(np.prod(s))
-        v = flat[at : at + n].reshape(s)
-        if v.size and int(np.max(np.abs(v))) > half:
-            raise ValueError("payload has values outside the quantiser range")
-        values.append(v)
+    for s, n in zip(shapes, sizes, strict=True):
+        values.append(flat[at : at + n].reshape(s))  # views: no copy per tensor
         at += n
     return QuantisedWeights(halves, scales, values)
+
+
+def _unshuffle(ints: memoryview, n: int) -> np.ndarray:
+    """int16 values from their byte-shuffled zigzag codes, with few temporaries."""
+    planes = np.frombuffer(ints, np.uint8).reshape(2, n)
+    codes = planes[1].astype(np.uint16)
+    codes <<= 8
+    codes |= planes[0]
+    sign = codes & 1  # zigzag: even codes are c / 2, odd ones -(c + 1) / 2 = ~(c >> 1)
+    codes >>= 1
+    np.negative(sign.view(np.int16), out=sign.view(np.int16))
+    codes ^= sign
+    return codes.view(np.int16)
 
 
 def _zigzag(values: np.ndarray) -> np.ndarray:
