@@ -240,3 +240,14 @@ def test_info_escapes_control_characters(tmp_path, capsys):
     assert "\\x1b]0;owned\\x07\\x1b[2J" in out and "\\ud800" in out
     assert main(["info", "--json", str(path)]) == 0
     assert "\x1b" not in capsys.readouterr().out
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    import napari_inif.cli as cli
+
+    def interrupted_import():  # e.g. Ctrl-C while torch is being imported
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted_import)
+    assert main(["info", "x.inif"]) == 130
+    assert "cancelled" in _error_line(capsys)

@@ -224,6 +224,8 @@ class FieldHeader:
         lo, hi = floats(obj["lo"], "lo"), floats(obj["hi"], "hi")
         if len(lo) != layout.channels or len(hi) != layout.channels:
             raise InifFormatError("intensity range does not match the channel count")
+        if any(not -1e38 <= a <= b <= 1e38 for a, b in zip(lo, hi, strict=True)):
+            raise InifFormatError("intensity range must have lo <= hi within float32 range")
         grid_counts = ints(obj["grid"], "grid")
         if len(grid_counts) != len(layout.coord_axes):
             raise InifFormatError("block grid does not match the coordinate axes")
