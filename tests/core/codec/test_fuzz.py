@@ -196,3 +196,20 @@ def test_axes_must_be_upper_case_letters(axes):
     head = _header(axes=axes)
     with pytest.raises(InifFormatError):
         Encoded._from_parts(head, _zeros_payload(6, 105), None)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1G", 1 << 30), ("512MiB", 512 << 20), (" 64k ", 64 << 10), ("1e9", 10**9), (4096, 4096)],
+)
+def test_decode_budget_values(text, value, monkeypatch):
+    from napari_inif.core.codec.decode import DEFAULT_DECODE_BUDGET, decode_budget
+
+    assert decode_budget(text) == value
+    monkeypatch.setenv("INIF_DECODE_BUDGET", str(text))
+    assert decode_budget() == value
+    monkeypatch.delenv("INIF_DECODE_BUDGET")
+    assert decode_budget() == DEFAULT_DECODE_BUDGET == 1 << 30
+    for bad in ("lots", "0", "-5G"):
+        with pytest.raises(ValueError, match="budget"):
+            decode_budget(bad)
