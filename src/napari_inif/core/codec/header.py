@@ -16,6 +16,8 @@ __all__ = ["MAX_PARAMS", "MAX_VOXELS", "FieldHeader", "from_json_safe", "json_sa
 MAX_VOXELS = 1 << 48
 MAX_PARAMS = 1 << 31
 MAX_BLOCKS = 1 << 20
+#: Payload bytes a block takes at least (see :meth:`FieldHeader.from_json`).
+MIN_BLOCK_BYTES = 8
 #: Non-finite numbers (an exact fit's PSNR is ``inf``) are stored in ``fit`` as these
 #: strings, since JSON has no infinities; reading turns them back into floats.
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -180,12 +182,15 @@ class FieldHeader:
 
         With ``payload_bytes`` (the body's size), counts are also checked against what
         that many bytes can plausibly hold before anything is built from them: at most one
-        block per byte (real blocks take tens of bytes).
+        block per :data:`MIN_BLOCK_BYTES` (the smallest network a writer makes, width 8 and
+        depth 3, stores ~100 weights and 6 float16 scales: over 30 bytes).
         """
         try:
             if payload_bytes is not None:
                 widths = obj.get("widths")
-                if isinstance(widths, list) and len(widths) > max(payload_bytes, 1):
+                if isinstance(widths, list) and len(widths) * MIN_BLOCK_BYTES > max(
+                    payload_bytes, MIN_BLOCK_BYTES
+                ):
                     raise InifFormatError(
                         f"header declares {len(widths)} blocks but the file holds only "
                         f"{payload_bytes} payload bytes"
