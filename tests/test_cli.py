@@ -1,9 +1,15 @@
 """The ``inif`` command, run in-process as a user would type it."""
 
+import errno
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 
+import napari_inif
 from napari_inif.cli import main
 from napari_inif.core import load
 
@@ -38,7 +44,22 @@ def test_compress_info_decompress(stack_tif, tmp_path, capsys):
     roi = tifffile.imread(tif)
     np.testing.assert_array_equal(roi, enc.array()[1:3, 10:20, 5:25])
 
-    assert main(["decompress", str(out), "-o", str(tif), "--roi", "10:20,5:25", "--zoom", "2"]) == 0
+    assert (
+        main(
+            [
+                "decompress",
+                str(out),
+                "-o",
+                str(tif),
+                "--roi",
+                "10:20,5:25",
+                "--zoom",
+                "2",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert tifffile.imread(tif).shape == (6, 20, 40)
 
 
@@ -199,3 +220,141 @@ def test_progress_off_a_terminal_is_a_few_plain_lines():
     lines = text.splitlines()
     assert len(lines) == 2, lines  # the first step, then the phase change
     assert lines[0].startswith("fit: step 1/400") and lines[1].startswith("done: step 400/400")
+
+
+# --------------------------------------------------------------- issue 17: never lose data
+SAMPLE_INIF = Path(napari_inif.__file__).parent / "_data" / "cancer_cells_TYX.inif"
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """``stack.tif`` (the user's original) next to ``stack.inif`` made from it."""
+    original = tmp_path / "stack.tif"
+    tifffile.imwrite(original, np.arange(16 * 130 * 130, dtype=np.uint16).reshape(16, 130, 130))
+    encoded = tmp_path / "stack.inif"
+    encoded.write_bytes(SAMPLE_INIF.read_bytes())
+    return original, encoded
+
+
+def test_decompress_default_output_never_replaces_the_original(pair, capsys):
+    original, encoded = pair
+    before = original.read_bytes()
+    assert main(["decompress", str(encoded), "--roi", "0:2,0:8,0:8"]) == 0
+    assert original.read_bytes() == before
+    decoded = original.with_name("stack.decoded.tif")
+    assert tifffile.imread(decoded).shape == (2, 8, 8)
+    capsys.readouterr()
+    # Again: the decoded file now exists, and is not replaced without --overwrite.
+    assert main(["decompress", str(encoded), "--roi", "0:1,0:8,0:8"]) == 2
+    line = _error_line(capsys)
+    assert "exists" in line and "--overwrite" in line
+    assert tifffile.imread(decoded).shape == (2, 8, 8)
+    assert main(["decompress", str(encoded), "--roi", "0:1,0:8,0:8", "--overwrite"]) == 0
+    assert tifffile.imread(decoded).shape == (1, 8, 8)
+    assert original.read_bytes() == before
+
+
+def test_decompress_onto_an_existing_file_or_its_input_changes_nothing(pair, capsys):
+    original, encoded = pair
+    before, inif = original.read_bytes(), encoded.read_bytes()
+    assert main(["decompress", str(encoded), "-o", str(original), "--roi", "0:1,0:8,0:8"]) == 2
+    assert "exists" in _error_line(capsys)
+    assert main(["decompress", str(encoded), "-o", str(encoded), "--overwrite"]) == 2
+    assert "overwrite the input" in _error_line(capsys)
+    assert original.read_bytes() == before and encoded.read_bytes() == inif
+    assert sorted(p.name for p in original.parent.iterdir()) == ["stack.inif", "stack.tif"]
+
+
+def test_compress_refuses_an_existing_output_before_fitting(pair, capsys):
+    original, encoded = pair
+    inif = encoded.read_bytes()
+    t0 = time.perf_counter()
+    assert main(["compress", str(original), "--steps", "40", "--quiet"]) == 2
+    assert time.perf_counter() - t0 < 1.0
+    line = _error_line(capsys)
+    assert "stack.inif exists" in line and "--overwrite" in line
+    assert encoded.read_bytes() == inif
+
+
+def test_unwritable_output_fails_within_a_second_before_fitting(
+    pair, tmp_path, capsys, monkeypatch
+):
+    original, _ = pair
+    # Tests run as root, where chmod does not stop writes: a folder that is a file does.
+    under_a_file = tmp_path / "stack.tif" / "out.inif"
+    t0 = time.perf_counter()
+    assert main(["compress", str(original), "-o", str(under_a_file), "--quiet"]) == 2
+    assert time.perf_counter() - t0 < 1.0
+    assert "out.inif" in _error_line(capsys)
+    # A read-only or full folder, simulated where the probe file is made: the message
+    # names the path (disk full does not by itself) and comes before any fitting.
+    real_open = os.open
+
+    def refusing(path, flags, *a, **k):
+        if str(path).endswith(".probe"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", refusing)
+    out = tmp_path / "full" / "out.inif"
+    out.parent.mkdir()
+    t0 = time.perf_counter()
+    assert main(["compress", str(original), "-o", str(out), "--quiet"]) == 2
+    assert time.perf_counter() - t0 < 1.0
+    line = _error_line(capsys)
+    assert str(out) in line and "No space left" in line
+    assert list(out.parent.iterdir()) == []
+
+
+def test_ctrl_c_while_writing_prints_one_line_and_leaves_no_file(pair, capsys, monkeypatch):
+    original, encoded = pair
+
+    def interrupted(path, *a, **k):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tifffile, "imwrite", interrupted)
+    assert main(["decompress", str(encoded), "--roi", "0:1,0:8,0:8"]) == 130
+    assert "cancelled" in _error_line(capsys)
+    assert sorted(p.name for p in original.parent.iterdir()) == ["stack.inif", "stack.tif"]
+
+
+def test_hostile_file_is_one_line_exit_2(tmp_path, capsys):
+    from napari_inif.core.codec.container import pack, unpack
+
+    header, body = unpack(SAMPLE_INIF.read_bytes())
+    huge = tmp_path / "huge.inif"  # 2^46 voxels declared in an 8 KB file
+    huge.write_bytes(pack({**header, "shape": [1 << 14, 1 << 16, 1 << 16]}, body))
+    assert main(["decompress", str(huge)]) == 2
+    line = _error_line(capsys)
+    assert "budget" in line and "--roi" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.inif"]
+    assert main(["info", str(huge)]) == 0
+
+
+def test_info_escapes_control_characters(tmp_path, capsys):
+    from napari_inif.core.codec.container import pack, unpack
+
+    header, body = unpack(SAMPLE_INIF.read_bytes())
+    evil = {"architecture": "\x1b]0;owned\x07\x1b[2J", "device": "\ud800"}
+    header = {**header, "fit": {**header["fit"], **evil}}
+    path = tmp_path / "evil.inif"
+    path.write_bytes(pack(header, body))
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in out and "\\ud800" in out
+    assert main(["info", "--json", str(path)]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    import napari_inif.cli as cli
+
+    def interrupted_import():  # e.g. Ctrl-C while torch is being imported
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted_import)
+    assert main(["info", "x.inif"]) == 130
+    assert "cancelled" in _error_line(capsys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,28 @@ def test_a_plain_layer_is_fitted_with_the_recorded_settings(tmp_path):
     assert encoded.header.fit["steps"] == 5
     assert encoded.ratio == pytest.approx(8.0, rel=0.1)
     assert ENCODED_KEY not in meta["metadata"]
+
+
+def test_an_appended_suffix_never_replaces_a_file_unasked(tmp_path, monkeypatch):
+    # napari's dialog confirmed "out", not the "out.inif" the writer makes of it.
+    import napari_inif._writer as writer
+
+    encoded = load(Path(writer.__file__).parent / "_data" / "cancer_cells_TYX.inif")
+    data, meta, _ = decoded_layer_data(encoded, name="cells")
+    existing = tmp_path / "out.inif"
+    existing.write_bytes(b"the user's file")
+    monkeypatch.setattr(writer, "_confirm_replace", lambda path: False)
+    with pytest.raises(writer.SaveCancelled):
+        write_image(str(tmp_path / "out"), data, meta)
+    assert existing.read_bytes() == b"the user's file"
+    monkeypatch.setattr(writer, "_confirm_replace", lambda path: True)
+    write_image(str(tmp_path / "out"), data, meta)
+    assert load(existing).to_bytes() == encoded.to_bytes()
+
+
+def test_an_unwritable_folder_fails_before_fitting(tmp_path, monkeypatch):
+    monkeypatch.setattr("napari_inif.core.engine.local.fit", lambda *a, **k: pytest.fail("fit"))
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    with pytest.raises(OSError, match=r"out\.inif"):
+        write_image(str(blocker / "out.inif"), np.zeros((32, 32), np.uint8), {})

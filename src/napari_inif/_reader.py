@@ -65,6 +65,8 @@ def read_layers(path: Any) -> list[LayerData]:
             layers += read_inif(p)
         except (ValueError, OSError) as exc:  # InifFormatError is a ValueError
             _notify_error(f"Cannot open {Path(p).name}: {exc}")
+        except MemoryError:
+            _notify_error(f"Cannot open {Path(p).name}: out of memory")
     # napari's "read, but nothing to add" sentinel: no second reader, no traceback.
     return layers or [(None,)]  # type: ignore[list-item]
 

@@ -12,6 +12,13 @@ progress dialog (step, PSNR, time left) that keeps the window painted and has a 
 button; cancelling raises :class:`SaveCancelled` and writes nothing.  Without Qt (scripts,
 ``npe2`` calls) the fit simply runs.  The Compress widget stays the way to compress in the
 background while working on.
+
+Replacing files: napari's Save dialog (``QFileDialog.getSaveFileName`` without
+``DontConfirmOverwrite``) already asks before replacing the name the user typed.  It does
+not know that this writer appends ``.inif`` to a name without it, so when that longer name
+exists the writer asks itself (a Qt question on the GUI thread; refused without Qt).  The
+target folder is checked to be writable before fitting, so a read-only or missing folder
+is reported at once, not after the fit.
 """
 
 from __future__ import annotations
@@ -36,11 +43,16 @@ class SaveCancelled(RuntimeError):
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer to ``path`` (``.inif`` is appended if missing)."""
+    from napari_inif.core.codec.container import check_writable
+
     from ._layers import ENCODED_KEY, layer_image
     from .core import CompressionConfig
 
     if not path.lower().endswith(".inif"):
-        path += ".inif"
+        path += ".inif"  # a name the Save dialog did not confirm replacing
+        if os.path.exists(path) and not _confirm_replace(path):
+            raise SaveCancelled(f"{path} exists and was not replaced")
+    check_writable(path)  # before a fit of minutes, not after it
     metadata = meta.get("metadata") or {}
     encoded = metadata.get(ENCODED_KEY)
     if encoded is None:
@@ -63,6 +75,24 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         encoded = _drive_with_progress(fitting, f"Compressing {name} to {os.path.basename(path)}")
     encoded.save(path)
     return [path]
+
+
+def _confirm_replace(path: str) -> bool:
+    """Ask whether to replace ``path`` (GUI thread with Qt); ``False`` when nobody can be
+    asked."""
+    app = _qt_application()
+    if app is None:
+        return False
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(
+        None,
+        "napari-inif: replace file?",
+        f"{path} already exists.\nReplace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def _drive_with_progress(fitting: Generator[Any, None, Any], title: str) -> Any:

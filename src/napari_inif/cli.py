@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ def _parser(config_cls: type | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="fit an image into a field and save it as .inif")
     c.add_argument("input", help="TIFF / OME-TIFF, Zarr / OME-Zarr directory (or .npy) image")
     c.add_argument("-o", "--output", help="output .inif (default: INPUT with .inif)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     c.add_argument("--axes", default=None, help="axes of the input, e.g. TZYX (default: file)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument(
@@ -55,7 +58,10 @@ def _parser(config_cls: type | None = None) -> argparse.ArgumentParser:
 
     d = sub.add_parser("decompress", help="decode an .inif file (or a region of it) to TIFF")
     d.add_argument("input", help=".inif file")
-    d.add_argument("-o", "--output", help="output TIFF (default: INPUT with .tif)")
+    d.add_argument(
+        "-o", "--output", help="output TIFF (default: INPUT.decoded.tif, never the original)"
+    )
+    d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     d.add_argument(
         "--roi",
         default=None,
@@ -170,37 +176,68 @@ def _flag_help(s) -> str:  # s: Setting
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
-    from .core import BudgetError, InifFormatError
+    """Run the CLI; returns the exit status.
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    Every error prints one line and exits 2: a bad file (``InifFormatError``, which also
+    covers decodes beyond the memory budget), a bad argument, an unwritable output.
+    Ctrl-C (or SIGTERM) at any moment prints one line, leaves no output file and exits
+    130.
+    """
+    previous = _sigterm_as_interrupt()
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error argparse has already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    args.argv = argv
-    handlers = {
-        "compress": _compress,
-        "decompress": _decompress,
-        "info": _info,
-        "demo": _demo,
-        "bench": _bench,
-    }
-    try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exc:  # --help, or a usage error argparse has already printed
+            return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        args.argv = argv
+        handlers = {
+            "compress": _compress,
+            "decompress": _decompress,
+            "info": _info,
+            "demo": _demo,
+            "bench": _bench,
+        }
         return handlers[args.command](args)
     except KeyboardInterrupt:
         print("inif: cancelled; no output written", file=sys.stderr)
         return EXIT_CANCELLED
-    except (
-        BudgetError,
-        InifFormatError,
-        FileNotFoundError,
-        ValueError,
-        OSError,
-        ImportError,
-    ) as exc:
-        print(f"inif: error: {exc}", file=sys.stderr)
+    except MemoryError:
+        print("inif: error: out of memory", file=sys.stderr)
         return EXIT_ERROR
+    except (ValueError, OSError, ImportError) as exc:  # InifFormatError is a ValueError
+        print(f"inif: error: {_printable(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():  # -> previous handler or None
+    """Let ``kill`` (SIGTERM) clean up like Ctrl-C: temporary files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters, lone surrogates and other unprintable
+    characters escaped (``\\x1b``, ``\\ud800``): what a file says cannot drive the
+    terminal."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
 def _config(args: argparse.Namespace, config_cls: type | None = None):  # -> CompressionConfig
@@ -213,19 +250,24 @@ def _config(args: argparse.Namespace, config_cls: type | None = None):  # -> Com
 
 
 def _compress(args: argparse.Namespace) -> int:
+    from napari_inif.core.codec.container import check_writable
+
     from .core import read_image
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".inif")
-    if out.resolve() == src.resolve():
-        raise ValueError("the output would overwrite the input")
+    if _same_file(src, out):
+        raise ValueError(f"the output {out} would overwrite the input")
+    if not src.exists():
+        raise FileNotFoundError(f"no such file: {src}")
+    check_writable(out, overwrite=args.overwrite)  # before the fit, not after it
     if args.scheduler or args.workers or _is_zarr(src):
         return _compress_source(args, src, out)
     image = read_image(src)
     if args.axes:
         image = image._replace(axes=args.axes.upper())
     encoded = _run_fit(image, _config(args), quiet=args.quiet, name=src.name)
-    encoded.save(out)
+    encoded.save(out, overwrite=args.overwrite)
     print(_summary(encoded, out))
     return 0
 
@@ -261,7 +303,7 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
             torch_threads=threads,
         )
         encoded = drive(gen, None if args.quiet else _Progress())  # drive closes gen
-    encoded.save(out)
+    encoded.save(out, overwrite=args.overwrite)
     record = encoded.header.fit
     if "psnr" in record:
         print(_summary(encoded, out))
@@ -372,11 +414,18 @@ def _parse_roi(text: str, shape: tuple[int, ...], axes: list[int]) -> list[slice
 
 
 def _decompress(args: argparse.Namespace) -> int:
+    from napari_inif.core.codec.container import check_writable
+
     from .core import load, write_tiff
 
     src = Path(args.input)
-    out = Path(args.output) if args.output else src.with_suffix(".tif")
+    # Never next to the input under a name the original may have (stack.inif from
+    # stack.tif): the lossy decode must not replace a lossless original.
+    out = Path(args.output) if args.output else src.with_suffix(".decoded.tif")
+    if _same_file(src, out):
+        raise ValueError(f"the output {out} would overwrite the input")
     encoded = load(src)
+    check_writable(out, overwrite=args.overwrite)  # before decoding
     layout = encoded.header.layout
     arr = encoded.array()
     non_channel = [i for i in range(len(layout.shape)) if i != layout.channel_axis]
@@ -395,8 +444,8 @@ def _decompress(args: argparse.Namespace) -> int:
             for i, (s, n) in enumerate(zip(roi, layout.shape, strict=True))
         ]
     data = arr[tuple(roi)]
-    write_tiff(out, data, layout.axes)
-    print(f"wrote {out} {data.shape} {data.dtype}")
+    write_tiff(out, data, layout.axes, overwrite=args.overwrite)
+    print(_printable(f"wrote {out} {data.shape} {data.dtype}"))
     return 0
 
 
@@ -445,7 +494,7 @@ def _info(args: argparse.Namespace) -> int:
         )
     if h.metadata:
         lines.append(f"metadata    {json.dumps(h.metadata)}")
-    print("\n".join(lines))
+    print("\n".join(_printable(line) for line in lines))
     return 0
 
 

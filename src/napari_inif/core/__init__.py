@@ -26,6 +26,7 @@ _WHERE = {
     "BudgetError": "errors",
     "Cancelled": "errors",
     "CompressionConfig": "config",
+    "DecodeBudgetError": "errors",
     "Encoded": "codec.encoded",
     "FieldDecoder": "codec.decode",
     "Image": "io.image",
@@ -63,6 +64,7 @@ __all__ = [
     "BudgetError",
     "Cancelled",
     "CompressionConfig",
+    "DecodeBudgetError",
     "Encoded",
     "FieldDecoder",
     "Image",
@@ -114,7 +116,7 @@ if TYPE_CHECKING:
     from napari_inif.core.config import CompressionConfig
     from napari_inif.core.engine import Progress, compress, drive, fit, streamed_refusal
     from napari_inif.core.engine.distributed import fit_source
-    from napari_inif.core.errors import BudgetError, Cancelled, InifFormatError
+    from napari_inif.core.errors import BudgetError, Cancelled, DecodeBudgetError, InifFormatError
     from napari_inif.core.guidance.losses import guidance_names, guidance_summary
     from napari_inif.core.guidance.segmentation import Agreement, segmentation_agreement
     from napari_inif.core.io.image import Image, read_image, write_tiff

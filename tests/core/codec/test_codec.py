@@ -235,3 +235,19 @@ def test_finer_phases_beat_one_shared_quantiser_at_equal_size(nuclei_128):
         encoded = Encoded(header.with_halves(q.halves), q, payload)
         psnr[name] = quality(nuclei_128, encoded.array()[...]).psnr
     assert psnr["finer"] > psnr["shared"] + 0.4, psnr
+
+
+def test_a_constant_image_compresses_at_64x_and_decodes_exactly(tmp_path):
+    # An exact decode has PSNR = inf, which JSON cannot hold: it is stored as "inf".
+    data = np.full((128, 128), 1234, np.uint16)
+    enc = compress(data, CompressionConfig(ratio=64, steps=40, device="cpu"))
+    assert enc.ratio >= 64
+    assert enc.header.fit["psnr"] == float("inf") and enc.header.fit["max_error"] == 0
+    path = enc.save(tmp_path / "flat.inif")
+    back = load(path)
+    np.testing.assert_array_equal(np.asarray(back.array()), data)
+    assert back.header.fit["psnr"] == float("inf")
+    # A constant channel next to a varying one: exact where constant.
+    two = np.stack([np.full((64, 96), 7, np.uint8), np.arange(64 * 96).reshape(64, 96) % 251])
+    enc2 = compress(two.astype(np.uint8), CompressionConfig(ratio=8, steps=40), axes="CYX")
+    np.testing.assert_array_equal(np.asarray(enc2.array())[0], two[0])

@@ -178,3 +178,45 @@ def test_format_1_files_still_decode(valid_file):
     for key in ("first_half", "bias_half"):
         with pytest.raises(InifFormatError, match=f"quantiser {key}"):
             Encoded.from_bytes(_repack({**header, key: 0}, payload))
+
+
+@pytest.mark.parametrize("where", ["fdopen", "fsync", "replace", "link"])
+def test_interrupt_at_any_moment_of_an_atomic_write_leaves_no_file(tmp_path, monkeypatch, where):
+    target = tmp_path / "out.inif"
+    if where != "link":  # the no-overwrite path links a new file into place
+        target.write_bytes(b"old")
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, where, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, b"new", overwrite=where != "link")
+    if where == "link":
+        assert os.listdir(tmp_path) == []
+    else:
+        assert target.read_bytes() == b"old"
+        assert os.listdir(tmp_path) == ["out.inif"]
+
+
+def test_atomic_write_without_overwrite_never_replaces(tmp_path):
+    target = tmp_path / "out.inif"
+    write_atomic(target, b"first", overwrite=False)
+    with pytest.raises(FileExistsError, match=r"out\.inif exists"):
+        write_atomic(target, b"second", overwrite=False)
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["out.inif"]
+
+
+def test_a_full_disk_error_names_the_path(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "out.inif"
+    with pytest.raises(OSError, match=r"out\.inif") as info:
+        write_atomic(target, b"data")
+    assert info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []

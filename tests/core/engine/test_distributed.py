@@ -195,6 +195,7 @@ def test_cli_compresses_a_zarr_directory(cells_zarr, tmp_path, capsys):
                 "8",
                 "--no-quality",
                 "--quiet",
+                "--overwrite",
             ]
         )
         == 0

@@ -21,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_HEADER_BYTES",
     "InifFormatError",
+    "check_writable",
     "is_inif",
     "pack",
     "read_file",
@@ -68,6 +70,8 @@ def _inflate(data: bytes, limit: int) -> bytes:
         raise InifFormatError(f"header inflates to more than {limit} bytes")
     if not d.eof:
         raise InifFormatError("header is truncated")
+    if d.unused_data:
+        raise InifFormatError(f"{len(d.unused_data)} bytes of trailing data after the header")
     return out
 
 
@@ -155,24 +159,94 @@ def is_inif(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename.
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes | Callable[[str], object],
+    *,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and a rename; returns ``path``.
 
-    A failure or interruption leaves any existing file at ``path`` untouched and no
-    partial file under its name.
+    ``data`` is the bytes, or a function that writes the file at the path it is given
+    (e.g. a TIFF writer).  A failure or interruption (Ctrl-C included, at any moment)
+    leaves any existing file at ``path`` untouched and no file behind: the temporary
+    ``.NAME.XXXX.part`` name is chosen before the file is made, so an interrupt between
+    making it and knowing its name cannot strand it.  With ``overwrite=False`` an
+    existing ``path`` raises ``FileExistsError`` (also one appearing while writing).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; not replacing it")
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.part{path.suffix}")
+    made = False
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 would stick to the result
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        made = True
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: never replaces it
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists; not replacing it") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; not replacing it") from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+    except BaseException as exc:
+        if made or os.path.exists(tmp):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise _naming(exc, path) from None
         raise
+    return path
+
+
+def check_writable(
+    path: str | os.PathLike[str], *, overwrite: bool = True, nbytes: int = 0
+) -> Path:
+    """Fail now, before a long fit or decode, if ``path`` cannot be written.
+
+    Writes (and removes) a temporary file of ``nbytes`` bytes in the target folder, so a
+    missing, read-only or full folder is reported naming the path; ``overwrite=False``
+    also refuses an existing ``path``.  Raises ``OSError`` (``FileExistsError``, ...).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a file name")
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    probe = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bytes(nbytes))
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            os.unlink(probe)
+    except OSError as exc:
+        raise _naming(exc, path) from None
+    return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` re-made so that its message names ``path`` (disk full says no file)."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}")

@@ -11,6 +11,8 @@ evaluates arbitrary float coordinates.
 from __future__ import annotations
 
 import itertools
+import math
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,13 +20,51 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_inif.core.codec.header import FieldHeader
+from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 
 if TYPE_CHECKING:
     from napari_inif.core.hybrid.prior import PriorDecoder
 
-__all__ = ["FieldDecoder", "InifArray"]
+__all__ = ["DEFAULT_DECODE_BUDGET", "FieldDecoder", "InifArray", "decode_budget"]
 
 _CHUNK = 1 << 14  # points per forward pass: bounds decoder memory
+#: Bytes a decode may allocate unless ``INIF_DECODE_BUDGET`` or ``load(budget=)`` says.
+DEFAULT_DECODE_BUDGET = 1 << 30
+#: Bytes a decoded selection takes per output value at its peak: the float32 result,
+#: denormalising (float64 temporaries), the dtype cast and the reordering to the original
+#: axes (measured 20 bytes on 2D, 34 on a 4D stack; the network's
+#: inputs are made in chunks), and the prior's float32 interpolation in hybrid files.
+BYTES_PER_VALUE = 40
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def decode_budget(budget: int | str | None = None) -> int:
+    """The decode memory budget in bytes: ``budget`` if given, else ``INIF_DECODE_BUDGET``
+    (an integer with an optional ``K``/``M``/``G``/``T`` suffix, powers of 1024), else
+    :data:`DEFAULT_DECODE_BUDGET`."""
+    raw = os.environ.get("INIF_DECODE_BUDGET", "") if budget is None else budget
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    else:
+        text = str(raw).strip().upper().removesuffix("B").removesuffix("I")
+        if not text:
+            return DEFAULT_DECODE_BUDGET
+        unit = text[-1] if text[-1] in _UNITS else ""
+        try:
+            value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except ValueError:
+            raise ValueError(f"invalid decode budget {raw!r}; e.g. 1073741824 or 1G") from None
+    if value <= 0:
+        raise ValueError(f"the decode budget must be positive, got {raw!r}")
+    return value
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
 
 
 class FieldDecoder:
@@ -42,6 +82,15 @@ class FieldDecoder:
         Hybrid mode (``header.prior`` set): the codec prior section of the file, or an
         already built :class:`~.hybrid.PriorDecoder`.  The decoded prior of the requested
         region is added to the field, which then holds the residual.
+    budget
+        Decode memory budget in bytes (:func:`decode_budget` when ``None``): a selection
+        whose decoded values would take more raises :class:`DecodeBudgetError` before
+        anything is allocated.
+
+    Raises
+    ------
+    InifFormatError
+        Also when the prior's codec is unknown or not installed here.
     """
 
     def __init__(
@@ -50,8 +99,10 @@ class FieldDecoder:
         weights: Sequence[np.ndarray],
         device: str = "cpu",
         prior: bytes | PriorDecoder | None = None,
+        budget: int | None = None,
     ):
         self.header = header
+        self.budget = decode_budget(budget)
         self.grid = header.grid
         self.device = device
         self._weights = list(weights)
@@ -66,10 +117,27 @@ class FieldDecoder:
         if header.prior is not None:
             from napari_inif.core.hybrid.prior import PriorDecoder
 
-            self.prior = (
-                prior
-                if isinstance(prior, PriorDecoder)
-                else PriorDecoder(header.layout, header.prior, prior or b"")
+            try:
+                self.prior = (
+                    prior
+                    if isinstance(prior, PriorDecoder)
+                    else PriorDecoder(header.layout, header.prior, prior or b"")
+                )
+            except InifFormatError:
+                raise
+            except ValueError as exc:  # unknown codec or one not installed here
+                raise InifFormatError(f"cannot decode the codec prior: {exc}") from None
+
+    def check_budget(self, n_values: int, what: str = "this selection") -> None:
+        """Refuse (:class:`DecodeBudgetError`) to decode ``n_values`` output values when
+        they would take more than the budget; nothing is allocated before the check."""
+        need = int(n_values) * BYTES_PER_VALUE
+        if need > self.budget:
+            raise DecodeBudgetError(
+                f"decoding {what} ({n_values} values) would take about {_human(need)}, "
+                f"over the decode budget of {_human(self.budget)}; decode a region "
+                "instead (e.g. arr[0, :512, :512] or inif decompress --roi), or raise "
+                "INIF_DECODE_BUDGET"
             )
 
     def _layers(self, block: int) -> list[tuple[Any, Any]]:
@@ -115,6 +183,7 @@ class FieldDecoder:
         """
         grid = self.grid
         shape = tuple(len(p) for p in positions)
+        self.check_budget(math.prod(shape) * len(channels))
         out = np.empty((*shape, len(channels)), np.float32)
         if 0 in shape or len(channels) == 0:
             return out
@@ -123,10 +192,14 @@ class FieldDecoder:
             block = int(np.ravel_multi_index(pos, grid.counts_effective))
             sel = [np.nonzero(o == p)[0] for o, p in zip(owners, pos, strict=True)]
             axes_in = [grid.normalise(block, a, positions[a][s]) for a, s in enumerate(sel)]
-            mesh = np.meshgrid(*axes_in, indexing="ij")
-            inputs = np.stack([m.ravel() for m in mesh], axis=-1)
-            values = self.evaluate(block, inputs)[:, channels]
-            out[np.ix_(*sel)] = values.reshape((*[len(s) for s in sel], len(channels)))
+            lens = tuple(len(s) for s in sel)
+            # Chunks of the block's points: the inputs never take more than _CHUNK rows.
+            for start in range(0, math.prod(lens), _CHUNK):
+                flat = np.arange(start, min(start + _CHUNK, math.prod(lens)))
+                idx = np.unravel_index(flat, lens)
+                inputs = np.stack([a_in[i] for a_in, i in zip(axes_in, idx, strict=True)], -1)
+                values = self.evaluate(block, inputs)[:, channels]
+                out[tuple(s[i] for s, i in zip(sel, idx, strict=True))] = values
         if self.prior is not None:
             out = self.prior.region(positions, channels) + np.float32(self.prior.scale) * out
         return self.denormalise(out, channels)
@@ -135,6 +208,7 @@ class FieldDecoder:
         """Intensities ``(N, C)`` at float pixel coordinates ``(N, d)`` of the coordinate axes."""
         grid = self.grid
         coords = np.asarray(coords, np.float64)
+        self.check_budget(coords.shape[0] * max(coords.shape[1], self.header.layout.channels))
         owners = np.stack([grid.block_of(coords[:, a], a) for a in range(coords.shape[1])], -1)
         flat = np.ravel_multi_index(tuple(owners.T), grid.counts_effective)
         out = np.empty((coords.shape[0], self.header.layout.channels), np.float32)
@@ -192,7 +266,7 @@ class InifArray:
     @property
     def size(self) -> int:
         """Number of elements."""
-        return int(np.prod(self._shape))
+        return math.prod(self._shape)
 
     @property
     def nbytes(self) -> int:
@@ -297,6 +371,11 @@ class InifArray:
         if len(key) > self.ndim:
             raise IndexError(f"too many indices for an array of {self.ndim} dimensions")
         key = key + (slice(None),) * (self.ndim - len(key))
+        lengths = [
+            len(range(*k.indices(n))) if isinstance(k, slice) else int(np.size(k))
+            for k, n in zip(key, self._shape, strict=True)
+        ]
+        self.decoder.check_budget(math.prod(lengths))  # before any index array is made
         out = []
         for k, n in zip(key, self._shape, strict=True):
             if isinstance(k, slice):

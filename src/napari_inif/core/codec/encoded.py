@@ -8,10 +8,18 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from napari_inif.core.codec.container import InifFormatError, pack, read_file, unpack, write_atomic
-from napari_inif.core.codec.decode import FieldDecoder, InifArray
+from napari_inif.core.codec.container import pack, read_file, unpack, write_atomic
+from napari_inif.core.codec.decode import FieldDecoder, InifArray, _human, decode_budget
 from napari_inif.core.codec.header import FieldHeader
 from napari_inif.core.codec.quant import QuantisedWeights, decode_payload, dequantise
+from napari_inif.core.errors import DecodeBudgetError, InifFormatError
+
+#: Peak bytes per stored weight while a file is read and its decoder built: the decoded
+#: LZMA body (2), the int16 values (2) and a temporary (2), then float32 weights (4) kept
+#: by the decoder; rounded up.
+BYTES_PER_WEIGHT = 12
+#: Bytes per stored tensor beyond its values (numpy and torch objects, scales).
+BYTES_PER_TENSOR = 512
 
 __all__ = ["Encoded", "decompress", "load"]
 
@@ -30,12 +38,16 @@ class Encoded:
         Their entropy-coded bytes, exactly as stored in the file.
     prior
         Bytes of a classic-codec prior section (hybrid mode), else empty.
+    budget
+        Decode memory budget in bytes (``None``: :func:`.decode.decode_budget`, i.e.
+        ``INIF_DECODE_BUDGET`` or 1 GiB); selections beyond it are refused.
     """
 
     header: FieldHeader
     weights: QuantisedWeights
     payload: bytes
     prior: bytes = b""
+    budget: int | None = field(default=None, compare=False)
     _decoder: list[FieldDecoder] = field(default_factory=list, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
@@ -60,7 +72,13 @@ class Encoded:
         """The (cached) decoder of this field."""
         if not self._decoder:
             self._decoder.append(
-                FieldDecoder(self.header, dequantise(self.weights), device, prior=self.prior)
+                FieldDecoder(
+                    self.header,
+                    dequantise(self.weights),
+                    device,
+                    prior=self.prior,
+                    budget=self.budget,
+                )
             )
         return self._decoder[0]
 
@@ -68,31 +86,46 @@ class Encoded:
         """Lazy, numpy-like full-resolution view of the decoded image."""
         return InifArray(self.decoder())
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the file atomically; returns its path."""
-        path = Path(path)
-        write_atomic(path, self.to_bytes())
-        return path
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+        """Write the file atomically; returns its path.
+
+        ``overwrite=False`` raises ``FileExistsError`` instead of replacing a file.
+        """
+        return write_atomic(Path(path), self.to_bytes(), overwrite=overwrite)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Encoded:
-        """Parse and validate the bytes of an ``.inif`` file."""
+    def from_bytes(cls, data: bytes, budget: int | str | None = None) -> Encoded:
+        """Parse and validate the bytes of an ``.inif`` file (see :func:`load`)."""
         header_obj, body = unpack(data)
-        return cls._from_parts(header_obj, body)
+        return cls._from_parts(header_obj, body, budget)
 
     @classmethod
-    def _from_parts(cls, header_obj: dict, body: bytes) -> Encoded:
-        header = FieldHeader.from_json(header_obj)
+    def _from_parts(cls, header_obj: dict, body: bytes, budget: int | str | None) -> Encoded:
+        limit = decode_budget(budget)
+        header = FieldHeader.from_json(header_obj, payload_bytes=len(body))
         payload, prior = _split_sections(body, header)
         if header.prior is not None:
             from napari_inif.core.hybrid.prior import check_section
 
             check_section(header.layout, header.prior, prior)
+        n_tensors = 2 * header.depth * len(header.widths)
+        need = BYTES_PER_WEIGHT * header.n_params + BYTES_PER_TENSOR * n_tensors
+        if need > limit:
+            raise DecodeBudgetError(
+                f"the file declares {header.n_params} weights in {len(header.widths)} blocks; "
+                f"reading them would take about {_human(need)}, over the decode budget of "
+                f"{_human(limit)} (INIF_DECODE_BUDGET or load(budget=))"
+            )
         try:
             weights = decode_payload(payload, header.tensor_shapes(), header.tensor_halves())
         except (ValueError, lzma.LZMAError, EOFError) as exc:
             raise InifFormatError(f"invalid payload: {exc}") from None
-        return cls(header, weights, payload, prior)
+        except MemoryError:
+            raise DecodeBudgetError(
+                f"out of memory reading {header.n_params} weights; this machine cannot "
+                "hold what the file declares"
+            ) from None
+        return cls(header, weights, payload, prior, limit)
 
 
 def _join_sections(payload: bytes, prior: bytes) -> bytes:
@@ -106,10 +139,17 @@ def _split_sections(body: bytes, header: FieldHeader) -> tuple[bytes, bytes]:
     return body[n_prior:], body[:n_prior]
 
 
-def load(path: str | os.PathLike[str]) -> Encoded:
-    """Read an ``.inif`` file; raises :class:`InifFormatError` for anything invalid."""
+def load(path: str | os.PathLike[str], budget: int | str | None = None) -> Encoded:
+    """Read an ``.inif`` file; raises :class:`InifFormatError` for anything invalid.
+
+    ``budget`` bounds the memory decoding may take, in bytes (or a string such as
+    ``"2G"``); ``None`` takes ``INIF_DECODE_BUDGET`` or 1 GiB.  Sizes the file declares
+    are checked against it before anything is allocated (:class:`DecodeBudgetError`,
+    an :class:`InifFormatError`), and so is every decoded selection: decode a region
+    of a file whose whole image is beyond it.
+    """
     header_obj, body = read_file(path)
-    return Encoded._from_parts(header_obj, body)
+    return Encoded._from_parts(header_obj, body, budget)
 
 
 def decompress(source: Encoded | str | os.PathLike[str]) -> InifArray:

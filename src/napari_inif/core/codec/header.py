@@ -11,11 +11,38 @@ from napari_inif.core.codec.blocks import BlockGrid
 from napari_inif.core.codec.container import InifFormatError
 from napari_inif.core.layout import Layout
 
-__all__ = ["MAX_PARAMS", "MAX_VOXELS", "FieldHeader"]
+__all__ = ["MAX_PARAMS", "MAX_VOXELS", "FieldHeader", "from_json_safe", "json_safe"]
 
 MAX_VOXELS = 1 << 48
 MAX_PARAMS = 1 << 31
 MAX_BLOCKS = 1 << 20
+#: Payload bytes a block takes at least (see :meth:`FieldHeader.from_json`).
+MIN_BLOCK_BYTES = 8
+#: Non-finite numbers (an exact fit's PSNR is ``inf``) are stored in ``fit`` as these
+#: strings, since JSON has no infinities; reading turns them back into floats.
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (in lists and objects too) as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def from_json_safe(value: Any) -> Any:
+    """Inverse of :func:`json_safe` (the strings ``"inf"``, ``"-inf"``, ``"nan"``)."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: from_json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json_safe(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -116,7 +143,12 @@ class FieldHeader:
     def n_params(self) -> int:
         """Stored parameters over all blocks."""
         n_in, n_out = len(self.layout.coord_axes), self.layout.channels
-        return sum(Architecture.params_for(n_in, n_out, w, self.depth) for w in self.widths)
+        counts: dict[int, int] = {}
+        for w in self.widths:
+            counts[w] = counts.get(w, 0) + 1
+        return sum(
+            k * Architecture.params_for(n_in, n_out, w, self.depth) for w, k in counts.items()
+        )
 
     def with_fit(self, **values: Any) -> FieldHeader:
         """A copy with ``fit`` updated."""
@@ -140,14 +172,29 @@ class FieldHeader:
             "scale": None if self.scale is None else list(self.scale),
             "unit": self.unit,
             "prior": self.prior,
-            "fit": self.fit,
+            "fit": json_safe(self.fit),
             "metadata": self.metadata,
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> FieldHeader:
-        """Validate a header object read from a file; raises :class:`InifFormatError`."""
+    def from_json(cls, obj: dict[str, Any], payload_bytes: int | None = None) -> FieldHeader:
+        """Validate a header object read from a file; raises :class:`InifFormatError`.
+
+        With ``payload_bytes`` (the body's size), counts are also checked against what
+        that many bytes can plausibly hold before anything is built from them: at most one
+        block per :data:`MIN_BLOCK_BYTES` (the smallest network a writer makes, width 8 and
+        depth 3, stores ~100 weights and 6 float16 scales: over 30 bytes).
+        """
         try:
+            if payload_bytes is not None:
+                widths = obj.get("widths")
+                if isinstance(widths, list) and len(widths) * MIN_BLOCK_BYTES > max(
+                    payload_bytes, MIN_BLOCK_BYTES
+                ):
+                    raise InifFormatError(
+                        f"header declares {len(widths)} blocks but the file holds only "
+                        f"{payload_bytes} payload bytes"
+                    )
             return cls._from_json(obj)
         except InifFormatError:
             raise
@@ -176,10 +223,14 @@ class FieldHeader:
             raise InifFormatError(f"unsupported shape {shape}")
         if not isinstance(obj["axes"], str) or not isinstance(obj["dtype"], str):
             raise InifFormatError("axes and dtype must be strings")
+        if not (obj["axes"].isascii() and obj["axes"].isalpha() and obj["axes"].isupper()):
+            raise InifFormatError(f"axes must be upper-case letters, got {obj['axes']!r}")
         layout = Layout(shape, obj["axes"], obj["dtype"])
         lo, hi = floats(obj["lo"], "lo"), floats(obj["hi"], "hi")
         if len(lo) != layout.channels or len(hi) != layout.channels:
             raise InifFormatError("intensity range does not match the channel count")
+        if any(not -1e38 <= a <= b <= 1e38 for a, b in zip(lo, hi, strict=True)):
+            raise InifFormatError("intensity range must have lo <= hi within float32 range")
         grid_counts = ints(obj["grid"], "grid")
         if len(grid_counts) != len(layout.coord_axes):
             raise InifFormatError("block grid does not match the coordinate axes")
@@ -209,6 +260,7 @@ class FieldHeader:
             raise InifFormatError("scale does not match the number of axes")
         unit = obj.get("unit")
         prior, fit, metadata = obj.get("prior"), obj.get("fit", {}), obj.get("metadata", {})
+        fit = from_json_safe(fit)
         if unit is not None and not isinstance(unit, str):
             raise InifFormatError("unit must be a string")
         if prior is not None and not isinstance(prior, dict):

@@ -132,33 +132,69 @@ def decode_payload(
     halves = tuple(int(h) for h in halves)
     if len(halves) != len(shapes) or not all(1 <= h <= MAX_HALF for h in halves):
         raise ValueError("quantiser half-ranges out of range or not one per tensor")
-    n_values = sum(int(np.prod(s)) for s in shapes)
+    n_values = sum(math.prod(s) for s in shapes)
     if n_values > MAX_EXPANSION * max(len(payload), 1):
         raise ValueError(
             f"header declares {n_values} weights but the payload holds only {len(payload)} bytes"
         )
     expected = 2 * len(shapes) + 2 * n_values
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_FILTERS)
+    # The decoder's window need not exceed what it decodes (no match reaches further
+    # back): liblzma allocates the whole window up front, 64 MiB at preset 9.
+    window = max(1 << 12, min(expected + 1, _FILTERS[0].get("dict_size", 1 << 26)))
+    dec = lzma.LZMADecompressor(
+        format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": window}]
+    )
     body = dec.decompress(payload, max_length=expected + 1)
-    if len(body) != expected or (not dec.eof and dec.needs_input):
+    if len(body) != expected:
         raise ValueError(
             f"payload holds {len(body)} bytes after decoding, header implies {expected}"
         )
+    if not dec.eof:  # the stream must end exactly here (its end marker) ...
+        dec.decompress(b"", max_length=1)
+        if not dec.eof:
+            raise ValueError("payload stream does not end where the header says")
+    if dec.unused_data:  # ... with nothing after it
+        raise ValueError(f"{len(dec.unused_data)} bytes of trailing data after the payload")
     scales = np.frombuffer(body[: 2 * len(shapes)], "<f2").astype(np.float16)
     if not np.all(np.isfinite(scales)):
         raise ValueError("payload has non-finite quantiser scales")
-    ints = body[2 * len(shapes) :]
-    planes = np.frombuffer(ints, np.uint8).reshape(2, n_values)
-    flat = _unzigzag(np.ascontiguousarray(planes.T).view("<u2").ravel())
+    codes = _unshuffle(memoryview(body)[2 * len(shapes) :], n_values)
+    del body
+    sizes = [math.prod(s) for s in shapes]
+    # Zigzag codes are 2|v| or 2|v| - 1: checking codes, not values, needs no int32 copy.
+    peak = (int(np.max(codes)) + 1) // 2 if n_values else 0
+    if peak > min(halves, default=MAX_HALF):  # rare: check tensor by tensor
+        at = 0
+        for n, half in zip(sizes, halves, strict=True):
+            if n and (int(np.max(codes[at : at + n])) + 1) // 2 > half:
+                raise ValueError("payload has values outside the quantiser range")
+            at += n
+    flat = _unzigzag_inplace(codes)
     values, at = [], 0
-    for s, half in zip(shapes, halves, strict=True):
-        n = int(np.prod(s))
-        v = flat[at : at + n].reshape(s)
-        if v.size and int(np.max(np.abs(v))) > half:
-            raise ValueError("payload has values outside the quantiser range")
-        values.append(v)
+    for s, n in zip(shapes, sizes, strict=True):
+        values.append(flat[at : at + n].reshape(s))  # views: no copy per tensor
         at += n
     return QuantisedWeights(halves, scales, values)
+
+
+def _unshuffle(ints: memoryview, n: int) -> np.ndarray:
+    """uint16 zigzag codes from their byte-shuffled planes."""
+    planes = np.frombuffer(ints, np.uint8).reshape(2, n)
+    codes = planes[1].astype(np.uint16)
+    codes <<= 8
+    codes |= planes[0]
+    return codes
+
+
+def _unzigzag_inplace(codes: np.ndarray) -> np.ndarray:
+    """int16 values of uint16 zigzag codes, in ``codes``' memory (one bit-plane temporary):
+    even codes are ``c / 2``, odd ones ``-(c + 1) / 2``, which is ``~(c >> 1)``."""
+    sign = (codes & 1).view(np.int16)
+    np.negative(sign, out=sign)  # 0 or -1 (all ones)
+    codes >>= 1
+    values = codes.view(np.int16)
+    values ^= sign
+    return values
 
 
 def _zigzag(values: np.ndarray) -> np.ndarray:

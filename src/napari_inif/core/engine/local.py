@@ -77,6 +77,10 @@ def fit_array(
     layout = Layout.of(data, axes)
     canon = layout.to_canonical(data)
     norm, lo, hi = normalise(canon)
+    # A constant channel (norm -1 everywhere) is stored with hi == lo: it then decodes to
+    # exactly its value whatever the field outputs.
+    flat_max = norm.reshape(-1, norm.shape[-1]).max(axis=0)
+    hi = tuple(a if m == -1.0 else b for a, b, m in zip(lo, hi, flat_max.tolist(), strict=True))
     start = time.perf_counter()  # the clock includes coding the prior (hybrid mode)
     # Hybrid mode: a codec prior takes its share of the budget, the field fits the residual.
     prior = _hybrid.prepare(norm, layout, config)

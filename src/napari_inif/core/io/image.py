@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -91,18 +89,19 @@ def _scale(tif: object, axes: str) -> tuple[tuple[float, ...] | None, str | None
     return scale, unit
 
 
-def write_tiff(path: str | os.PathLike[str], data: np.ndarray, axes: str) -> Path:
-    """Write ``data`` as TIFF atomically (temporary file + rename)."""
+def write_tiff(
+    path: str | os.PathLike[str], data: np.ndarray, axes: str, *, overwrite: bool = True
+) -> Path:
+    """Write ``data`` as TIFF atomically (temporary file + rename).
+
+    ``overwrite=False`` refuses (``FileExistsError``) to replace an existing file; an
+    interrupted or failed write leaves no file behind and any existing one untouched.
+    """
     import tifffile
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.tif", dir=path.parent)
-    os.close(fd)
-    try:
+    from napari_inif.core.codec.container import write_atomic
+
+    def write(tmp: str) -> None:
         tifffile.imwrite(tmp, data, metadata={"axes": axes}, compression="zlib")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return write_atomic(path, write, overwrite=overwrite)
