@@ -57,7 +57,9 @@ def test_an_appended_suffix_never_replaces_a_file_unasked(tmp_path, monkeypatch)
 
 
 def test_an_unwritable_folder_fails_before_fitting(tmp_path, monkeypatch):
-    monkeypatch.setattr("napari_inif.core.engine.local.fit", lambda *a, **k: pytest.fail("fit"))
+    monkeypatch.setattr(
+        "napari_inif.core.engine.local.fit_array", lambda *a, **k: pytest.fail("fit")
+    )
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
     with pytest.raises(OSError, match=r"out\.inif"):

@@ -83,3 +83,13 @@ def test_a_saved_streamed_file_loads(cells_zarr, tmp_path):
     with open_source(cells_zarr) as source:
         path = compress(source, CompressionConfig(**TINY)).save(tmp_path / "c.inif")
     assert load(path).array().shape == zarr.open(str(cells_zarr)).shape
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_constant_image_decodes_exactly_on_both_paths(streamed):
+    data = np.full((4, 40, 48), 1234, np.uint16)
+    encoded = compress(
+        ArraySource.from_array(data, "TYX"), CompressionConfig(**TINY), streamed=streamed
+    )
+    assert encoded.header.lo == encoded.header.hi == (1234.0,)
+    np.testing.assert_array_equal(encoded.array()[...], data)

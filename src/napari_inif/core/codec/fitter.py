@@ -29,6 +29,7 @@ __all__ = [
     "normalise",
     "pick_device",
     "to_unit",
+    "unit_span",
 ]
 
 # The optimisers registered under these names in :data:`napari_inif.core.registry.OPTIMIZERS`
@@ -60,18 +61,28 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def intensity_range(lo: np.ndarray, hi: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel normalisation range from the channels' minima and maxima (a constant
-    channel gets ``hi = lo + 1`` so that the mapping stays defined)."""
-    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    hi = np.where(hi > lo, hi, lo + 1.0)
-    return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+def intensity_range(
+    lo: np.ndarray, hi: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel normalisation range (what the header stores) from the channels' minima
+    and maxima.  A constant channel keeps ``hi == lo``: it decodes to exactly its value,
+    whatever the field outputs (:func:`unit_span` keeps the mapping defined)."""
+    return tuple(float(v) for v in np.asarray(lo, np.float64)), tuple(
+        float(v) for v in np.asarray(hi, np.float64)
+    )
+
+
+def unit_span(lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
+    """``hi - lo`` per channel (float64), 1 for a constant channel."""
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    return np.where(hi64 > lo64, hi64 - lo64, 1.0)
 
 
 def to_unit(canon: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
-    """Map each channel of a canonical array from ``[lo, hi]`` to ``[-1, 1]`` (float32)."""
-    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    norm = (canon.astype(np.float32) - lo64.astype(np.float32)) / (hi64 - lo64).astype(np.float32)
+    """Map each channel of a canonical array from ``[lo, hi]`` to ``[-1, 1]`` (float32); a
+    constant channel maps to -1."""
+    lo32 = np.asarray(lo, np.float64).astype(np.float32)
+    norm = (canon.astype(np.float32) - lo32) / unit_span(lo, hi).astype(np.float32)
     return norm * 2 - 1
 
 

@@ -54,6 +54,7 @@ from napari_inif.core.codec.fitter import (
     intensity_range,
     pick_device,
     to_unit,
+    unit_span,
 )
 from napari_inif.core.codec.header import FieldHeader
 from napari_inif.core.codec.quant import dequantise, rate_control
@@ -199,9 +200,9 @@ def _combine_moments(parts: list[dict[str, np.ndarray]], n_blocks: int) -> Block
     assert m["n"].shape[0] == n_blocks
     lo, hi = intensity_range(m["min"].min(axis=0), m["max"].max(axis=0))
     data_min, data_max = float(m["min"].min()), float(m["max"].max())
-    lo64, hi64 = np.asarray(lo), np.asarray(hi)
-    a = 2.0 / (hi64 - lo64)  # normalised = a * x + b, per channel
-    b = -2.0 * lo64 / (hi64 - lo64) - 1.0
+    lo64, span = np.asarray(lo), unit_span(lo, hi)
+    a = 2.0 / span  # normalised = a * x + b, per channel
+    b = -2.0 * lo64 / span - 1.0
     means = a * m["mean"] + b  # (blocks, C)
     var = (a**2 * m["m2"] / m["n"][:, None]).mean(axis=1) + means.var(axis=1)
     return BlockStats(lo, hi, data_min, data_max, np.sqrt(np.maximum(var, 0.0)))

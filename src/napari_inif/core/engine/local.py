@@ -76,11 +76,7 @@ def fit_array(
         raise ValueError(f"unsupported dtype {data.dtype}; supported: uint8, uint16, float32")
     layout = Layout.of(data, axes)
     canon = layout.to_canonical(data)
-    norm, lo, hi = normalise(canon)
-    # A constant channel (norm -1 everywhere) is stored with hi == lo: it then decodes to
-    # exactly its value whatever the field outputs.
-    flat_max = norm.reshape(-1, norm.shape[-1]).max(axis=0)
-    hi = tuple(a if m == -1.0 else b for a, b, m in zip(lo, hi, flat_max.tolist(), strict=True))
+    norm, lo, hi = normalise(canon)  # a constant channel keeps hi == lo: decoded exactly
     start = time.perf_counter()  # the clock includes coding the prior (hybrid mode)
     # Hybrid mode: a codec prior takes its share of the budget, the field fits the residual.
     prior = _hybrid.prepare(norm, layout, config)
