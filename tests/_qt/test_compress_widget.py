@@ -75,8 +75,9 @@ def test_cancel_stops_the_worker_and_leaves_no_layer(viewer, qtbot, widget, sour
     worker = widget._run.worker
     start = time.perf_counter()
     widget.cancel()
-    assert widget._run is None and widget.start_button.isEnabled()
-    assert not viewer.layers[-1].visible  # the preview is hidden at once
+    assert widget._run is None and not widget.start_button.isEnabled()  # until it stopped
+    assert widget.progress.format() == "cancelling…"
+    assert viewer.layers[-1].opacity == 0.0  # the preview goes from the screen at once
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     took = time.perf_counter() - start
     qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=5_000)  # and then removed

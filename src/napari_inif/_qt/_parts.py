@@ -6,11 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QEvent, QPointF, Qt
+from qtpy.QtCore import QEvent, QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QComboBox, QWidget
 
-__all__ = ["LayerCombo", "PsnrPlot", "alive", "unwrap"]
+__all__ = ["LayerCombo", "PsnrPlot", "alive", "remove_layer", "unwrap"]
 
 
 def alive(widget: Any) -> bool:
@@ -26,6 +26,54 @@ def alive(widget: Any) -> bool:
 def unwrap(obj: Any) -> Any:
     """The napari object behind a plugin ``PublicOnlyProxy`` (identity checks need it)."""
     return getattr(obj, "__wrapped__", obj)
+
+
+#: Longest wait for the canvas to draw a re-shown layer before it is removed anyway.
+REMOVE_FALLBACK_MS = 3000
+
+
+def _scene_canvas(viewer: Any) -> Any:
+    """The vispy ``SceneCanvas`` of a shown viewer, or ``None`` (``ViewerModel``, closed)."""
+    try:
+        return viewer.window._qt_viewer.canvas._scene_canvas  # private: napari 0.9
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def remove_layer(viewer: Any, layer: Any) -> None:
+    """Remove ``layer`` from ``viewer`` without tripping napari's hidden-layer crash.
+
+    napari 0.9 (vispy, software OpenGL) segfaults in ``glDrawArrays`` on the next draw
+    after a layer that was *hidden* is removed and another image is added (reproducer
+    in docs/napari.md).  A visible layer is removed at once.  A hidden one is made
+    visible at opacity 0 (nothing changes on screen) and removed once the canvas has
+    drawn it, which is the state napari removes layers from safely.
+    """
+    layer = unwrap(layer)
+    if layer not in viewer.layers:
+        return
+    canvas = _scene_canvas(viewer)
+    if layer.visible or canvas is None:
+        viewer.layers.remove(layer)
+        return
+    done = False
+
+    def finish(*_: Any) -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        canvas.events.draw.disconnect(drawn)
+        if layer in viewer.layers:
+            viewer.layers.remove(layer)
+
+    def drawn(event: Any = None) -> None:
+        QTimer.singleShot(0, finish)  # not from inside the draw
+
+    layer.opacity = 0.0
+    layer.visible = True
+    canvas.events.draw.connect(drawn)
+    QTimer.singleShot(REMOVE_FALLBACK_MS, finish)
 
 
 class DockWidget(QWidget):

@@ -6,7 +6,9 @@ the progress bar, the live PSNR plot and (every few seconds) a preview layer tha
 sharpens while the fit runs.  The result lands on a *new* layer tied to the source
 layer, never on whatever layer is selected when the fit ends.  Cancel is
 ``worker.quit()``: the generator is abandoned between two steps and the preview layer
-is removed, so nothing half-made stays in the viewer.
+is removed, so nothing half-made stays in the viewer.  A new fit starts only once the
+cancelled worker has stopped (never two at once), and layers are never hidden before
+being removed (napari crashes on that; see :func:`._parts.remove_layer`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .._layers import (
 )
 from .._writer import CONFIG_KEY
 from ._config_form import ConfigForm
-from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
+from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, remove_layer, unwrap
 
 __all__ = ["PRESETS", "CompressWidget"]
 
@@ -99,6 +101,7 @@ class CompressWidget(DockWidget):
         self.viewer = napari_viewer
         self.config_cls = config_cls or CompressionConfig
         self._run: _Run | None = None
+        self._stopping: _Run | None = None  # a cancelled fit whose worker has not stopped
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
         self._max_ratio = math.inf
         self._closed = False
@@ -206,10 +209,10 @@ class CompressWidget(DockWidget):
         self._update_buttons()
 
     def _update_buttons(self, *_: Any) -> None:
-        running = self._run is not None
+        running = self._run is not None or self._stopping is not None
         ok = self.layer_combo.current() is not None and self.ratio <= self._max_ratio
         self.start_button.setEnabled(ok and not running)
-        self.cancel_button.setEnabled(running)
+        self.cancel_button.setEnabled(self._run is not None)
         self.time_budget.setEnabled(PRESETS[self.preset.currentText()] is None)
         self.save_button.setEnabled(self.result is not None and not running)
 
@@ -219,7 +222,7 @@ class CompressWidget(DockWidget):
         from napari.qt.threading import create_worker
 
         source = self.layer_combo.current()
-        if source is None or self._run is not None:
+        if source is None or self._run is not None or self._stopping is not None:
             return
         if self.ratio > self._max_ratio:
             _notify_error(
@@ -262,13 +265,16 @@ class CompressWidget(DockWidget):
         run.cancelled = True
         run.worker.quit()  # the worker stops before its next step; its signals are ignored
         self._run = None
-        if run.preview is not None:
-            # Removed when the worker has stopped (_on_finished): napari's layer removal
-            # runs a full gc.collect() that would hold the GIL the worker needs to stop.
-            run.preview.visible = False
+        self._stopping = run  # Start waits for it: never two fits at once
+        if run.preview is not None and run.preview in self.viewer.layers:
+            # Gone from the screen now, removed when the worker has stopped (_on_finished):
+            # napari's layer removal runs a full gc.collect() that would hold the GIL the
+            # worker needs to stop.  Opacity, not visibility: see remove_layer.
+            run.preview.opacity = 0.0
         if alive(self):
-            self.progress.setFormat("cancelled")
-            self._update_buttons()
+            self.progress.setFormat("cancelling…")
+            self.cancel_button.setEnabled(False)
+            self.start_button.setEnabled(False)
 
     def _on_progress(self, run: _Run, p: Any) -> None:
         if run is not self._run or not alive(self):
@@ -319,6 +325,11 @@ class CompressWidget(DockWidget):
     def _on_finished(self, run: _Run) -> None:
         if run.cancelled:
             self._drop_preview(run)
+            if run is self._stopping:
+                self._stopping = None
+                if alive(self):
+                    self.progress.setFormat("cancelled")
+                    self._update_buttons()
         if run is not self._run:
             return
         self._run = None
@@ -344,8 +355,8 @@ class CompressWidget(DockWidget):
         return unwrap(added[0])
 
     def _drop_preview(self, run: _Run) -> None:
-        if run.preview is not None and run.preview in self.viewer.layers:
-            self.viewer.layers.remove(run.preview)
+        if run.preview is not None:
+            remove_layer(self.viewer, run.preview)
         run.preview = None
 
     def _on_layer_removed(self, event: Any) -> None:

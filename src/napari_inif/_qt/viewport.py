@@ -16,7 +16,7 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer
 
 from .._layers import finer_region, layer_displayed, viewport_request
-from ._parts import unwrap
+from ._parts import remove_layer, unwrap
 
 __all__ = ["ViewportSampler"]
 
@@ -158,6 +158,6 @@ class ViewportSampler(QObject):
             emitter.disconnect(self.schedule)
         self._events = []
         self.viewer.layers.events.removed.disconnect(self._on_removed)
-        if self.overlay is not None and self.overlay in self.viewer.layers:
-            self.viewer.layers.remove(self.overlay)
+        if self.overlay is not None:
+            remove_layer(self.viewer, self.overlay)  # it may be hidden: see remove_layer
         self.overlay = None
