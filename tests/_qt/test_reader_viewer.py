@@ -31,3 +31,26 @@ def test_save_layer_through_napari_writes_the_same_file(viewer, cells_inif, tmp_
     viewer.open(str(cells_inif), plugin="napari-inif")
     [path] = viewer.layers.save(str(tmp_path / "copy.inif"), selected=False, plugin="napari-inif")
     assert load(path).to_bytes() == cells_inif.read_bytes()
+
+
+def test_file_open_and_drag_drop_choose_our_reader_by_the_pattern(viewer, cells_inif):
+    """File > Open and drag-and-drop go through ``QtViewer._qt_open`` (``plugin=None``):
+    npe2 picks napari-inif, the only reader whose pattern matches ``*.inif``."""
+    from npe2 import PluginManager
+
+    readers = [
+        r.plugin_name for r in PluginManager.instance().iter_compatible_readers([str(cells_inif)])
+    ]
+    assert readers == ["napari-inif"]
+    viewer.window._qt_viewer._qt_open([str(cells_inif)], stack=False)
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+
+
+def test_viewer_open_without_plugin_names_our_reader(viewer, cells_inif):
+    """napari 0.9's ``Viewer.open`` defaults to ``plugin="napari"`` (its built-in reader,
+    which no plugin can extend); its error names napari-inif, and ``plugin=None`` works."""
+    import pytest
+
+    with pytest.raises(ValueError, match="napari-inif"):
+        viewer.open(str(cells_inif))
+    assert [layer.name for layer in viewer.open(str(cells_inif), plugin=None)] == ["cells"]
