@@ -36,9 +36,11 @@ __all__ = [
     "decoded_name",
     "difference_levels",
     "field_of",
+    "file_name",
     "finer_region",
     "fit_layer",
     "inif_info",
+    "is_rgb",
     "layer_axes",
     "layer_displayed",
     "layer_image",
@@ -66,6 +68,14 @@ _AXIS_LETTERS = "TCZYXSQ"
 def decoded_name(source: str, ratio: float) -> str:
     """Layer name of a decoded result, e.g. ``cells [INIF 256x]``."""
     return f"{source} [INIF {ratio:.0f}x]"
+
+
+def file_name(source: str, ratio: float) -> str:
+    """A file name for a result: ``nuclei 2`` at 256x gives ``nuclei_2_256x.inif``."""
+    import re
+
+    stem = re.sub(r"[^\w.-]+", "_", source).strip("_.") or "image"
+    return f"{stem}_{ratio:.0f}x.inif"
 
 
 def inif_info(
@@ -158,6 +168,7 @@ def decoded_layer_data(
     header = encoded.header
     layout = header.layout
     c = layout.channel_axis
+    rgb = is_rgb(layout)
     keep = [i for i in range(len(layout.shape)) if i != c]
     axes = "".join(layout.axes[i] for i in keep)
     field = encoded.array()
@@ -169,7 +180,7 @@ def decoded_layer_data(
     meta: dict[str, Any] = {
         "name": name,
         "multiscale": True,
-        "rgb": False,
+        "rgb": rgb,
         "axis_labels": list(axes),
         "contrast_limits": limits[0] if c is None else limits,
         "metadata": {
@@ -183,11 +194,26 @@ def decoded_layer_data(
     units = _units(header.unit, axes)
     if units is not None:
         meta["units"] = units
-    if c is not None:
+    if rgb:  # one RGB(A) layer, as it came in
+        lo = min(lim[0] for lim in limits)
+        hi = max(lim[1] for lim in limits)
+        meta["contrast_limits"] = (0.0, 255.0) if layout.dtype == "uint8" else (lo, hi)
+    elif c is not None:
         meta["channel_axis"] = c
         meta["axis_labels"] = list(axes)
         meta["metadata"] = [{**meta["metadata"], CHANNEL_KEY: i} for i in range(layout.shape[c])]
     return levels, meta, "image"
+
+
+def is_rgb(layout: Any) -> bool:
+    """Whether a field holds an RGB(A) image: a last ``S`` axis of 3 or 4 samples."""
+    c = layout.channel_axis
+    return (
+        c is not None
+        and c == len(layout.shape) - 1
+        and layout.axes[c] == "S"
+        and layout.shape[c] in (3, 4)
+    )
 
 
 def codec_dtype(dtype: Any) -> np.dtype:
@@ -203,11 +229,20 @@ def codec_dtype(dtype: Any) -> np.dtype:
     raise ValueError(f"cannot compress {dtype} data")
 
 
-def layer_axes(layer: Any) -> str:
-    """Axis letters of an image layer: its axis labels if they are letters, else guessed."""
+def layer_axes(layer: Any, axes: str | None = None) -> str:
+    """Axis letters of an image layer's data: ``axes`` if given (one letter per layer
+    dimension, e.g. ``"TYX"`` for a time-lapse napari shows as ``ZYX``), else its axis
+    labels if they are letters, else guessed; ``S`` is appended for an RGB(A) layer."""
     from napari_inif.core.layout import guess_axes
 
     ndim = layer.ndim
+    if axes is not None:
+        axes = axes.strip().upper()
+        if len(axes) != ndim:
+            raise ValueError(f"{axes!r} names {len(axes)} axes; the layer has {ndim}")
+        if any(a not in _AXIS_LETTERS for a in axes):
+            raise ValueError(f"axes are letters from {_AXIS_LETTERS[:5]}, got {axes!r}")
+        return axes + ("S" if getattr(layer, "rgb", False) else "")
     labels = [str(label).upper() for label in getattr(layer, "axis_labels", ())]
     if (
         len(labels) == ndim
@@ -226,15 +261,15 @@ def layer_shape(layer: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in data.shape)
 
 
-def layer_layout(layer: Any) -> Any:
+def layer_layout(layer: Any, axes: str | None = None) -> Any:
     """The :class:`~napari_inif.core.Layout` a layer would be fitted with (reads no data)."""
     from .core import Layout
 
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return Layout(layer_shape(layer), layer_axes(layer), codec_dtype(data.dtype).name)
+    return Layout(layer_shape(layer), layer_axes(layer, axes), codec_dtype(data.dtype).name)
 
 
-def layer_image(layer: Any) -> Image:
+def layer_image(layer: Any, axes: str | None = None) -> Image:
     """The full-resolution array of an image layer, with axes and scale, for fitting.
 
     Reads the data (dask or lazy arrays are computed): call it in a worker thread.
@@ -244,7 +279,7 @@ def layer_image(layer: Any) -> Image:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     arr = np.asarray(data)
     arr = arr.astype(codec_dtype(arr.dtype), copy=False)
-    axes = layer_axes(layer)
+    axes = layer_axes(layer, axes)
     scale = [float(s) for s in layer.scale]
     if getattr(layer, "rgb", False):
         scale.append(1.0)
@@ -333,12 +368,15 @@ def finer_region(layer: Any, region: tuple[slice, ...], k: int = 1) -> Placed:
     return Placed(zoomed[tuple(key)], tuple(scale), tuple(translate))
 
 
-def fit_layer(layer: Any, config: Any, *, preview_every: float | None = 2.0) -> Any:
+def fit_layer(
+    layer: Any, config: Any, *, preview_every: float | None = 2.0, axes: str | None = None
+) -> Any:
     """Generator fitting an image layer: yields ``core.Progress``, returns ``core.Encoded``.
 
-    Reads the layer's data first (in the caller's thread: run it in a worker).
+    ``axes`` overrides the layer's axis letters (see :func:`layer_axes`).  Reads the
+    layer's data first (in the caller's thread: run it in a worker).
     """
-    return (yield from layer_image(layer).fit(config, str(layer.name), preview_every))
+    return (yield from layer_image(layer, axes).fit(config, str(layer.name), preview_every))
 
 
 def plane_dims(layer: Any) -> tuple[int, ...]:

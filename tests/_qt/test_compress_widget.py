@@ -250,3 +250,60 @@ def test_an_invalid_config_is_a_notification_not_a_crash(viewer, widget, source,
     widget.start()
     assert widget._run is None
     assert any("needs a Cellpose model" in m for m in notifications), notifications
+
+
+def test_a_time_lapse_is_compressed_with_the_axes_typed(
+    viewer, qtbot, widget, cells_tyx, monkeypatch
+):
+    monkeypatch.setitem(PRESETS, QUICK, 30)
+    layer = viewer.add_image(cells_tyx, name="movie")  # no axis labels: napari shows ZYX
+    widget.layer_combo.select(layer)
+    assert widget.axes_edit.text() == "ZYX"  # the guess, shown to be corrected
+    widget.axes_edit.setText("TY")
+    assert "cannot compress" in widget.ratio_label.text() and not widget.start_button.isEnabled()
+    widget.axes_edit.setText("tyx")
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    assert widget.start_button.isEnabled()
+    widget.result_label.setText("an older result")
+    widget.start()
+    assert widget.result_label.text() == ""  # not this fit's result
+    _wait_idle(qtbot, widget)
+    layer, encoded = widget.result
+    assert encoded.header.layout.axes == "TYX"
+    assert tuple(layer.axis_labels) == ("T", "Y", "X")
+    assert widget.default_file_name() == "movie_16x.inif"
+    labelled = viewer.add_image(cells_tyx, name="labelled", axis_labels=("t", "y", "x"))
+    widget.layer_combo.select(labelled)
+    assert widget.axes_edit.text() == "TYX"  # prefilled from the layer's axis labels
+
+
+def test_an_rgb_image_comes_back_as_one_rgb_layer(viewer, qtbot, widget, nuclei_128, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 30)
+    rgb = np.stack([nuclei_128, nuclei_128[::-1], nuclei_128[:, ::-1]], axis=-1)
+    source = viewer.add_image(rgb, name="colour")
+    assert source.rgb
+    widget.layer_combo.select(source)
+    assert widget.axes_edit.text() == "YX"
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(8)
+    widget.start()
+    _wait_idle(qtbot, widget)
+    added = [layer for layer in viewer.layers if layer is not source]
+    assert len(added) == 1  # one layer, not three grey ones
+    [layer] = added
+    assert layer.rgb and layer.data[0].shape == rgb.shape and layer.data[0].dtype == np.uint8
+    assert widget.result[1].header.layout.axes == "YXS"
+    decoded = np.asarray(layer.data[0])
+    assert metrics.psnr(rgb, decoded) > 15
+
+
+def test_a_labels_layer_is_listed_with_why_it_cannot_be_compressed(viewer, widget, source):
+    labels = viewer.add_labels(np.zeros((6, 48, 40), np.uint16), name="masks")
+    widget.layer_combo.select(labels)
+    assert widget.layer_combo.current() is labels
+    assert "labels are not supported" in widget.ratio_label.text()
+    assert "lossless" in widget.ratio_label.text()
+    assert not widget.start_button.isEnabled()
+    widget.start()
+    assert widget._run is None

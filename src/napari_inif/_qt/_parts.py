@@ -165,11 +165,18 @@ class LayerCombo(QComboBox):
 class PsnrPlot(QWidget):
     """A tiny line plot of PSNR (dB) against step, drawn with QPainter (no matplotlib)."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        tooltip: str = "PSNR on the training batches (dB) against step",
+        empty_text: str = "PSNR (dB) appears here while fitting",
+    ):
         super().__init__(parent)
         self.points: list[tuple[float, float]] = []
+        self.empty_text = empty_text
         self.setMinimumHeight(70)
-        self.setToolTip("PSNR on the training batches (dB) against step")
+        self.setToolTip(tooltip)
 
     def clear(self) -> None:
         """Forget all points."""
@@ -183,14 +190,14 @@ class PsnrPlot(QWidget):
             self.update()
 
     def paintEvent(self, event: Any) -> None:
-        """Draw the curve and its range."""
+        """Draw the curve, with its range in a margin on the right (never over the curve)."""
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         w, h = self.width(), self.height()
         painter.setPen(QPen(QColor(128, 128, 128), 1))
         painter.drawRect(0, 0, w - 1, h - 1)
         if len(self.points) < 2:
-            painter.drawText(6, h // 2, "PSNR (dB) appears here while fitting")
+            painter.drawText(6, h // 2, self.empty_text)
             return
         xs = [p[0] for p in self.points]
         ys = [p[1] for p in self.points]
@@ -198,10 +205,14 @@ class PsnrPlot(QWidget):
         y0, y1 = min(ys), max(ys)
         if y1 - y0 < 1e-6:
             y1 = y0 + 1.0
+        labels = (f"{y1:.1f} dB", f"{y0:.1f} dB")
+        metrics = painter.fontMetrics()
+        margin = max(metrics.horizontalAdvance(t) for t in labels) + 10
         pad = 4
+        right = max(w - margin, 2 * pad + 10)  # the curve ends where the labels start
 
         def to_px(x: float, y: float) -> QPointF:
-            u = pad + (x - x0) / max(x1 - x0, 1e-9) * (w - 2 * pad)
+            u = pad + (x - x0) / max(x1 - x0, 1e-9) * (right - 2 * pad)
             v = h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
             return QPointF(u, v)
 
@@ -209,6 +220,6 @@ class PsnrPlot(QWidget):
         painter.drawPolyline(QPolygonF([to_px(x, y) for x, y in self.points]))
         painter.setPen(QPen(QColor(200, 200, 200), 1))
         flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop
-        painter.drawText(0, 2, w - 6, h, flags, f"{y1:.1f} dB")
+        painter.drawText(0, 2, w - 6, h, flags, labels[0])
         flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom
-        painter.drawText(0, 0, w - 6, h - 2, flags, f"{y0:.1f} dB")
+        painter.drawText(0, 0, w - 6, h - 2, flags, labels[1])

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -36,8 +37,10 @@ from .._layers import (
     INFO_KEY,
     decoded_layer_data,
     decoded_name,
+    file_name,
     fit_layer,
     inif_info,
+    layer_axes,
     layer_layout,
     lazy_levels,
 )
@@ -106,7 +109,14 @@ class CompressWidget(DockWidget):
         self._max_ratio = math.inf
         self._closed = False
 
-        self.layer_combo = LayerCombo(napari_viewer, _is_image, self)
+        self.layer_combo = LayerCombo(napari_viewer, _is_candidate, self)
+        self.axes_edit = QLineEdit(self)
+        self.axes_edit.setToolTip(
+            "One letter per layer dimension: T (time), C (channels), Z, Y, X. T and Z are "
+            "both coordinates of the field but T is never mixed with Z (a time-lapse is not "
+            "a volume); C is a channel, not a coordinate. Prefilled from the layer's axis "
+            "labels."
+        )
         self.ratio_slider = QSlider(Qt.Orientation.Horizontal, self)
         lo, hi = RATIO_RANGE
         self.ratio_slider.setRange(
@@ -138,6 +148,7 @@ class CompressWidget(DockWidget):
 
         own_rows = [
             ("Image layer", self.layer_combo),
+            ("Axes", self.axes_edit),
             ("Ratio", self.ratio_slider),
             ("", self.ratio_label),
             ("Quality / speed", self.preset),
@@ -156,14 +167,15 @@ class CompressWidget(DockWidget):
         layout.addWidget(self.result_label)
         layout.addWidget(self.save_button)
 
-        self.layer_combo.currentIndexChanged.connect(self._update_ratio)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.axes_edit.textChanged.connect(self._update_ratio)
         self.ratio_slider.valueChanged.connect(self._update_ratio)
         self.preset.currentIndexChanged.connect(self._update_buttons)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(self._save_dialog)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        self._update_ratio()
+        self._on_layer_changed()
 
     # settings ---------------------------------------------------------------------------
     @property
@@ -185,15 +197,38 @@ class CompressWidget(DockWidget):
             values["steps"] = steps
         return self.config_cls(**values)
 
+    def axes(self) -> str | None:
+        """The axis letters typed for the layer (``None``: the layer's own)."""
+        return self.axes_edit.text().strip().upper() or None
+
+    def _on_layer_changed(self, *_: Any) -> None:
+        layer = self.layer_combo.current()
+        text = ""
+        if layer is not None and not _is_labels(layer):
+            try:
+                text = layer_axes(layer).removesuffix("S" if layer.rgb else "")
+            except ValueError:
+                text = ""
+        self.axes_edit.blockSignals(True)
+        self.axes_edit.setText(text)
+        self.axes_edit.blockSignals(False)
+        self._update_ratio()
+
     def _update_ratio(self, *_: Any) -> None:
         layer = self.layer_combo.current()
         self._max_ratio = math.inf
         text = f"{self.ratio:.0f}x"
-        if layer is not None:
+        if layer is not None and _is_labels(layer):
+            self._max_ratio = 0.0
+            text = (
+                "labels are not supported: a field approximates values, and a label image "
+                "must stay exact. Save labels in a lossless format (TIFF, Zarr)."
+            )
+        elif layer is not None:
             try:
                 from ..core import max_ratio
 
-                layout = layer_layout(layer)
+                layout = layer_layout(layer, self.axes())
                 self._max_ratio = max_ratio(layout)
             except ValueError as exc:  # unsupported layer (dtype, axes)
                 self._max_ratio = 0.0
@@ -237,11 +272,13 @@ class CompressWidget(DockWidget):
             return
         source.metadata[CONFIG_KEY] = config.to_dict()  # what File > Save as .inif will use
         run = self._run = _Run(source, config)
+        self.result_label.setText("")  # the previous result is not this fit's
         run.worker = create_worker(
             fit_layer,
             source,
             config,
             preview_every=PREVIEW_EVERY,
+            axes=self.axes(),
             _start_thread=False,
             _connect={
                 "yielded": lambda p: self._on_progress(run, p),
@@ -283,13 +320,18 @@ class CompressWidget(DockWidget):
             self.progress.setValue(p.step)
         else:
             self.progress.setValue(int(1000 * min(1.0, p.elapsed / run.config.time_limit)))
+        budget = run.config.time_limit
         if p.phase == "fit":
             self.plot.add(p.step, p.psnr)
-            self.progress.setFormat(
-                f"step {p.step}/{p.steps} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}"
+            done = (
+                f"step {p.step}/{p.steps}"
+                if budget is None
+                else (f"{_eta(p.elapsed)} of {_eta(budget)} · step {p.step}")
             )
+            self.progress.setFormat(f"{done} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}")
         else:
-            self.progress.setFormat(f"{p.phase}… PSNR {p.psnr:.1f} dB")
+            phase = {"quantise": "quantising", "quality": "measuring"}.get(p.phase, p.phase)
+            self.progress.setFormat(f"{phase}… {_eta(p.elapsed)} elapsed · PSNR {p.psnr:.1f} dB")
         if p.preview is not None:
             self._show_preview(run, p.preview)
 
@@ -341,7 +383,7 @@ class CompressWidget(DockWidget):
     def _add_beside(self, source: Any, data: Any, meta: dict[str, Any]) -> Any:
         """Add image layer(s) just above ``source``; returns the first one."""
         kwargs = dict(meta)
-        if kwargs.get("channel_axis") is None:
+        if kwargs.get("channel_axis") is None and not kwargs.get("rgb"):
             kwargs["contrast_limits"] = list(source.contrast_limits)
             kwargs["colormap"] = source.colormap
         kwargs.setdefault("scale", list(source.scale))
@@ -373,12 +415,19 @@ class CompressWidget(DockWidget):
     def _save_dialog(self) -> None:
         if self.result is None:
             return
-        layer, _ = self.result
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save INIF file", f"{layer.name}.inif", "INIF files (*.inif)"
+            self, "Save INIF file", self.default_file_name(), "INIF files (*.inif)"
         )
         if path:
             self.save(path)
+
+    def default_file_name(self) -> str:
+        """``<source>_<ratio>x.inif`` for the last result, e.g. ``nuclei_256x.inif``."""
+        if self.result is None:
+            return "image.inif"
+        layer, encoded = self.result
+        source = layer.metadata[INFO_KEY].get("source_layer") or layer.name
+        return file_name(str(source), encoded.ratio)
 
     def save(self, path: str) -> str:
         """Write the last result to ``path`` (atomically) and record it on its layer."""
@@ -408,10 +457,19 @@ class CompressWidget(DockWidget):
         self.layer_combo.cleanup()
 
 
-def _is_image(layer: Any) -> bool:
+def _is_labels(layer: Any) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)
+
+
+def _is_candidate(layer: Any) -> bool:
+    """Image layers that are not ours, and Labels layers (listed, to say why not)."""
     from napari.layers import Image
 
     meta = layer.metadata
+    if _is_labels(layer):
+        return True
     return isinstance(layer, Image) and not meta.get(ENCODED_KEY) and not meta.get(PREVIEW_KEY)
 
 
