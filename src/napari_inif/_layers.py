@@ -11,8 +11,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +32,11 @@ __all__ = [
     "ENCODED_KEY",
     "FIELD_KEY",
     "INFO_KEY",
+    "LAZY_KEY",
+    "BackgroundDecoder",
     "Placed",
     "ViewRequest",
+    "background_decoder",
     "codec_dtype",
     "compare",
     "current_index",
@@ -48,6 +56,7 @@ __all__ = [
     "layer_shape",
     "lazy_levels",
     "plane_dims",
+    "set_refresher",
     "viewport_request",
 ]
 
@@ -57,10 +66,15 @@ INFO_KEY = "inif"
 ENCODED_KEY = "inif_encoded"
 FIELD_KEY = "inif_field"
 CHANNEL_KEY = "inif_channel"
+#: ``layer.metadata`` key of the field whose tiles the layer's data decodes in the
+#: background (see :class:`BackgroundDecoder`): its layers are refreshed as tiles arrive.
+LAZY_KEY = "inif_lazy"
 
 #: Edge of a dask chunk in the plane at full resolution (pixels): large enough that a
 #: viewport touches a handful of chunks, small enough that a chunk decodes in ~10 ms.
 CHUNK_EDGE = 128
+#: Seconds between refreshes of a layer while its tiles keep arriving.
+REFRESH_EVERY = 0.25
 
 _AXIS_LETTERS = "TCZYXSQ"
 
@@ -112,9 +126,248 @@ def _units(unit: str | None, axes: str) -> list[str] | None:
     return [unit if a in "ZYX" else "pixel" for a in axes]
 
 
-def as_dask(level: InifArray) -> da.Array:
+class Tiles:
+    """One pyramid level as dask's chunk source, decoded in the background.
+
+    ``tiles[key]`` never decodes: it returns the chunk from the decoder's cache, or a
+    stand-in (the coarsest level, enlarged, if that is cached; else zeros) and asks the
+    :class:`BackgroundDecoder` for the chunk; the layer is refreshed when it arrives.
+    """
+
+    _tokens = itertools.count()
+
+    def __init__(
+        self, level: InifArray, decoder: BackgroundDecoder, owner: Any, coarse: Tiles | None
+    ):
+        self.level = level
+        self.decoder = decoder
+        self.owner = owner  # the field the layer shows (what its refresh is keyed on)
+        self.coarse = coarse  # the coarsest level's tiles, or None for the coarsest itself
+        self.shape = level.shape
+        self.dtype = level.dtype
+        self.ndim = level.ndim
+        self.token = next(self._tokens)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.decoder.get(self, key)
+
+    def decode(self, key: tuple[slice, ...]) -> np.ndarray:
+        """Decode ``key`` now (in the decoder's thread)."""
+        return np.asarray(self.level[key])
+
+    def plane_axes(self) -> tuple[int, ...]:
+        return tuple(self.level.layout.coord_axes[-2:])
+
+
+def _norm(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    key = key if isinstance(key, tuple) else (key,)
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out = []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, _ = k.indices(n)
+        else:
+            start, stop = int(k), int(k) + 1
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+class BackgroundDecoder:
+    """Decodes tiles of lazy layers in one background thread, newest request first.
+
+    The GUI thread never decodes: napari's slicing gets cached tiles or stand-ins
+    (:class:`Tiles`), a request that waits too long behind newer ones is dropped (a
+    dragged slider leaves no backlog), decoded tiles are kept in an LRU cache of
+    ``max_bytes`` (the thumbnail and the view share it), and ``refresher(owner)`` is
+    called from the decoding thread when a tile of ``owner`` arrived (the Qt side moves
+    that to the GUI thread and refreshes the layers).
+    """
+
+    def __init__(self, *, max_bytes: int = 512 << 20, max_pending: int = 96):
+        self.max_bytes = max_bytes
+        self.max_pending = max_pending
+        self.refresher: Callable[[Any], None] | None = None
+        self.decoded_pixels = 0  # statistics (tests count what was decoded)
+        self.dropped = 0
+        self.errors: list[BaseException] = []
+        self._cache: OrderedDict[tuple[int, tuple[Any, ...]], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._pending: OrderedDict[tuple[int, tuple[Any, ...]], tuple[Tiles, tuple[slice, ...]]] = (
+            OrderedDict()
+        )
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._decoding: tuple[int, tuple[Any, ...]] | None = None
+        self._refreshed: dict[int, float] = {}
+        self._thread = threading.Thread(target=self._run, name="inif-decode", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _ckey(key: tuple[slice, ...]) -> tuple[Any, ...]:
+        return tuple((s.start, s.stop) for s in key)
+
+    def get(self, tiles: Tiles, key: Any) -> np.ndarray:
+        """The chunk ``key`` of ``tiles`` if decoded, else a stand-in (and ask for it)."""
+        key = _norm(key, tiles.shape)
+        found = self._lookup(tiles, key)
+        if found is not None:
+            return found
+        self._want(tiles, key)
+        stand_in = None
+        if tiles.coarse is not None:
+            stand_in = self._enlarged(tiles, key)  # asks for the coarse plane after the tile
+        if stand_in is None:
+            shape = tuple(s.stop - s.start for s in key)
+            stand_in = np.zeros(shape, tiles.dtype)
+        return stand_in
+
+    def _lookup(self, tiles: Tiles, key: tuple[slice, ...]) -> np.ndarray | None:
+        ck = (tiles.token, self._ckey(key))
+        with self._cond:
+            found = self._cache.get(ck)
+            if found is not None:
+                self._cache.move_to_end(ck)
+            return found
+
+    def _want(self, tiles: Tiles, key: tuple[slice, ...]) -> None:
+        ck = (tiles.token, self._ckey(key))
+        with self._cond:
+            if ck == self._decoding or ck in self._cache:
+                return  # being decoded now, or just done: the refresh after it brings it
+            if ck in self._pending:
+                self._pending.move_to_end(ck)
+            else:
+                self._pending[ck] = (tiles, key)
+                while len(self._pending) > self.max_pending:
+                    self._pending.popitem(last=False)  # the oldest wish goes
+                    self.dropped += 1
+            self._cond.notify()
+
+    def _enlarged(self, tiles: Tiles, key: tuple[slice, ...]) -> np.ndarray | None:
+        """``key`` cut from the coarsest level's plane, enlarged (``None``: not decoded)."""
+        coarse = tiles.coarse
+        assert coarse is not None
+        plane = tiles.plane_axes()
+        ckey = tuple(slice(0, coarse.shape[a]) if a in plane else s for a, s in enumerate(key))
+        found = self._lookup(coarse, ckey)
+        if found is None:
+            self._want(coarse, ckey)  # asked after the tile: decoded first (newest first)
+            return None
+        out = found
+        for a in plane:
+            ratio = (
+                coarse.level.factors[coarse.level.layout.coord_axes.index(a)]
+                / (tiles.level.factors[tiles.level.layout.coord_axes.index(a)])
+            )
+            pos = (np.arange(key[a].start, key[a].stop) + 0.5) / ratio
+            idx = np.clip(pos.astype(int), 0, coarse.shape[a] - 1)
+            out = np.take(out, idx, axis=a)
+        return out
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._busy = False
+                    self._cond.notify_all()
+                    self._cond.wait()
+                if self._closed:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+                self._busy = True
+                ck, (tiles, key) = self._pending.popitem(last=True)
+                self._decoding = ck
+            try:
+                data = tiles.decode(key)
+            except Exception as exc:  # reported, never raised into napari
+                self.errors.append(exc)
+                with self._cond:
+                    self._decoding = None
+                continue
+            with self._cond:
+                self._decoding = None
+                self._cache[ck] = data
+                self._bytes += data.nbytes
+                self.decoded_pixels += data.size
+                while self._bytes > self.max_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._bytes -= old.nbytes
+            refresher = self.refresher
+            if refresher is not None and self._due(tiles.owner):
+                refresher(tiles.owner)
+
+    def _due(self, owner: Any) -> bool:
+        """Refresh once the owner's queued tiles are all decoded, or every
+        :data:`REFRESH_EVERY` seconds while they keep coming (a refresh re-slices)."""
+        now = time.perf_counter()
+        with self._cond:
+            more = any(t.owner is owner for t, _ in self._pending.values())
+            last = self._refreshed.get(id(owner), 0.0)
+            if more and now - last < REFRESH_EVERY:
+                return False
+            self._refreshed[id(owner)] = now
+            return True
+
+    def close(self) -> None:
+        """Stop the decoding thread (what is queued is dropped)."""
+        with self._cond:
+            self._closed = True
+            self._pending.clear()
+            self.refresher = None
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def idle(self, timeout: float = 30.0) -> bool:
+        """Wait until nothing is pending or decoding; whether that happened in time."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def clear(self) -> None:
+        """Forget every decoded tile and every wish."""
+        with self._cond:
+            self._cache.clear()
+            self._pending.clear()
+            self._bytes = 0
+
+
+_DECODER: BackgroundDecoder | None = None
+_ACTIVE: Callable[[], bool] = lambda: False  # noqa: E731
+
+
+def set_refresher(
+    refresher: Callable[[Any], None] | None, active: Callable[[], bool]
+) -> BackgroundDecoder:
+    """Turn on background decoding for new layers while ``active()`` is true.
+
+    ``refresher(owner)`` is called from the decoding thread when tiles of ``owner``
+    arrived (it must hand over to the GUI thread and refresh the layers showing it);
+    ``active()`` says whether anything would refresh them (a napari window is open).
+    Otherwise (scripts, a bare ``ViewerModel``) layers decode when napari asks.
+    """
+    global _DECODER, _ACTIVE
+    if _DECODER is None:
+        import atexit
+
+        _DECODER = BackgroundDecoder()
+        atexit.register(_DECODER.close)  # no decoding while the interpreter shuts down
+    _DECODER.refresher = refresher
+    _ACTIVE = active
+    return _DECODER
+
+
+def background_decoder() -> BackgroundDecoder | None:
+    """The background decoder, if one is installed and active, else ``None``."""
+    if _DECODER is None or _DECODER.refresher is None or not _ACTIVE():
+        return None
+    return _DECODER
+
+
+def as_dask(level: InifArray, tiles: Tiles | None = None) -> da.Array:
     """``level`` as a dask array: napari slices it natively and decodes only the chunks of
-    the current slice that the view touches.
+    the current slice that the view touches (through ``tiles`` when given: in the
+    background, see :class:`Tiles`).
 
     Chunks are one plane thick along every coordinate axis but the last two (Y, X), where
     they are :data:`CHUNK_EDGE` pixels of the full-resolution image (fewer at coarser
@@ -136,7 +389,7 @@ def as_dask(level: InifArray) -> da.Array:
         else:
             chunks.append(1)
     return da.from_array(
-        level,
+        level if tiles is None else tiles,
         chunks=tuple(chunks),
         asarray=False,
         fancy=False,
@@ -146,9 +399,15 @@ def as_dask(level: InifArray) -> da.Array:
     )
 
 
-def lazy_levels(field: InifArray) -> list[da.Array]:
-    """The multiscale pyramid of ``field`` as dask arrays (see :func:`as_dask`)."""
-    return [as_dask(level) for level in field.levels]
+def lazy_levels(field: InifArray, decoder: BackgroundDecoder | None = None) -> list[da.Array]:
+    """The multiscale pyramid of ``field`` as dask arrays (see :func:`as_dask`); decoded
+    in the background by ``decoder`` when given."""
+    levels = field.levels
+    if decoder is None:
+        return [as_dask(level) for level in levels]
+    coarse = Tiles(levels[-1], decoder, field, None)
+    tiles = [Tiles(level, decoder, field, coarse) for level in levels[:-1]] + [coarse]
+    return [as_dask(level, t) for level, t in zip(levels, tiles, strict=True)]
 
 
 def decoded_layer_data(
@@ -172,7 +431,8 @@ def decoded_layer_data(
     keep = [i for i in range(len(layout.shape)) if i != c]
     axes = "".join(layout.axes[i] for i in keep)
     field = encoded.array()
-    levels = lazy_levels(field)
+    decoder = background_decoder()
+    levels = lazy_levels(field, decoder)
     limits = [
         (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
         for lo, hi in zip(header.lo, header.hi, strict=True)
@@ -187,8 +447,11 @@ def decoded_layer_data(
             INFO_KEY: inif_info(encoded, path=path, source=source),
             ENCODED_KEY: encoded,
             FIELD_KEY: field,
+            LAZY_KEY: field,
         },
     }
+    if decoder is not None:
+        meta["cache"] = False  # napari's dask cache would keep the stand-ins
     if header.scale is not None:
         meta["scale"] = [header.scale[i] for i in keep]
     units = _units(header.unit, axes)
@@ -294,10 +557,17 @@ def layer_image(layer: Any, axes: str | None = None) -> Image:
 
 
 def field_of(layer: Any) -> Any:
-    """The full-resolution lazy data of a decoded layer (what napari slices), or ``None``."""
-    if _field_and_channel(layer) is None:
+    """The full-resolution lazy data of a decoded layer (the layer's dimensions; decodes
+    when computed, unlike the layer's data which may decode in the background)."""
+    found = _field_and_channel(layer)
+    if found is None:
         return None
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    field, channel = found
+    data = as_dask(field)
+    c = field.layout.channel_axis
+    if c is not None and channel is not None:
+        data = data[(slice(None),) * c + (channel,)]
+    return data
 
 
 def _field_and_channel(layer: Any) -> tuple[InifArray, int | None] | None:

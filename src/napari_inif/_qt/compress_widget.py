@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 from .._layers import (
     ENCODED_KEY,
     INFO_KEY,
+    LAZY_KEY,
     decoded_layer_data,
     decoded_name,
     file_name,
@@ -100,9 +101,11 @@ class CompressWidget(DockWidget):
     ):
         super().__init__(parent)
         from ..core.config import CompressionConfig  # torch-free
+        from ._background import install
 
         self.viewer = napari_viewer
         self.config_cls = config_cls or CompressionConfig
+        self._decoder = install()  # previews and results decode off the GUI thread
         self._run: _Run | None = None
         self._stopping: _Run | None = None  # a cancelled fit whose worker has not stopped
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
@@ -336,14 +339,21 @@ class CompressWidget(DockWidget):
             self._show_preview(run, p.preview)
 
     def _show_preview(self, run: _Run, preview: Any) -> None:
-        levels = lazy_levels(preview)
+        # Decoded in the background (_qt/_background): handing it over costs no decoding.
+        levels = lazy_levels(preview, self._decoder)
         if run.preview is not None and run.preview in self.viewer.layers:
+            run.preview.metadata[LAZY_KEY] = preview
             run.preview.data = levels
             return
         if run.preview is not None:  # the user deleted the preview: do not bring it back
             return
         name = f"{decoded_name(run.source.name, run.config.ratio)} (fitting…)"
-        meta = {"name": name, "multiscale": True, "metadata": {PREVIEW_KEY: True}}
+        meta = {
+            "name": name,
+            "multiscale": True,
+            "cache": False,  # napari's dask cache would keep the stand-ins
+            "metadata": {PREVIEW_KEY: True, LAZY_KEY: preview},
+        }
         run.preview = self._add_beside(run.source, levels, meta)
 
     def _on_returned(self, run: _Run, encoded: Any) -> None:
