@@ -35,15 +35,45 @@ HEARTBEAT_MS = 20
 
 
 class Heartbeat:
-    """Records the gaps between beats of a GUI-thread timer."""
+    """Records the gaps between beats of a GUI-thread timer.
 
-    def __init__(self) -> None:
+    With ``why_ms``, a watchdog thread prints where the GUI thread is whenever no beat
+    came for that long (the innermost frames of napari-inif, napari, vispy or Qt code).
+    """
+
+    def __init__(self, why_ms: float | None = None) -> None:
         from qtpy.QtCore import QTimer
 
+        self.why_ms = why_ms
+        self.seen: set[str] = set()
+        if why_ms:
+            import threading
+
+            main = threading.main_thread().ident
+            threading.Thread(target=self._watch, args=(main,), daemon=True).start()
         self.beats: list[float] = []
         self.timer = QTimer()
         self.timer.setInterval(HEARTBEAT_MS)
         self.timer.timeout.connect(lambda: self.beats.append(time.perf_counter()))
+
+    def _watch(self, main: int) -> None:
+        import traceback
+
+        while True:
+            time.sleep(0.02)
+            if not self.timer.isActive() or not self.beats:
+                continue
+            late = (time.perf_counter() - self.beats[-1]) * 1000
+            if late < self.why_ms:
+                continue
+            frame = sys._current_frames().get(main)
+            stack = traceback.extract_stack(frame)[-14:]
+            where = " <- ".join(
+                f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)
+            )
+            if where not in self.seen:
+                self.seen.add(where)
+                print(f"  [{late:.0f} ms late] {where}", flush=True)
 
     def start(self) -> None:
         self.beats = [time.perf_counter()]
@@ -111,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zsteps", type=int, default=40)
     parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", "this checkout"))
     parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--why", type=float, default=None, help="print stacks of freezes > ms")
     args = parser.parse_args(argv)
 
     import napari
@@ -131,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 1000)
     app = QApplication.instance()
-    beat = Heartbeat()
+    beat = Heartbeat(args.why)
     rows: dict[str, dict[str, float]] = {}
     _wait(app, 1.0)
 

@@ -58,6 +58,7 @@ __all__ = [
     "plane_dims",
     "set_refresher",
     "viewport_request",
+    "visible_region",
 ]
 
 #: ``layer.metadata`` keys of a decoded layer: a JSON-able summary, the Encoded itself, the
@@ -646,7 +647,10 @@ def fit_layer(
     ``axes`` overrides the layer's axis letters (see :func:`layer_axes`).  Reads the
     layer's data first (in the caller's thread: run it in a worker).
     """
-    return (yield from layer_image(layer, axes).fit(config, str(layer.name), preview_every))
+    encoded = yield from layer_image(layer, axes).fit(config, str(layer.name), preview_every)
+    if encoded is not None:
+        encoded.nbytes  # noqa: B018 - packs the file once here, not on the GUI thread
+    return encoded
 
 
 def plane_dims(layer: Any) -> tuple[int, ...]:
@@ -683,42 +687,70 @@ class ViewRequest:
     k: int
 
 
+def visible_region(
+    layer: Any,
+    world_point: Any,
+    displayed: tuple[int, ...],
+    center: Any,
+    zoom: float,
+    canvas_size: tuple[int, int],
+) -> tuple[slice, ...]:
+    """Level-0 region of ``layer`` on screen: the current index along hidden dimensions,
+    and along the displayed ones the canvas (height, width in screen pixels) around the
+    camera ``center`` at ``zoom`` screen pixels per world unit, clipped to the layer."""
+    shape = layer_shape(layer)
+    index = current_index(layer, world_point, displayed)
+    world_center = [float(c) for c in list(center)[-len(displayed) :]]
+    half = [float(n) / 2.0 / float(zoom) for n in canvas_size]  # world units
+    region = []
+    for d, n in enumerate(shape):
+        if d not in displayed:
+            region.append(slice(index[d], index[d] + 1))
+            continue
+        i = displayed.index(d)  # camera center and canvas size follow this order
+        s, t = float(layer.scale[d]), float(layer.translate[d])
+        a = (world_center[i] - half[i] - t) / s
+        b = (world_center[i] + half[i] - t) / s
+        lo, hi = min(a, b), max(a, b)  # data coordinates; pixel j spans [j - .5, j + .5]
+        lo_i = int(np.clip(math.floor(lo + 0.5), 0, n - 1))
+        hi_i = int(np.clip(math.ceil(hi + 0.5), lo_i + 1, n))
+        region.append(slice(lo_i, hi_i))
+    return tuple(region)
+
+
 def viewport_request(
     layer: Any,
     world_point: Any,
     displayed: tuple[int, ...],
     *,
+    center: Any,
+    zoom: float,
+    canvas_size: tuple[int, int],
     max_k: int = 8,
     max_points: int = 1 << 22,
 ) -> ViewRequest | None:
-    """The region a decoded layer shows and the zoom past its native pixels, or ``None``.
+    """The region of a decoded layer on screen and the zoom past its stored pixels.
 
-    Uses what napari already computed for the view: ``layer.corner_pixels`` (visible
-    data box at ``layer.data_level``) and ``layer.scale_factor`` (world units per screen
-    pixel).  ``None`` when the view is not zoomed in past the stored pixels, is 3D, or
-    shows other axes than the field's Y and X.
+    Computed from the camera (``center`` in world coordinates, the last two for the
+    displayed axes; ``zoom`` in screen pixels per world unit) and the canvas size
+    (height, width in screen pixels): the visible box, clipped to the layer, sampled
+    ``k`` times finer where ``k`` is the number of screen pixels per stored pixel (so
+    the samples are about as many as the screen pixels it covers).  napari's
+    ``corner_pixels`` is not used: in napari 0.9 it does not shrink when zooming in.
+    ``None`` when the view is not zoomed in past the stored pixels, is 3D, or shows
+    other axes than the field's Y and X.
     """
     plane = plane_dims(layer)
     if len(displayed) != 2 or not plane or set(plane) != set(displayed):
         return None
-    scale_factor = float(getattr(layer, "scale_factor", 1.0) or 1.0)
-    screen_px = min(abs(float(layer.scale[d])) for d in displayed) / scale_factor
+    zoom = float(zoom)
+    if zoom <= 0:
+        return None
+    screen_px = min(abs(float(layer.scale[d])) for d in displayed) * zoom
     k = min(max_k, math.ceil(screen_px - 1e-6))
     if k <= 1:
         return None
-    factors = layer.downsample_factors[layer.data_level] if layer.multiscale else None
-    shape = layer_shape(layer)
-    corners = np.asarray(layer.corner_pixels, float)
-    region = []
-    index = current_index(layer, world_point, displayed)
-    for d, n in enumerate(shape):
-        if d not in displayed:
-            region.append(slice(index[d], index[d] + 1))
-            continue
-        f = 1.0 if factors is None else float(factors[d])
-        lo = int(np.clip(math.floor(corners[0, d] * f), 0, n - 1))
-        hi = int(np.clip(math.ceil((corners[1, d] + 1) * f), lo + 1, n))
-        region.append(slice(lo, hi))
+    region = visible_region(layer, world_point, displayed, center, zoom, canvas_size)
     pixels = math.prod(s.stop - s.start for s in region)
     while k > 1 and pixels * k * k > max_points:
         k -= 1

@@ -71,7 +71,10 @@ def test_stopping_a_fit_then_adding_and_opening_does_not_crash(
     _draw(qtbot, shown)
     [opened] = shown.open(str(cells_inif), plugin=None)
     _draw(qtbot, shown)
-    assert opened.name.startswith("cells") and shown.layers[-1] is opened
+    assert opened.name.startswith("cells") and opened in shown.layers
+    # Shown fitted to the canvas, the file is zoomed past its pixels: sampled finer.
+    qtbot.waitUntil(lambda: f"{opened.name} [viewport]" in shown.layers, timeout=15_000)
+    _draw(qtbot, shown)
     if how == "close_dock":
         widget.deleteLater()  # napari un-parents a removed dock's widget; it is ours to delete
         qtbot.wait(10)

@@ -77,9 +77,16 @@ def _a_window_is_open() -> bool:
 
 
 def install_if_windowed() -> None:
-    """:func:`install` when a napari window is open (readers call this: a bare
-    ``ViewerModel`` or a script keeps decoding on demand)."""
+    """:func:`install` and viewport sampling when a napari window is open (readers call
+    this: a bare ``ViewerModel`` or a script keeps decoding on demand)."""
     import sys
 
     if "napari" in sys.modules and _a_window_is_open():
+        from napari import current_viewer
+
+        from .viewport import auto_sample
+
         install()
+        viewer = current_viewer()
+        if viewer is not None:  # the window the file is opened into
+            auto_sample(viewer)

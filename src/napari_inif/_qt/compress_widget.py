@@ -102,10 +102,12 @@ class CompressWidget(DockWidget):
         super().__init__(parent)
         from ..core.config import CompressionConfig  # torch-free
         from ._background import install
+        from .viewport import auto_sample
 
         self.viewer = napari_viewer
         self.config_cls = config_cls or CompressionConfig
         self._decoder = install()  # previews and results decode off the GUI thread
+        auto_sample(napari_viewer)  # results are sampled at screen resolution when zoomed
         self._run: _Run | None = None
         self._stopping: _Run | None = None  # a cancelled fit whose worker has not stopped
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit

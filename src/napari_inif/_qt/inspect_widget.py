@@ -5,7 +5,8 @@
 * A lazy difference layer (original - decoded, float32, multiscale).
 * Side by side: napari's grid mode with only the two layers shown (one camera, so
   pan and zoom stay linked), and back to the previous view.
-* Viewport sampling: the decoded layer sampled at screen resolution when zoomed in.
+* Viewport sampling (on by default for every decoded layer): the decoded layer sampled
+  at screen resolution when zoomed in; the box turns it off (or on) for the chosen layer.
 * ROI decode: a rectangle of a Shapes layer (or the current view) decoded at the stored
   resolution or ``k`` times finer into a new layer placed over the decoded one.
 """
@@ -37,9 +38,10 @@ from .._layers import (
     layer_displayed,
     layer_shape,
     plane_dims,
+    visible_region,
 )
 from ._parts import DockWidget, LayerCombo, alive, unwrap
-from .viewport import ViewportSampler
+from .viewport import _camera, auto_sample, sampler_of
 
 __all__ = ["InspectWidget"]
 
@@ -75,7 +77,7 @@ class InspectWidget(DockWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.sampler: ViewportSampler | None = None
+        self.auto = auto_sample(napari_viewer)
         self.last_metrics: dict[str, Any] = {}
         self._grid_saved: tuple[dict[str, Any], list[tuple[Any, bool]]] | None = None
         self._workers: list[Any] = []
@@ -149,8 +151,7 @@ class InspectWidget(DockWidget):
         for layer in self.viewer.layers:
             if layer.name == source and _is_plain_image(layer):
                 self.original.select(layer)
-        if self.sampler is not None and self.sampler.layer is not unwrap(decoded):
-            self.set_viewport_sampling(True)
+        self._show_sampling()
 
     def _index(self, layer: Any) -> tuple[Any, ...]:
         dims = self.viewer.dims
@@ -272,18 +273,23 @@ class InspectWidget(DockWidget):
         return canvas.grid if canvas is not None else self.viewer.grid
 
     # viewport sampling ------------------------------------------------------------------
-    def set_viewport_sampling(self, on: bool) -> None:
-        """Start (or stop) sampling the decoded layer at screen resolution."""
-        if self.sampler is not None:
-            self.sampler.stop()
-            self.sampler = None
+    @property
+    def sampler(self) -> Any:
+        """The viewport sampler of the chosen decoded layer, or ``None`` (turned off)."""
         decoded = self.decoded.current()
-        if on and decoded is not None:
-            self.sampler = ViewportSampler(self.viewer, decoded)
-        if self.viewport_box.isChecked() != (self.sampler is not None):
-            self.viewport_box.blockSignals(True)
-            self.viewport_box.setChecked(self.sampler is not None)
-            self.viewport_box.blockSignals(False)
+        return None if decoded is None else sampler_of(self.viewer, decoded)
+
+    def set_viewport_sampling(self, on: bool) -> None:
+        """Turn sampling at screen resolution on or off for the chosen decoded layer."""
+        decoded = self.decoded.current()
+        if decoded is not None:
+            self.auto.set_sampling(decoded, on)
+        self._show_sampling()
+
+    def _show_sampling(self) -> None:
+        self.viewport_box.blockSignals(True)
+        self.viewport_box.setChecked(self.sampler is not None)
+        self.viewport_box.blockSignals(False)
 
     # ROI --------------------------------------------------------------------------------
     def roi_region(self) -> tuple[slice, ...] | None:
@@ -325,12 +331,16 @@ class InspectWidget(DockWidget):
         return corners.min(axis=0), corners.max(axis=0)
 
     def _view_box(self, decoded: Any, plane: tuple[int, ...]) -> Any:
-        """The visible part of ``decoded`` (level-0 data coordinates) as a box."""
-        level = decoded.data_level if decoded.multiscale else 0
-        f = decoded.downsample_factors[level] if decoded.multiscale else np.ones(decoded.ndim)
-        corners = np.asarray(decoded.corner_pixels, float)
-        lo = [corners[0, d] * f[d] - 0.5 for d in plane]
-        hi = [(corners[1, d] + 1) * f[d] - 0.5 for d in plane]
+        """The part of ``decoded`` on screen (level-0 data coordinates) as a box: from
+        the camera and the canvas size (``corner_pixels`` does not shrink on zoom)."""
+        dims = self.viewer.dims
+        displayed = layer_displayed(decoded, dims.displayed, dims.ndim)
+        camera = _camera(self.viewer)
+        region = visible_region(
+            decoded, dims.point, displayed, camera.center, camera.zoom, self.viewer.canvas.size
+        )
+        lo = [region[d].start - 0.5 for d in plane]
+        hi = [region[d].stop - 0.5 for d in plane]
         return np.array(lo), np.array(hi)
 
     def decode_roi(self) -> Any:
@@ -380,7 +390,6 @@ class InspectWidget(DockWidget):
         if self._closed:
             return
         self._closed = True
-        self.set_viewport_sampling(False)
         if self._grid_saved is not None:
             self.side_by_side(False)
         for worker in list(self._workers):

@@ -15,10 +15,19 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer
 
-from .._layers import finer_region, layer_displayed, viewport_request
+from .._layers import FIELD_KEY, finer_region, layer_displayed, viewport_request
 from ._parts import remove_layer, unwrap
 
-__all__ = ["ViewportSampler"]
+__all__ = ["VIEWPORT_KEY", "ViewportSampler", "auto_sample", "sampler_of"]
+
+#: ``layer.metadata`` key of a viewport overlay (the name of the layer it refines).
+VIEWPORT_KEY = "inif_viewport_of"
+
+
+def _camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 class ViewportSampler(QObject):
@@ -52,9 +61,11 @@ class ViewportSampler(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(delay_ms)
         self._timer.timeout.connect(self.request)
+        camera = _camera(viewer)
         self._events = [
-            viewer.camera.events.zoom,
-            viewer.camera.events.center,
+            camera.events.zoom,
+            camera.events.center,
+            viewer.canvas.events.size,
             viewer.dims.events.current_step,
             viewer.dims.events.ndisplay,
             viewer.dims.events.order,
@@ -75,12 +86,10 @@ class ViewportSampler(QObject):
 
         if self._stopped:
             return
-        dims = self.viewer.dims
-        displayed = layer_displayed(self.layer, dims.displayed, dims.ndim)
-        wanted = viewport_request(self.layer, dims.point, displayed, max_k=self.max_zoom)
+        wanted = self.wanted()
         if wanted is None:
             if self.overlay is not None:
-                self.overlay.visible = False
+                self.overlay.opacity = 0.0  # not visible=False: see remove_layer
             return
         if self.busy:
             self._pending = True
@@ -101,6 +110,22 @@ class ViewportSampler(QObject):
         )
         worker.start()
 
+    def wanted(self) -> Any:
+        """The :class:`~napari_inif._layers.ViewRequest` of the current view, or ``None``."""
+        viewer = self.viewer
+        dims = viewer.dims
+        camera = _camera(viewer)
+        displayed = layer_displayed(self.layer, dims.displayed, dims.ndim)
+        return viewport_request(
+            self.layer,
+            dims.point,
+            displayed,
+            center=camera.center,
+            zoom=camera.zoom,
+            canvas_size=tuple(viewer.canvas.size),
+            max_k=self.max_zoom,
+        )
+
     def _apply(self, generation: int, placed: Any) -> None:
         if generation != self.generation or self.layer not in self.viewer.layers:
             self.dropped += 1
@@ -112,7 +137,7 @@ class ViewportSampler(QObject):
             self.overlay.scale = placed.scale
             self.overlay.translate = placed.translate
             self.overlay.contrast_limits = self.layer.contrast_limits
-            self.overlay.visible = True
+            self.overlay.opacity = self.layer.opacity
         self.applied += 1
 
     def _add_overlay(self, placed: Any) -> Any:
@@ -126,7 +151,8 @@ class ViewportSampler(QObject):
             translate=placed.translate,
             colormap=layer.colormap,
             contrast_limits=layer.contrast_limits,
-            metadata={"inif_viewport_of": layer.name},
+            rgb=layer.rgb,
+            metadata={VIEWPORT_KEY: layer.name},
         )
         selection.active = active  # adding selected the overlay: keep the user's choice
         return unwrap(overlay)
@@ -161,3 +187,68 @@ class ViewportSampler(QObject):
         if self.overlay is not None:
             remove_layer(self.viewer, self.overlay)  # it may be hidden: see remove_layer
         self.overlay = None
+
+
+class _AutoSampler(QObject):
+    """Starts a :class:`ViewportSampler` for every decoded layer added to one viewer."""
+
+    def __init__(self, viewer: Any):
+        super().__init__()
+        self.viewer = viewer
+        self.samplers: dict[int, ViewportSampler] = {}
+        self.off: set[int] = set()  # layers the user turned sampling off for
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+        for layer in list(viewer.layers):
+            self._start(layer)
+
+    def _start(self, layer: Any) -> None:
+        layer = unwrap(layer)
+        meta = layer.metadata if isinstance(layer.metadata, dict) else {}
+        if meta.get(FIELD_KEY) is None or id(layer) in self.samplers or id(layer) in self.off:
+            return
+        self.samplers[id(layer)] = ViewportSampler(self.viewer, layer)
+
+    def _on_inserted(self, event: Any) -> None:
+        self._start(event.value)
+
+    def _on_removed(self, event: Any) -> None:
+        layer = unwrap(event.value)
+        self.samplers.pop(id(layer), None)  # the sampler stops itself
+        self.off.discard(id(layer))
+
+    def set_sampling(self, layer: Any, on: bool) -> None:
+        layer = unwrap(layer)
+        if on:
+            self.off.discard(id(layer))
+            self._start(layer)
+        else:
+            self.off.add(id(layer))
+            sampler = self.samplers.pop(id(layer), None)
+            if sampler is not None:
+                sampler.stop()
+
+
+_AUTO: dict[int, _AutoSampler] = {}
+
+
+def auto_sample(viewer: Any) -> _AutoSampler:
+    """Viewport sampling for every decoded layer of ``viewer``, on by default (once per
+    viewer; forgotten when the viewer closes)."""
+    key = id(viewer)
+    auto = _AUTO.get(key)
+    if auto is None or auto.viewer is not viewer:
+        auto = _AUTO[key] = _AutoSampler(viewer)
+        window = getattr(viewer, "window", None)
+        qt_window = getattr(window, "_qt_window", None)
+        if qt_window is not None:
+            qt_window.destroyed.connect(lambda *_: _AUTO.pop(key, None))
+    return auto
+
+
+def sampler_of(viewer: Any, layer: Any) -> ViewportSampler | None:
+    """The running sampler of ``layer`` in ``viewer``, if any."""
+    auto = _AUTO.get(id(viewer))
+    if auto is None or auto.viewer is not viewer:
+        return None
+    return auto.samplers.get(id(unwrap(layer)))
