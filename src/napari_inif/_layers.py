@@ -56,6 +56,7 @@ __all__ = [
     "layer_shape",
     "lazy_levels",
     "plane_dims",
+    "plane_psnr",
     "set_refresher",
     "viewport_request",
     "visible_region",
@@ -802,3 +803,28 @@ def compare(original: Any, decoded: Any, index: tuple[Any, ...] | None = None) -
     if index is None and "Z" in "".join(str(x_) for x_ in decoded.axis_labels) and x.ndim >= 3:
         plane_axes = 3
     return metrics.quality(x, y, plane_axes=plane_axes)
+
+
+def plane_psnr(original: Any, decoded: Any) -> tuple[str, list[tuple[int, float]]]:
+    """PSNR (dB, against the original's whole data range) of every plane along the first
+    axis of a stack, e.g. each time point of a TYX time-lapse: ``(axis label, [(i, dB)])``.
+
+    Decodes the whole stack plane by plane: call it in a worker thread.
+    """
+    from napari_inif.core.metrics import quality as metrics
+
+    a = original.data[0] if original.multiscale else original.data
+    b = field_of(decoded)
+    if b is None:
+        b = decoded.data[0] if decoded.multiscale else decoded.data
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"the layers differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if len(a.shape) < 3 or (getattr(decoded, "rgb", False) and len(a.shape) < 4):
+        raise ValueError("a per-plane PSNR needs a stack (T or Z and Y, X)")
+    whole = np.asarray(a)
+    data_range = float(whole.max() - whole.min()) or 1.0
+    out = [
+        (i, metrics.psnr(whole[i], np.asarray(b[i]), data_range=data_range))
+        for i in range(a.shape[0])
+    ]
+    return str(decoded.axis_labels[0]), out

@@ -147,3 +147,16 @@ def test_viewport_toggle_and_close_clean_up(viewer, qtbot, widget, pair):
     qtbot.waitUntil(lambda: not widget.sampler.busy, timeout=30_000)
     assert not viewer.canvas.grid.enabled
     assert all(layer.visible for layer in viewer.layers)
+
+
+def test_psnr_per_plane_is_plotted_along_t(viewer, qtbot, widget, cells_tyx, cells_encoded):
+    widget.plane_metrics()
+    qtbot.waitUntil(lambda: "planes" in widget.last_metrics, timeout=30_000)
+    axis, values = widget.last_metrics["planes"]
+    decoded = cells_encoded.array()[...]
+    data_range = float(cells_tyx.max() - cells_tyx.min())
+    assert axis == "T" and [i for i, _ in values] == list(range(6))
+    for i, value in values:
+        assert value == pytest.approx(metrics.psnr(cells_tyx[i], decoded[i], data_range))
+    assert len(widget.planes_plot.points) == 6
+    assert "worst" in widget.planes_label.text() and "T=" in widget.planes_label.text()

@@ -38,9 +38,10 @@ from .._layers import (
     layer_displayed,
     layer_shape,
     plane_dims,
+    plane_psnr,
     visible_region,
 )
-from ._parts import DockWidget, LayerCombo, alive, unwrap
+from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
 from .viewport import _camera, auto_sample, sampler_of
 
 __all__ = ["InspectWidget"]
@@ -91,6 +92,13 @@ class InspectWidget(DockWidget):
         self.stack_label = QLabel("stack: -", self)
         for label in (self.slice_label, self.stack_label):
             label.setWordWrap(True)
+        self.planes_button = QPushButton("PSNR per plane (along T or Z)", self)
+        self.planes_plot = PsnrPlot(
+            self,
+            tooltip="PSNR (dB) of each plane against the original, along the first axis",
+            empty_text="PSNR per plane appears here",
+        )
+        self.planes_label = QLabel("", self)
         self.diff_button = QPushButton("Difference layer", self)
         self.side_button = QPushButton("Side by side", self)
         self.side_button.setCheckable(True)
@@ -120,6 +128,9 @@ class InspectWidget(DockWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.slice_label)
         layout.addWidget(self.stack_label)
+        layout.addWidget(self.planes_button)
+        layout.addWidget(self.planes_plot)
+        layout.addWidget(self.planes_label)
         layout.addWidget(self.viewport_box)
         layout.addWidget(QLabel("<b>Region of interest</b> (a Shapes rectangle, or the view)"))
         layout.addLayout(roi)
@@ -127,6 +138,7 @@ class InspectWidget(DockWidget):
 
         self.slice_button.clicked.connect(self.slice_metrics)
         self.stack_button.clicked.connect(self.stack_metrics)
+        self.planes_button.clicked.connect(self.plane_metrics)
         self.diff_button.clicked.connect(self.add_difference)
         self.side_button.toggled.connect(self.side_by_side)
         self.viewport_box.toggled.connect(self.set_viewport_sampling)
@@ -190,6 +202,41 @@ class InspectWidget(DockWidget):
         worker.start()
         return worker
 
+    def plane_metrics(self) -> Any:
+        """PSNR of every plane along the first axis (T or Z), plotted; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        pair = self._pair()
+        if pair is None:
+            return None
+        self.planes_label.setText("PSNR per plane: computing…")
+        worker = create_worker(
+            plane_psnr,
+            *pair,
+            _start_thread=False,
+            _connect={
+                "returned": self._show_planes,
+                "errored": lambda exc: self._metrics_failed("planes", exc),
+            },
+        )
+        self._track(worker)
+        worker.start()
+        return worker
+
+    def _show_planes(self, result: tuple[str, list[tuple[int, float]]]) -> None:
+        self.last_metrics["planes"] = result
+        if not alive(self):
+            return
+        axis, values = result
+        self.planes_plot.clear()
+        for i, value in values:
+            self.planes_plot.add(i, value)
+        worst = min(values, key=lambda iv: iv[1])
+        self.planes_label.setText(
+            f"PSNR per {axis} plane: {len(values)} planes, worst {worst[1]:.2f} dB at "
+            f"{axis}={worst[0]}"
+        )
+
     def _show_metrics(self, where: str, quality: Any) -> None:
         self.last_metrics[where] = quality
         if not alive(self):
@@ -200,7 +247,7 @@ class InspectWidget(DockWidget):
     def _metrics_failed(self, where: str, exc: BaseException) -> None:
         if not alive(self):
             return
-        label = self.slice_label if where == "slice" else self.stack_label
+        label = {"slice": self.slice_label, "stack": self.stack_label}.get(where, self.planes_label)
         label.setText(f"{where}: failed")
         _notify(f"Could not compare the layers: {exc}")
 
