@@ -68,3 +68,17 @@ def test_removing_the_layer_stops_its_sampler(viewer, qtbot, decoded):
     _camera(viewer).zoom = 3.0  # no handler of the stopped sampler runs
     qtbot.waitUntil(lambda: not sampler.busy, timeout=30_000)
     assert len(viewer.layers) == 0
+
+
+def test_docked_widgets_share_the_viewers_samplers(viewer, qtbot, cells_inif):
+    """Widgets get a PublicOnlyProxy of the viewer: still one sampler per layer."""
+    viewer.window.add_plugin_dock_widget("napari-inif", "Compress")
+    viewer.window.add_plugin_dock_widget("napari-inif", "Inspect")
+    [layer] = viewer.open(str(cells_inif), plugin="napari-inif")
+    _look(viewer, (10.0, 8.0), zoom=8.0)
+    sampler = sampler_of(viewer, layer)
+    qtbot.waitUntil(lambda: sampler.applied >= 1 and not sampler.busy, timeout=30_000)
+    qtbot.wait(300)
+    overlays = [lay.name for lay in viewer.layers if lay.name.endswith("[viewport]")]
+    assert overlays == ["cells [viewport]"]
+    assert not any("[viewport] [" in lay.name for lay in viewer.layers)

@@ -34,10 +34,16 @@ REMOVE_FALLBACK_MS = 3000
 
 def _scene_canvas(viewer: Any) -> Any:
     """The vispy ``SceneCanvas`` of a shown viewer, or ``None`` (``ViewerModel``, closed)."""
-    try:
-        return viewer.window._qt_viewer.canvas._scene_canvas  # private: napari 0.9
-    except (AttributeError, RuntimeError):
-        return None
+    import warnings
+
+    with warnings.catch_warnings():
+        # napari warns about private access from plugins; there is no public way to
+        # know when the canvas drew, which the crash workaround needs.
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return unwrap(viewer).window._qt_viewer.canvas._scene_canvas  # napari 0.9
+        except (AttributeError, RuntimeError):
+            return None
 
 
 def remove_layer(viewer: Any, layer: Any) -> None:

@@ -235,19 +235,26 @@ _AUTO: dict[int, _AutoSampler] = {}
 def auto_sample(viewer: Any) -> _AutoSampler:
     """Viewport sampling for every decoded layer of ``viewer``, on by default (once per
     viewer; forgotten when the viewer closes)."""
+    viewer = unwrap(viewer)  # widgets get a PublicOnlyProxy: one sampler set per viewer
     key = id(viewer)
     auto = _AUTO.get(key)
     if auto is None or auto.viewer is not viewer:
         auto = _AUTO[key] = _AutoSampler(viewer)
-        window = getattr(viewer, "window", None)
-        qt_window = getattr(window, "_qt_window", None)
-        if qt_window is not None:
-            qt_window.destroyed.connect(lambda *_: _AUTO.pop(key, None))
+        for dead in [k for k, a in _AUTO.items() if a is not auto and _closed(a.viewer)]:
+            del _AUTO[dead]  # forget viewers closed since
     return auto
+
+
+def _closed(viewer: Any) -> bool:
+    """Whether a viewer's window was closed (napari 0.9 has no public signal for it)."""
+    from napari import Viewer
+
+    return isinstance(viewer, Viewer) and viewer not in Viewer._instances
 
 
 def sampler_of(viewer: Any, layer: Any) -> ViewportSampler | None:
     """The running sampler of ``layer`` in ``viewer``, if any."""
+    viewer = unwrap(viewer)
     auto = _AUTO.get(id(viewer))
     if auto is None or auto.viewer is not viewer:
         return None
