@@ -308,3 +308,23 @@ def test_a_labels_layer_is_listed_with_why_it_cannot_be_compressed(viewer, widge
     assert not widget.start_button.isEnabled()
     widget.start()
     assert widget._run is None
+
+
+def test_the_preview_layer_becomes_the_result(viewer, qtbot, widget, source, monkeypatch):
+    """No layer added or removed at the end of a fit (each holds the GUI thread)."""
+    from napari_inif._layers import FIELD_KEY, LAZY_KEY
+
+    monkeypatch.setitem(PRESETS, QUICK, 400)
+    monkeypatch.setattr(compress_widget, "PREVIEW_EVERY", 0.05)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=30_000)
+    preview = viewer.layers[1]
+    _wait_idle(qtbot, widget)
+    layer, encoded = widget.result
+    assert layer is preview and [lay.name for lay in viewer.layers] == ["cells", layer.name]
+    assert layer.name == "cells [INIF 16x]" and tuple(layer.axis_labels) == ("T", "Y", "X")
+    assert "inif_preview" not in layer.metadata
+    assert layer.metadata[LAZY_KEY] is layer.metadata[FIELD_KEY]
+    np.testing.assert_array_equal(np.asarray(field_of(layer)), encoded.array()[...])

@@ -362,11 +362,13 @@ class CompressWidget(DockWidget):
         if run is not self._run or encoded is None:
             return
         run.encoded = encoded
-        self._drop_preview(run)
         data, meta, _ = decoded_layer_data(
             encoded, name=decoded_name(run.source.name, run.config.ratio), source=run.source.name
         )
-        layer = self._add_beside(run.source, data, meta)
+        layer = self._become_result(run, data, meta)
+        if layer is None:
+            self._drop_preview(run)
+            layer = self._add_beside(run.source, data, meta)
         self.result = (layer, encoded)
         self.result_label.setText(_summary(encoded))
 
@@ -407,6 +409,29 @@ class CompressWidget(DockWidget):
             for layer in added:
                 layers.move(layers.index(layer), layers.index(source) + 1)
         return unwrap(added[0])
+
+    def _become_result(self, run: _Run, data: Any, meta: dict[str, Any]) -> Any:
+        """Turn the preview layer into the result layer; ``None`` if it cannot be.
+
+        Adding a napari layer (controls, visual, first slice) and removing one (a full
+        ``gc.collect()``) each hold the GUI thread for a good fraction of a second on a
+        CPU; the preview already sits where the result goes, with the same display.
+        """
+        preview = run.preview
+        if preview is None or preview not in self.viewer.layers or preview.opacity == 0:
+            return None
+        if meta.get("channel_axis") is not None or bool(meta.get("rgb")) != preview.rgb:
+            return None
+        if preview.ndim != len(data[0].shape) - (1 if meta.get("rgb") else 0):
+            return None
+        metadata = meta["metadata"]
+        preview.metadata.clear()
+        preview.metadata.update(metadata)  # LAZY_KEY first: refreshes find the new field
+        preview.data = data
+        preview.axis_labels = meta["axis_labels"]
+        preview.name = meta["name"]
+        run.preview = None
+        return preview
 
     def _drop_preview(self, run: _Run) -> None:
         if run.preview is not None:
