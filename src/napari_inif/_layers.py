@@ -648,6 +648,8 @@ def fit_layer(
     ``axes`` overrides the layer's axis letters (see :func:`layer_axes`).  Reads the
     layer's data first (in the caller's thread: run it in a worker).
     """
+    import dask.array  # noqa: F401 - first import here, not when the GUI shows a preview
+
     encoded = yield from layer_image(layer, axes).fit(config, str(layer.name), preview_every)
     if encoded is not None:
         encoded.nbytes  # noqa: B018 - packs the file once here, not on the GUI thread
