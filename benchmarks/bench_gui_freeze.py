@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         extra = f"settled {r['settled_s']:.2f} s after the drag" if "settled_s" in r else ""
         print(f"{name:<10} {r['max_ms']:8.0f} {r['p99_ms']:8.0f} {r['wall_s']:8.2f}  {extra}")
     viewer.close()
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(10_000)  # no request outlives Qt at exit
     return 0
 
 

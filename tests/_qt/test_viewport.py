@@ -82,3 +82,17 @@ def test_docked_widgets_share_the_viewers_samplers(viewer, qtbot, cells_inif):
     overlays = [lay.name for lay in viewer.layers if lay.name.endswith("[viewport]")]
     assert overlays == ["cells [viewport]"]
     assert not any("[viewport] [" in lay.name for lay in viewer.layers)
+
+
+def test_quitting_stops_samplers_and_waits_for_requests(viewer, qtbot, decoded):
+    from napari_inif._qt.viewport import stop_all_samplers
+
+    sampler = sampler_of(viewer, decoded)
+    _look(viewer, (10.0, 8.0), zoom=8.0)
+    sampler.request()
+    stop_all_samplers()  # what the application's aboutToQuit runs
+    assert sampler._stopped
+    assert sampler_of(viewer, decoded) is None
+    from superqt.utils._qthreading import WorkerBase
+
+    assert not any(w.is_running for w in WorkerBase._worker_set)  # waited for them

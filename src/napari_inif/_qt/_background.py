@@ -65,7 +65,10 @@ def install() -> BackgroundDecoder:
 
 
 def _uninstall() -> None:
+    from .viewport import stop_all_samplers
+
     global _REFRESHER
+    stop_all_samplers()
     set_refresher(None, lambda: False)
     _REFRESHER = None
 

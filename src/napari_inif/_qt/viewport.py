@@ -18,7 +18,7 @@ from qtpy.QtCore import QObject, QTimer
 from .._layers import FIELD_KEY, finer_region, layer_displayed, viewport_request
 from ._parts import remove_layer, unwrap
 
-__all__ = ["VIEWPORT_KEY", "ViewportSampler", "auto_sample", "sampler_of"]
+__all__ = ["VIEWPORT_KEY", "ViewportSampler", "auto_sample", "sampler_of", "stop_all_samplers"]
 
 #: ``layer.metadata`` key of a viewport overlay (the name of the layer it refines).
 VIEWPORT_KEY = "inif_viewport_of"
@@ -55,6 +55,7 @@ class ViewportSampler(QObject):
         self.applied = 0  # results shown (for tests and statistics)
         self.dropped = 0  # stale results thrown away
         self.busy = False  # a request is running
+        self.worker: Any = None  # the running request's worker
         self._pending = False
         self._stopped = False
         self._timer = QTimer(self)
@@ -108,6 +109,7 @@ class ViewportSampler(QObject):
                 "finished": self._done,
             },
         )
+        self.worker = worker
         worker.start()
 
     def wanted(self) -> Any:
@@ -164,6 +166,7 @@ class ViewportSampler(QObject):
 
     def _done(self) -> None:
         self.busy = False
+        self.worker = None
         if self._pending:
             self._pending = False
             self.request()
@@ -228,8 +231,28 @@ class _AutoSampler(QObject):
             if sampler is not None:
                 sampler.stop()
 
+    def stop_all(self) -> list[Any]:
+        """Stop every sampler; returns the workers of requests still running."""
+        running = [s.worker for s in self.samplers.values() if s.worker is not None]
+        for sampler in list(self.samplers.values()):
+            sampler.stop()
+        self.samplers.clear()
+        return running
+
 
 _AUTO: dict[int, _AutoSampler] = {}
+
+
+def stop_all_samplers(wait_ms: int = 5000) -> None:
+    """Stop the samplers of every viewer and wait for running requests (the application
+    is quitting: a request finishing after Qt tore its signals down aborts Python)."""
+    from qtpy.QtCore import QThreadPool
+
+    running = [w for auto in list(_AUTO.values()) for w in auto.stop_all()]
+    _AUTO.clear()
+    pool = QThreadPool.globalInstance()
+    if running and pool is not None:
+        pool.waitForDone(wait_ms)
 
 
 def auto_sample(viewer: Any) -> _AutoSampler:
