@@ -63,9 +63,7 @@ def main() -> int:
     assert compress.axes_edit.text() == "TYX"  # from the sample's axis labels
     compress.start()
     _wait(
-        lambda: (
-            len(viewer.layers) == 2 and compress.plot.points and len(compress.plot.points) > 400
-        )
+        lambda: len(viewer.layers) == 2 and compress.plot.points and len(compress.plot.points) > 400
     )
     viewer.canvas.grid.enabled = True
     viewer.reset_view()
