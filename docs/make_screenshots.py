@@ -5,8 +5,9 @@ Run on a (virtual) display large enough for the window, from the repository root
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
 
 It drives a real napari window: compresses the packaged sample with the Compress widget
-(the "Balanced" preset), then uses the Inspect widget (metrics, side by side, viewport
-sampling when zoomed in, ROI decode).  Nothing here is mocked.
+(the "Quick" preset, axes TYX), then uses the Inspect widget (metrics, PSNR per plane,
+side by side, viewport sampling when zoomed in - on by default -, ROI decode).  Nothing
+here is mocked.
 """
 
 from __future__ import annotations
@@ -57,13 +58,12 @@ def main() -> int:
     # 1. Compress, while it runs (live preview + PSNR plot) and when done.
     _, compress = viewer.window.add_plugin_dock_widget("napari-inif", "Compress")
     compress.set_ratio(64)
-    compress.preset.setCurrentText("Balanced (1500 steps)")
+    compress.preset.setCurrentText("Quick (1000 steps)")
     compress.form["device"].value = "cpu"
+    assert compress.axes_edit.text() == "TYX"  # from the sample's axis labels
     compress.start()
     _wait(
-        lambda: (
-            len(viewer.layers) == 2 and compress.plot.points and len(compress.plot.points) > 1000
-        )
+        lambda: len(viewer.layers) == 2 and compress.plot.points and len(compress.plot.points) > 400
     )
     viewer.canvas.grid.enabled = True
     viewer.reset_view()
@@ -81,18 +81,21 @@ def main() -> int:
     inspect.decoded.select(decoded)
     inspect.slice_metrics()
     inspect.stack_metrics()
-    _wait(lambda: {"slice", "stack"} <= set(inspect.last_metrics))
+    inspect.plane_metrics()
+    _wait(lambda: {"slice", "stack", "planes"} <= set(inspect.last_metrics))
     inspect.side_button.setChecked(True)
     _wait(lambda: True)
     _shot(viewer, "inspect_side_by_side.png")
     inspect.side_button.setChecked(False)
 
     # 3. Zoomed in past the stored pixels: the field sampled at screen resolution.
-    original.visible = False
-    inspect.viewport_box.setChecked(True)
-    viewer.camera.center = (0, 22, 68)
-    viewer.camera.zoom = 16
+    original.opacity = 0.0  # out of the way (not hidden: see _parts.remove_layer)
+    assert inspect.viewport_box.isChecked()  # on by default
+    camera = viewer.scene.camera
+    camera.center = (0, 22, 68)
+    camera.zoom = 16
     _wait(lambda: inspect.sampler is not None and inspect.sampler.applied >= 1, timeout=120)
+    _wait(lambda: not inspect.sampler.busy, timeout=120)
     _shot(viewer, "viewport_zoom.png")
     inspect.viewport_box.setChecked(False)
 
@@ -111,8 +114,8 @@ def main() -> int:
     inspect.decode_roi()
     _wait(lambda: "cancer cells [INIF 64x] [ROI 4x]" in viewer.layers, timeout=120)
     viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers))  # outline on top
-    viewer.camera.center = (0, 24, 66)
-    viewer.camera.zoom = 9
+    camera.center = (0, 24, 66)
+    camera.zoom = 9
     _wait(lambda: True)
     _shot(viewer, "roi_decode.png")
     viewer.close()

@@ -76,21 +76,20 @@ def test_finer_region_places_samples_between_pixels(cells_encoded):
     assert same.translate == pytest.approx((2.0, 14.0, 22.0))
 
 
-def test_viewport_request_only_when_zoomed_past_pixels(cells_encoded):
+def test_viewport_request_from_the_camera_and_canvas(cells_encoded):
     data, meta, _ = decoded_layer_data(cells_encoded, name="cells")
-    corners = np.array([[0, 5, 6], [0, 20, 30]])
-    extra = {
-        "corner_pixels": corners,
-        "data_level": 0,
-        "downsample_factors": np.ones((1, 3)),
-        "world_to_data": lambda p: np.asarray(p),
-    }
-    layer = _layer(data, meta, scale_factor=0.5 / 3.2, **extra)  # 3.2 screen px per pixel
-    request = viewport_request(layer, [4.0, 0.0, 0.0], (1, 2))
-    assert request.k == 4
-    assert request.region == (slice(4, 5), slice(5, 21), slice(6, 31))
-    zoomed_out = _layer(data, meta, scale_factor=1.0, **extra)
-    assert viewport_request(zoomed_out, [4.0, 0.0, 0.0], (1, 2)) is None
-    assert viewport_request(layer, [4.0, 0.0, 0.0], (0, 2)) is None  # a T-X view
-    capped = viewport_request(layer, [4.0, 0.0, 0.0], (1, 2), max_k=2)
+    extra = {"translate": (0.0, 0.0, 0.0), "world_to_data": lambda p: np.asarray(p)}
+    layer = _layer(data, meta, **extra)  # scale (1, 0.5, 0.5) from the file
+    view = {"center": (0.0, 10.0, 8.0), "canvas_size": (80, 60)}
+    request = viewport_request(layer, [4.0, 0.0, 0.0], (1, 2), zoom=6.4, **view)
+    assert request.k == 4  # 3.2 screen pixels per stored pixel
+    # 80 x 60 screen pixels / 6.4 = 12.5 x 9.4 world units = 25 x 18.75 stored pixels
+    assert request.region == (slice(4, 5), slice(8, 33), slice(7, 26))
+    assert viewport_request(layer, [4.0, 0.0, 0.0], (1, 2), zoom=1.5, **view) is None
+    assert viewport_request(layer, [4.0, 0.0, 0.0], (0, 2), zoom=6.4, **view) is None  # T-X
+    capped = viewport_request(layer, [4.0, 0.0, 0.0], (1, 2), zoom=6.4, max_k=2, **view)
     assert capped.k == 2
+    clipped = viewport_request(
+        layer, [0.0, 0.0, 0.0], (1, 2), zoom=6.4, center=(0, 0, 0), canvas_size=(1000, 1000)
+    )
+    assert clipped.region[1:] == (slice(0, 48), slice(0, 40))  # never past the layer

@@ -11,8 +11,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +32,11 @@ __all__ = [
     "ENCODED_KEY",
     "FIELD_KEY",
     "INFO_KEY",
+    "LAZY_KEY",
+    "BackgroundDecoder",
     "Placed",
     "ViewRequest",
+    "background_decoder",
     "codec_dtype",
     "compare",
     "current_index",
@@ -36,9 +44,11 @@ __all__ = [
     "decoded_name",
     "difference_levels",
     "field_of",
+    "file_name",
     "finer_region",
     "fit_layer",
     "inif_info",
+    "is_rgb",
     "layer_axes",
     "layer_displayed",
     "layer_image",
@@ -46,7 +56,10 @@ __all__ = [
     "layer_shape",
     "lazy_levels",
     "plane_dims",
+    "plane_psnr",
+    "set_refresher",
     "viewport_request",
+    "visible_region",
 ]
 
 #: ``layer.metadata`` keys of a decoded layer: a JSON-able summary, the Encoded itself, the
@@ -55,10 +68,15 @@ INFO_KEY = "inif"
 ENCODED_KEY = "inif_encoded"
 FIELD_KEY = "inif_field"
 CHANNEL_KEY = "inif_channel"
+#: ``layer.metadata`` key of the field whose tiles the layer's data decodes in the
+#: background (see :class:`BackgroundDecoder`): its layers are refreshed as tiles arrive.
+LAZY_KEY = "inif_lazy"
 
 #: Edge of a dask chunk in the plane at full resolution (pixels): large enough that a
 #: viewport touches a handful of chunks, small enough that a chunk decodes in ~10 ms.
 CHUNK_EDGE = 128
+#: Seconds between refreshes of a layer while its tiles keep arriving.
+REFRESH_EVERY = 0.25
 
 _AXIS_LETTERS = "TCZYXSQ"
 
@@ -66,6 +84,14 @@ _AXIS_LETTERS = "TCZYXSQ"
 def decoded_name(source: str, ratio: float) -> str:
     """Layer name of a decoded result, e.g. ``cells [INIF 256x]``."""
     return f"{source} [INIF {ratio:.0f}x]"
+
+
+def file_name(source: str, ratio: float) -> str:
+    """A file name for a result: ``nuclei 2`` at 256x gives ``nuclei_2_256x.inif``."""
+    import re
+
+    stem = re.sub(r"[^\w.-]+", "_", source).strip("_.") or "image"
+    return f"{stem}_{ratio:.0f}x.inif"
 
 
 def inif_info(
@@ -102,9 +128,248 @@ def _units(unit: str | None, axes: str) -> list[str] | None:
     return [unit if a in "ZYX" else "pixel" for a in axes]
 
 
-def as_dask(level: InifArray) -> da.Array:
+class Tiles:
+    """One pyramid level as dask's chunk source, decoded in the background.
+
+    ``tiles[key]`` never decodes: it returns the chunk from the decoder's cache, or a
+    stand-in (the coarsest level, enlarged, if that is cached; else zeros) and asks the
+    :class:`BackgroundDecoder` for the chunk; the layer is refreshed when it arrives.
+    """
+
+    _tokens = itertools.count()
+
+    def __init__(
+        self, level: InifArray, decoder: BackgroundDecoder, owner: Any, coarse: Tiles | None
+    ):
+        self.level = level
+        self.decoder = decoder
+        self.owner = owner  # the field the layer shows (what its refresh is keyed on)
+        self.coarse = coarse  # the coarsest level's tiles, or None for the coarsest itself
+        self.shape = level.shape
+        self.dtype = level.dtype
+        self.ndim = level.ndim
+        self.token = next(self._tokens)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.decoder.get(self, key)
+
+    def decode(self, key: tuple[slice, ...]) -> np.ndarray:
+        """Decode ``key`` now (in the decoder's thread)."""
+        return np.asarray(self.level[key])
+
+    def plane_axes(self) -> tuple[int, ...]:
+        return tuple(self.level.layout.coord_axes[-2:])
+
+
+def _norm(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    key = key if isinstance(key, tuple) else (key,)
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out = []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, _ = k.indices(n)
+        else:
+            start, stop = int(k), int(k) + 1
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+class BackgroundDecoder:
+    """Decodes tiles of lazy layers in one background thread, newest request first.
+
+    The GUI thread never decodes: napari's slicing gets cached tiles or stand-ins
+    (:class:`Tiles`), a request that waits too long behind newer ones is dropped (a
+    dragged slider leaves no backlog), decoded tiles are kept in an LRU cache of
+    ``max_bytes`` (the thumbnail and the view share it), and ``refresher(owner)`` is
+    called from the decoding thread when a tile of ``owner`` arrived (the Qt side moves
+    that to the GUI thread and refreshes the layers).
+    """
+
+    def __init__(self, *, max_bytes: int = 512 << 20, max_pending: int = 96):
+        self.max_bytes = max_bytes
+        self.max_pending = max_pending
+        self.refresher: Callable[[Any], None] | None = None
+        self.decoded_pixels = 0  # statistics (tests count what was decoded)
+        self.dropped = 0
+        self.errors: list[BaseException] = []
+        self._cache: OrderedDict[tuple[int, tuple[Any, ...]], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._pending: OrderedDict[tuple[int, tuple[Any, ...]], tuple[Tiles, tuple[slice, ...]]] = (
+            OrderedDict()
+        )
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._decoding: tuple[int, tuple[Any, ...]] | None = None
+        self._refreshed: dict[int, float] = {}
+        self._thread = threading.Thread(target=self._run, name="inif-decode", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _ckey(key: tuple[slice, ...]) -> tuple[Any, ...]:
+        return tuple((s.start, s.stop) for s in key)
+
+    def get(self, tiles: Tiles, key: Any) -> np.ndarray:
+        """The chunk ``key`` of ``tiles`` if decoded, else a stand-in (and ask for it)."""
+        key = _norm(key, tiles.shape)
+        found = self._lookup(tiles, key)
+        if found is not None:
+            return found
+        self._want(tiles, key)
+        stand_in = None
+        if tiles.coarse is not None:
+            stand_in = self._enlarged(tiles, key)  # asks for the coarse plane after the tile
+        if stand_in is None:
+            shape = tuple(s.stop - s.start for s in key)
+            stand_in = np.zeros(shape, tiles.dtype)
+        return stand_in
+
+    def _lookup(self, tiles: Tiles, key: tuple[slice, ...]) -> np.ndarray | None:
+        ck = (tiles.token, self._ckey(key))
+        with self._cond:
+            found = self._cache.get(ck)
+            if found is not None:
+                self._cache.move_to_end(ck)
+            return found
+
+    def _want(self, tiles: Tiles, key: tuple[slice, ...]) -> None:
+        ck = (tiles.token, self._ckey(key))
+        with self._cond:
+            if ck == self._decoding or ck in self._cache:
+                return  # being decoded now, or just done: the refresh after it brings it
+            if ck in self._pending:
+                self._pending.move_to_end(ck)
+            else:
+                self._pending[ck] = (tiles, key)
+                while len(self._pending) > self.max_pending:
+                    self._pending.popitem(last=False)  # the oldest wish goes
+                    self.dropped += 1
+            self._cond.notify()
+
+    def _enlarged(self, tiles: Tiles, key: tuple[slice, ...]) -> np.ndarray | None:
+        """``key`` cut from the coarsest level's plane, enlarged (``None``: not decoded)."""
+        coarse = tiles.coarse
+        assert coarse is not None
+        plane = tiles.plane_axes()
+        ckey = tuple(slice(0, coarse.shape[a]) if a in plane else s for a, s in enumerate(key))
+        found = self._lookup(coarse, ckey)
+        if found is None:
+            self._want(coarse, ckey)  # asked after the tile: decoded first (newest first)
+            return None
+        out = found
+        for a in plane:
+            ratio = (
+                coarse.level.factors[coarse.level.layout.coord_axes.index(a)]
+                / (tiles.level.factors[tiles.level.layout.coord_axes.index(a)])
+            )
+            pos = (np.arange(key[a].start, key[a].stop) + 0.5) / ratio
+            idx = np.clip(pos.astype(int), 0, coarse.shape[a] - 1)
+            out = np.take(out, idx, axis=a)
+        return out
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._busy = False
+                    self._cond.notify_all()
+                    self._cond.wait()
+                if self._closed:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+                self._busy = True
+                ck, (tiles, key) = self._pending.popitem(last=True)
+                self._decoding = ck
+            try:
+                data = tiles.decode(key)
+            except Exception as exc:  # reported, never raised into napari
+                self.errors.append(exc)
+                with self._cond:
+                    self._decoding = None
+                continue
+            with self._cond:
+                self._decoding = None
+                self._cache[ck] = data
+                self._bytes += data.nbytes
+                self.decoded_pixels += data.size
+                while self._bytes > self.max_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._bytes -= old.nbytes
+            refresher = self.refresher
+            if refresher is not None and self._due(tiles.owner):
+                refresher(tiles.owner)
+
+    def _due(self, owner: Any) -> bool:
+        """Refresh once the owner's queued tiles are all decoded, or every
+        :data:`REFRESH_EVERY` seconds while they keep coming (a refresh re-slices)."""
+        now = time.perf_counter()
+        with self._cond:
+            more = any(t.owner is owner for t, _ in self._pending.values())
+            last = self._refreshed.get(id(owner), 0.0)
+            if more and now - last < REFRESH_EVERY:
+                return False
+            self._refreshed[id(owner)] = now
+            return True
+
+    def close(self) -> None:
+        """Stop the decoding thread (what is queued is dropped)."""
+        with self._cond:
+            self._closed = True
+            self._pending.clear()
+            self.refresher = None
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def idle(self, timeout: float = 30.0) -> bool:
+        """Wait until nothing is pending or decoding; whether that happened in time."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def clear(self) -> None:
+        """Forget every decoded tile and every wish."""
+        with self._cond:
+            self._cache.clear()
+            self._pending.clear()
+            self._bytes = 0
+
+
+_DECODER: BackgroundDecoder | None = None
+_ACTIVE: Callable[[], bool] = lambda: False  # noqa: E731
+
+
+def set_refresher(
+    refresher: Callable[[Any], None] | None, active: Callable[[], bool]
+) -> BackgroundDecoder:
+    """Turn on background decoding for new layers while ``active()`` is true.
+
+    ``refresher(owner)`` is called from the decoding thread when tiles of ``owner``
+    arrived (it must hand over to the GUI thread and refresh the layers showing it);
+    ``active()`` says whether anything would refresh them (a napari window is open).
+    Otherwise (scripts, a bare ``ViewerModel``) layers decode when napari asks.
+    """
+    global _DECODER, _ACTIVE
+    if _DECODER is None:
+        import atexit
+
+        _DECODER = BackgroundDecoder()
+        atexit.register(_DECODER.close)  # no decoding while the interpreter shuts down
+    _DECODER.refresher = refresher
+    _ACTIVE = active
+    return _DECODER
+
+
+def background_decoder() -> BackgroundDecoder | None:
+    """The background decoder, if one is installed and active, else ``None``."""
+    if _DECODER is None or _DECODER.refresher is None or not _ACTIVE():
+        return None
+    return _DECODER
+
+
+def as_dask(level: InifArray, tiles: Tiles | None = None) -> da.Array:
     """``level`` as a dask array: napari slices it natively and decodes only the chunks of
-    the current slice that the view touches.
+    the current slice that the view touches (through ``tiles`` when given: in the
+    background, see :class:`Tiles`).
 
     Chunks are one plane thick along every coordinate axis but the last two (Y, X), where
     they are :data:`CHUNK_EDGE` pixels of the full-resolution image (fewer at coarser
@@ -126,7 +391,7 @@ def as_dask(level: InifArray) -> da.Array:
         else:
             chunks.append(1)
     return da.from_array(
-        level,
+        level if tiles is None else tiles,
         chunks=tuple(chunks),
         asarray=False,
         fancy=False,
@@ -136,9 +401,15 @@ def as_dask(level: InifArray) -> da.Array:
     )
 
 
-def lazy_levels(field: InifArray) -> list[da.Array]:
-    """The multiscale pyramid of ``field`` as dask arrays (see :func:`as_dask`)."""
-    return [as_dask(level) for level in field.levels]
+def lazy_levels(field: InifArray, decoder: BackgroundDecoder | None = None) -> list[da.Array]:
+    """The multiscale pyramid of ``field`` as dask arrays (see :func:`as_dask`); decoded
+    in the background by ``decoder`` when given."""
+    levels = field.levels
+    if decoder is None:
+        return [as_dask(level) for level in levels]
+    coarse = Tiles(levels[-1], decoder, field, None)
+    tiles = [Tiles(level, decoder, field, coarse) for level in levels[:-1]] + [coarse]
+    return [as_dask(level, t) for level, t in zip(levels, tiles, strict=True)]
 
 
 def decoded_layer_data(
@@ -158,10 +429,12 @@ def decoded_layer_data(
     header = encoded.header
     layout = header.layout
     c = layout.channel_axis
+    rgb = is_rgb(layout)
     keep = [i for i in range(len(layout.shape)) if i != c]
     axes = "".join(layout.axes[i] for i in keep)
     field = encoded.array()
-    levels = lazy_levels(field)
+    decoder = background_decoder()
+    levels = lazy_levels(field, decoder)
     limits = [
         (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
         for lo, hi in zip(header.lo, header.hi, strict=True)
@@ -169,25 +442,43 @@ def decoded_layer_data(
     meta: dict[str, Any] = {
         "name": name,
         "multiscale": True,
-        "rgb": False,
+        "rgb": rgb,
         "axis_labels": list(axes),
         "contrast_limits": limits[0] if c is None else limits,
         "metadata": {
             INFO_KEY: inif_info(encoded, path=path, source=source),
             ENCODED_KEY: encoded,
             FIELD_KEY: field,
+            LAZY_KEY: field,
         },
     }
+    if decoder is not None:
+        meta["cache"] = False  # napari's dask cache would keep the stand-ins
     if header.scale is not None:
         meta["scale"] = [header.scale[i] for i in keep]
     units = _units(header.unit, axes)
     if units is not None:
         meta["units"] = units
-    if c is not None:
+    if rgb:  # one RGB(A) layer, as it came in
+        lo = min(lim[0] for lim in limits)
+        hi = max(lim[1] for lim in limits)
+        meta["contrast_limits"] = (0.0, 255.0) if layout.dtype == "uint8" else (lo, hi)
+    elif c is not None:
         meta["channel_axis"] = c
         meta["axis_labels"] = list(axes)
         meta["metadata"] = [{**meta["metadata"], CHANNEL_KEY: i} for i in range(layout.shape[c])]
     return levels, meta, "image"
+
+
+def is_rgb(layout: Any) -> bool:
+    """Whether a field holds an RGB(A) image: a last ``S`` axis of 3 or 4 samples."""
+    c = layout.channel_axis
+    return (
+        c is not None
+        and c == len(layout.shape) - 1
+        and layout.axes[c] == "S"
+        and layout.shape[c] in (3, 4)
+    )
 
 
 def codec_dtype(dtype: Any) -> np.dtype:
@@ -203,11 +494,20 @@ def codec_dtype(dtype: Any) -> np.dtype:
     raise ValueError(f"cannot compress {dtype} data")
 
 
-def layer_axes(layer: Any) -> str:
-    """Axis letters of an image layer: its axis labels if they are letters, else guessed."""
+def layer_axes(layer: Any, axes: str | None = None) -> str:
+    """Axis letters of an image layer's data: ``axes`` if given (one letter per layer
+    dimension, e.g. ``"TYX"`` for a time-lapse napari shows as ``ZYX``), else its axis
+    labels if they are letters, else guessed; ``S`` is appended for an RGB(A) layer."""
     from napari_inif.core.layout import guess_axes
 
     ndim = layer.ndim
+    if axes is not None:
+        axes = axes.strip().upper()
+        if len(axes) != ndim:
+            raise ValueError(f"{axes!r} names {len(axes)} axes; the layer has {ndim}")
+        if any(a not in _AXIS_LETTERS for a in axes):
+            raise ValueError(f"axes are letters from {_AXIS_LETTERS[:5]}, got {axes!r}")
+        return axes + ("S" if getattr(layer, "rgb", False) else "")
     labels = [str(label).upper() for label in getattr(layer, "axis_labels", ())]
     if (
         len(labels) == ndim
@@ -226,15 +526,15 @@ def layer_shape(layer: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in data.shape)
 
 
-def layer_layout(layer: Any) -> Any:
+def layer_layout(layer: Any, axes: str | None = None) -> Any:
     """The :class:`~napari_inif.core.Layout` a layer would be fitted with (reads no data)."""
     from .core import Layout
 
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return Layout(layer_shape(layer), layer_axes(layer), codec_dtype(data.dtype).name)
+    return Layout(layer_shape(layer), layer_axes(layer, axes), codec_dtype(data.dtype).name)
 
 
-def layer_image(layer: Any) -> Image:
+def layer_image(layer: Any, axes: str | None = None) -> Image:
     """The full-resolution array of an image layer, with axes and scale, for fitting.
 
     Reads the data (dask or lazy arrays are computed): call it in a worker thread.
@@ -244,7 +544,7 @@ def layer_image(layer: Any) -> Image:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     arr = np.asarray(data)
     arr = arr.astype(codec_dtype(arr.dtype), copy=False)
-    axes = layer_axes(layer)
+    axes = layer_axes(layer, axes)
     scale = [float(s) for s in layer.scale]
     if getattr(layer, "rgb", False):
         scale.append(1.0)
@@ -259,10 +559,17 @@ def layer_image(layer: Any) -> Image:
 
 
 def field_of(layer: Any) -> Any:
-    """The full-resolution lazy data of a decoded layer (what napari slices), or ``None``."""
-    if _field_and_channel(layer) is None:
+    """The full-resolution lazy data of a decoded layer (the layer's dimensions; decodes
+    when computed, unlike the layer's data which may decode in the background)."""
+    found = _field_and_channel(layer)
+    if found is None:
         return None
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    field, channel = found
+    data = as_dask(field)
+    c = field.layout.channel_axis
+    if c is not None and channel is not None:
+        data = data[(slice(None),) * c + (channel,)]
+    return data
 
 
 def _field_and_channel(layer: Any) -> tuple[InifArray, int | None] | None:
@@ -333,12 +640,20 @@ def finer_region(layer: Any, region: tuple[slice, ...], k: int = 1) -> Placed:
     return Placed(zoomed[tuple(key)], tuple(scale), tuple(translate))
 
 
-def fit_layer(layer: Any, config: Any, *, preview_every: float | None = 2.0) -> Any:
+def fit_layer(
+    layer: Any, config: Any, *, preview_every: float | None = 2.0, axes: str | None = None
+) -> Any:
     """Generator fitting an image layer: yields ``core.Progress``, returns ``core.Encoded``.
 
-    Reads the layer's data first (in the caller's thread: run it in a worker).
+    ``axes`` overrides the layer's axis letters (see :func:`layer_axes`).  Reads the
+    layer's data first (in the caller's thread: run it in a worker).
     """
-    return (yield from layer_image(layer).fit(config, str(layer.name), preview_every))
+    import dask.array  # noqa: F401 - first import here, not when the GUI shows a preview
+
+    encoded = yield from layer_image(layer, axes).fit(config, str(layer.name), preview_every)
+    if encoded is not None:
+        encoded.nbytes  # noqa: B018 - packs the file once here, not on the GUI thread
+    return encoded
 
 
 def plane_dims(layer: Any) -> tuple[int, ...]:
@@ -375,42 +690,70 @@ class ViewRequest:
     k: int
 
 
+def visible_region(
+    layer: Any,
+    world_point: Any,
+    displayed: tuple[int, ...],
+    center: Any,
+    zoom: float,
+    canvas_size: tuple[int, int],
+) -> tuple[slice, ...]:
+    """Level-0 region of ``layer`` on screen: the current index along hidden dimensions,
+    and along the displayed ones the canvas (height, width in screen pixels) around the
+    camera ``center`` at ``zoom`` screen pixels per world unit, clipped to the layer."""
+    shape = layer_shape(layer)
+    index = current_index(layer, world_point, displayed)
+    world_center = [float(c) for c in list(center)[-len(displayed) :]]
+    half = [float(n) / 2.0 / float(zoom) for n in canvas_size]  # world units
+    region = []
+    for d, n in enumerate(shape):
+        if d not in displayed:
+            region.append(slice(index[d], index[d] + 1))
+            continue
+        i = displayed.index(d)  # camera center and canvas size follow this order
+        s, t = float(layer.scale[d]), float(layer.translate[d])
+        a = (world_center[i] - half[i] - t) / s
+        b = (world_center[i] + half[i] - t) / s
+        lo, hi = min(a, b), max(a, b)  # data coordinates; pixel j spans [j - .5, j + .5]
+        lo_i = int(np.clip(math.floor(lo + 0.5), 0, n - 1))
+        hi_i = int(np.clip(math.ceil(hi + 0.5), lo_i + 1, n))
+        region.append(slice(lo_i, hi_i))
+    return tuple(region)
+
+
 def viewport_request(
     layer: Any,
     world_point: Any,
     displayed: tuple[int, ...],
     *,
+    center: Any,
+    zoom: float,
+    canvas_size: tuple[int, int],
     max_k: int = 8,
     max_points: int = 1 << 22,
 ) -> ViewRequest | None:
-    """The region a decoded layer shows and the zoom past its native pixels, or ``None``.
+    """The region of a decoded layer on screen and the zoom past its stored pixels.
 
-    Uses what napari already computed for the view: ``layer.corner_pixels`` (visible
-    data box at ``layer.data_level``) and ``layer.scale_factor`` (world units per screen
-    pixel).  ``None`` when the view is not zoomed in past the stored pixels, is 3D, or
-    shows other axes than the field's Y and X.
+    Computed from the camera (``center`` in world coordinates, the last two for the
+    displayed axes; ``zoom`` in screen pixels per world unit) and the canvas size
+    (height, width in screen pixels): the visible box, clipped to the layer, sampled
+    ``k`` times finer where ``k`` is the number of screen pixels per stored pixel (so
+    the samples are about as many as the screen pixels it covers).  napari's
+    ``corner_pixels`` is not used: in napari 0.9 it does not shrink when zooming in.
+    ``None`` when the view is not zoomed in past the stored pixels, is 3D, or shows
+    other axes than the field's Y and X.
     """
     plane = plane_dims(layer)
     if len(displayed) != 2 or not plane or set(plane) != set(displayed):
         return None
-    scale_factor = float(getattr(layer, "scale_factor", 1.0) or 1.0)
-    screen_px = min(abs(float(layer.scale[d])) for d in displayed) / scale_factor
+    zoom = float(zoom)
+    if zoom <= 0:
+        return None
+    screen_px = min(abs(float(layer.scale[d])) for d in displayed) * zoom
     k = min(max_k, math.ceil(screen_px - 1e-6))
     if k <= 1:
         return None
-    factors = layer.downsample_factors[layer.data_level] if layer.multiscale else None
-    shape = layer_shape(layer)
-    corners = np.asarray(layer.corner_pixels, float)
-    region = []
-    index = current_index(layer, world_point, displayed)
-    for d, n in enumerate(shape):
-        if d not in displayed:
-            region.append(slice(index[d], index[d] + 1))
-            continue
-        f = 1.0 if factors is None else float(factors[d])
-        lo = int(np.clip(math.floor(corners[0, d] * f), 0, n - 1))
-        hi = int(np.clip(math.ceil((corners[1, d] + 1) * f), lo + 1, n))
-        region.append(slice(lo, hi))
+    region = visible_region(layer, world_point, displayed, center, zoom, canvas_size)
     pixels = math.prod(s.stop - s.start for s in region)
     while k > 1 and pixels * k * k > max_points:
         k -= 1
@@ -462,3 +805,28 @@ def compare(original: Any, decoded: Any, index: tuple[Any, ...] | None = None) -
     if index is None and "Z" in "".join(str(x_) for x_ in decoded.axis_labels) and x.ndim >= 3:
         plane_axes = 3
     return metrics.quality(x, y, plane_axes=plane_axes)
+
+
+def plane_psnr(original: Any, decoded: Any) -> tuple[str, list[tuple[int, float]]]:
+    """PSNR (dB, against the original's whole data range) of every plane along the first
+    axis of a stack, e.g. each time point of a TYX time-lapse: ``(axis label, [(i, dB)])``.
+
+    Decodes the whole stack plane by plane: call it in a worker thread.
+    """
+    from napari_inif.core.metrics import quality as metrics
+
+    a = original.data[0] if original.multiscale else original.data
+    b = field_of(decoded)
+    if b is None:
+        b = decoded.data[0] if decoded.multiscale else decoded.data
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"the layers differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if len(a.shape) < 3 or (getattr(decoded, "rgb", False) and len(a.shape) < 4):
+        raise ValueError("a per-plane PSNR needs a stack (T or Z and Y, X)")
+    whole = np.asarray(a)
+    data_range = float(whole.max() - whole.min()) or 1.0
+    out = [
+        (i, metrics.psnr(whole[i], np.asarray(b[i]), data_range=data_range))
+        for i in range(a.shape[0])
+    ]
+    return str(decoded.axis_labels[0]), out

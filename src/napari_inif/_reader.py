@@ -59,6 +59,7 @@ def read_inif(path: str | os.PathLike[str]) -> list[LayerData]:
 def read_layers(path: Any) -> list[LayerData]:
     """The napari reader: a notification naming the problem for a file that cannot be read."""
     paths: Sequence[Any] = [path] if isinstance(path, str | os.PathLike) else list(path)
+    _background_decoding()
     layers: list[LayerData] = []
     for p in paths:
         try:
@@ -69,6 +70,15 @@ def read_layers(path: Any) -> list[LayerData]:
             _notify_error(f"Cannot open {Path(p).name}: out of memory")
     # napari's "read, but nothing to add" sentinel: no second reader, no traceback.
     return layers or [(None,)]  # type: ignore[list-item]
+
+
+def _background_decoding() -> None:
+    """In a napari window, decode the layers' tiles off the GUI thread (_qt/_background)."""
+    try:
+        from ._qt._background import install_if_windowed
+    except ImportError:  # no Qt binding: napari without a window
+        return
+    install_if_windowed()
 
 
 def _notify_error(message: str) -> None:

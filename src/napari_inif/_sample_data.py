@@ -38,8 +38,10 @@ def make_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
 def make_sample_inif() -> list[tuple[Any, dict[str, Any], str]]:
     """napari sample: the time-lapse compressed 64x, decoded lazily."""
     from ._layers import decoded_layer_data
+    from ._reader import _background_decoding
     from .core import load
 
+    _background_decoding()
     encoded = load(SAMPLE_INIF)
     ratio = encoded.ratio
     return [

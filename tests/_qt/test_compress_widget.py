@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from napari_inif._layers import field_of
 from napari_inif._qt import compress_widget
 from napari_inif._qt.compress_widget import PRESETS, CompressWidget
 from napari_inif.core import Layout, load, max_ratio
@@ -50,7 +51,7 @@ def test_compress_to_completion(viewer, qtbot, widget, source, cells_tyx, monkey
     info = decoded.metadata["inif"]
     assert info["source_layer"] == "cells"
     assert info["ratio"] == pytest.approx(16, rel=0.1)
-    full = np.asarray(decoded.data[0])
+    full = np.asarray(field_of(decoded))  # exact; the layer's data streams (stand-ins first)
     assert full.shape == cells_tyx.shape and full.dtype == cells_tyx.dtype
     assert info["psnr"] == pytest.approx(metrics.psnr(cells_tyx, full), abs=1e-3)
     assert 15 < info["psnr"] < 60
@@ -75,8 +76,9 @@ def test_cancel_stops_the_worker_and_leaves_no_layer(viewer, qtbot, widget, sour
     worker = widget._run.worker
     start = time.perf_counter()
     widget.cancel()
-    assert widget._run is None and widget.start_button.isEnabled()
-    assert not viewer.layers[-1].visible  # the preview is hidden at once
+    assert widget._run is None and not widget.start_button.isEnabled()  # until it stopped
+    assert widget.progress.format() == "cancelling…"
+    assert viewer.layers[-1].opacity == 0.0  # the preview goes from the screen at once
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     took = time.perf_counter() - start
     qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=5_000)  # and then removed
@@ -249,3 +251,80 @@ def test_an_invalid_config_is_a_notification_not_a_crash(viewer, widget, source,
     widget.start()
     assert widget._run is None
     assert any("needs a Cellpose model" in m for m in notifications), notifications
+
+
+def test_a_time_lapse_is_compressed_with_the_axes_typed(
+    viewer, qtbot, widget, cells_tyx, monkeypatch
+):
+    monkeypatch.setitem(PRESETS, QUICK, 30)
+    layer = viewer.add_image(cells_tyx, name="movie")  # no axis labels: napari shows ZYX
+    widget.layer_combo.select(layer)
+    assert widget.axes_edit.text() == "ZYX"  # the guess, shown to be corrected
+    widget.axes_edit.setText("TY")
+    assert "cannot compress" in widget.ratio_label.text() and not widget.start_button.isEnabled()
+    widget.axes_edit.setText("tyx")
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    assert widget.start_button.isEnabled()
+    widget.result_label.setText("an older result")
+    widget.start()
+    assert widget.result_label.text() == ""  # not this fit's result
+    _wait_idle(qtbot, widget)
+    layer, encoded = widget.result
+    assert encoded.header.layout.axes == "TYX"
+    assert tuple(layer.axis_labels) == ("T", "Y", "X")
+    assert widget.default_file_name() == "movie_16x.inif"
+    labelled = viewer.add_image(cells_tyx, name="labelled", axis_labels=("t", "y", "x"))
+    widget.layer_combo.select(labelled)
+    assert widget.axes_edit.text() == "TYX"  # prefilled from the layer's axis labels
+
+
+def test_an_rgb_image_comes_back_as_one_rgb_layer(viewer, qtbot, widget, nuclei_128, monkeypatch):
+    monkeypatch.setitem(PRESETS, QUICK, 30)
+    rgb = np.stack([nuclei_128, nuclei_128[::-1], nuclei_128[:, ::-1]], axis=-1)
+    source = viewer.add_image(rgb, name="colour")
+    assert source.rgb
+    widget.layer_combo.select(source)
+    assert widget.axes_edit.text() == "YX"
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(8)
+    widget.start()
+    _wait_idle(qtbot, widget)
+    added = [layer for layer in viewer.layers if layer is not source]
+    assert len(added) == 1  # one layer, not three grey ones
+    [layer] = added
+    assert layer.rgb and layer.data[0].shape == rgb.shape and layer.data[0].dtype == np.uint8
+    assert widget.result[1].header.layout.axes == "YXS"
+    decoded = np.asarray(field_of(layer))
+    assert metrics.psnr(rgb, decoded) > 15
+
+
+def test_a_labels_layer_is_listed_with_why_it_cannot_be_compressed(viewer, widget, source):
+    labels = viewer.add_labels(np.zeros((6, 48, 40), np.uint16), name="masks")
+    widget.layer_combo.select(labels)
+    assert widget.layer_combo.current() is labels
+    assert "labels are not supported" in widget.ratio_label.text()
+    assert "lossless" in widget.ratio_label.text()
+    assert not widget.start_button.isEnabled()
+    widget.start()
+    assert widget._run is None
+
+
+def test_the_preview_layer_becomes_the_result(viewer, qtbot, widget, source, monkeypatch):
+    """No layer added or removed at the end of a fit (each holds the GUI thread)."""
+    from napari_inif._layers import FIELD_KEY, LAZY_KEY
+
+    monkeypatch.setitem(PRESETS, QUICK, 400)
+    monkeypatch.setattr(compress_widget, "PREVIEW_EVERY", 0.05)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.start()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=30_000)
+    preview = viewer.layers[1]
+    _wait_idle(qtbot, widget)
+    layer, encoded = widget.result
+    assert layer is preview and [lay.name for lay in viewer.layers] == ["cells", layer.name]
+    assert layer.name == "cells [INIF 16x]" and tuple(layer.axis_labels) == ("T", "Y", "X")
+    assert "inif_preview" not in layer.metadata
+    assert layer.metadata[LAZY_KEY] is layer.metadata[FIELD_KEY]
+    np.testing.assert_array_equal(np.asarray(field_of(layer)), encoded.array()[...])

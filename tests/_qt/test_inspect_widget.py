@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_inif._layers import FIELD_KEY
+from napari_inif._layers import FIELD_KEY, background_decoder
 from napari_inif._qt.inspect_widget import InspectWidget
 from napari_inif.core.metrics import quality as metrics
 
@@ -99,6 +99,8 @@ def test_roi_decode_evaluates_only_the_blocks_it_touches(viewer, qtbot, cells_ty
     widget.shapes.select(shapes)
     widget.zoom.setValue(2)
     decoded.visible = False  # the canvas must not decode the plane while we count blocks
+    background = background_decoder()
+    assert background is None or background.idle()
     evaluated = decoded.metadata[FIELD_KEY].decoder.blocks_evaluated
     evaluated.clear()
     widget.decode_roi()
@@ -133,13 +135,28 @@ def test_choosing_a_decoded_layer_picks_its_source(viewer, widget, pair):
 
 
 def test_viewport_toggle_and_close_clean_up(viewer, qtbot, widget, pair):
-    widget.viewport_box.setChecked(True)
+    assert widget.viewport_box.isChecked()  # on by default for every decoded layer
     assert widget.sampler is not None and widget.sampler.layer is pair[1]
-    widget.side_button.setChecked(True)
     sampler = widget.sampler
+    widget.viewport_box.setChecked(False)
+    assert widget.sampler is None and sampler._stopped
+    widget.viewport_box.setChecked(True)
+    assert widget.sampler is not None and widget.sampler is not sampler
+    widget.side_button.setChecked(True)
     widget.close()
-    qtbot.waitUntil(lambda: not sampler.busy, timeout=30_000)
-    assert widget.sampler is None
+    qtbot.waitUntil(lambda: not widget.sampler.busy, timeout=30_000)
     assert not viewer.canvas.grid.enabled
     assert all(layer.visible for layer in viewer.layers)
-    assert not any(layer.name.endswith("[viewport]") for layer in viewer.layers)
+
+
+def test_psnr_per_plane_is_plotted_along_t(viewer, qtbot, widget, cells_tyx, cells_encoded):
+    widget.plane_metrics()
+    qtbot.waitUntil(lambda: "planes" in widget.last_metrics, timeout=30_000)
+    axis, values = widget.last_metrics["planes"]
+    decoded = cells_encoded.array()[...]
+    data_range = float(cells_tyx.max() - cells_tyx.min())
+    assert axis == "T" and [i for i, _ in values] == list(range(6))
+    for i, value in values:
+        assert value == pytest.approx(metrics.psnr(cells_tyx[i], decoded[i], data_range))
+    assert len(widget.planes_plot.points) == 6
+    assert "worst" in widget.planes_label.text() and "T=" in widget.planes_label.text()

@@ -1,11 +1,11 @@
-"""Viewport sampling: finer samples of the visible region, debounced, stale results dropped."""
+"""Viewport sampling: on by default, the visible region only, at screen resolution."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_inif._qt.viewport import ViewportSampler
+from napari_inif._qt.viewport import _camera, sampler_of
 
 
 @pytest.fixture
@@ -14,57 +14,85 @@ def decoded(viewer, cells_inif):
     return layer
 
 
-def _zoom_in(layer, screen_px_per_pixel: float, corners) -> None:
-    """What napari's canvas sets on draw (the test viewer is not shown, so nothing draws)."""
-    layer.scale_factor = float(layer.scale[-1]) / screen_px_per_pixel
-    layer.corner_pixels = np.array(corners)
+def _look(viewer, center_yx, zoom, canvas=(80, 60)) -> None:
+    """Point the camera (world units; the layer's pixels are 0.5 wide) and size the canvas."""
+    viewer.canvas.size = canvas
+    camera = _camera(viewer)
+    camera.center = tuple(center_yx)
+    camera.zoom = zoom
 
 
-def test_zoomed_in_view_is_sampled_finer(viewer, qtbot, decoded, cells_encoded):
+def test_sampling_is_on_by_default_and_decodes_only_the_screen(
+    viewer, qtbot, decoded, cells_encoded
+):
+    sampler = sampler_of(viewer, decoded)
+    assert sampler is not None  # nobody asked: File > Open gives it
     viewer.dims.set_current_step(0, 1)
-    sampler = ViewportSampler(viewer, decoded, delay_ms=10)
-    try:
-        _zoom_in(decoded, 3.5, [[0, 10, 5], [0, 19, 14]])
-        sampler.request()
-        qtbot.waitUntil(lambda: sampler.applied == 1, timeout=30_000)
-        overlay = sampler.overlay
-        assert overlay.name == "cells [viewport]"
-        assert overlay.data.shape == (1, 40, 40)  # 10 x 10 pixels, 4 samples each way
-        np.testing.assert_allclose(overlay.scale, [1.0, 0.125, 0.125])
-        np.testing.assert_allclose(overlay.translate, [1.0, 0.5 * (10 - 0.375), 0.5 * (5 - 0.375)])
-        expected = cells_encoded.array().zoom(4)[1:2, 40:80, 20:60]
-        np.testing.assert_array_equal(overlay.data, expected)
-        assert viewer.layers.selection.active is not overlay
-    finally:
-        sampler.stop()
-        qtbot.waitUntil(lambda: not sampler.busy, timeout=30_000)
-    assert "cells [viewport]" not in viewer.layers
+    _look(viewer, (10.0, 8.0), zoom=8.0)  # 4 screen pixels per stored pixel
+    qtbot.waitUntil(lambda: sampler.applied >= 1 and not sampler.busy, timeout=30_000)
+    overlay = sampler.overlay
+    assert overlay.name == "cells [viewport]"
+    # The 80x60 canvas shows 10 x 7.5 world units = 20 x 15 stored pixels around the
+    # centre (rows 10..30, columns 9..23 once rounded out), each sampled 4x4.
+    assert overlay.data.shape == (1, 21 * 4, 15 * 4)
+    canvas_pixels = 80 * 60
+    assert overlay.data.size <= 1.25 * canvas_pixels  # decoded: about the screen, no more
+    expected = cells_encoded.array().zoom(4)[1:2, 40:124, 36:96]
+    np.testing.assert_array_equal(overlay.data, expected)
+    np.testing.assert_allclose(overlay.scale, [1.0, 0.125, 0.125])
+    np.testing.assert_allclose(overlay.translate, [1.0, 0.5 * (10 - 0.375), 0.5 * (9 - 0.375)])
+    assert viewer.layers.selection.active is not overlay
 
 
-def test_stale_results_are_dropped_and_zoom_out_hides(viewer, qtbot, decoded):
-    sampler = ViewportSampler(viewer, decoded, delay_ms=50)
-    try:
-        _zoom_in(decoded, 2.0, [[0, 0, 0], [0, 47, 39]])
-        sampler.request()
-        sampler.schedule()  # the view changed while the request ran: its result is stale
-        qtbot.waitUntil(lambda: sampler.dropped == 1, timeout=30_000)
-        qtbot.waitUntil(lambda: sampler.applied == 1, timeout=30_000)  # the debounced one
-        assert sampler.overlay.data.shape == (1, 96, 80)
-        _zoom_in(decoded, 0.8, [[0, 0, 0], [0, 47, 39]])
-        sampler.request()
-        assert not sampler.overlay.visible
-    finally:
-        sampler.stop()
-        qtbot.waitUntil(lambda: not sampler.busy, timeout=30_000)
-
-
-def test_removing_the_layer_stops_the_sampler(viewer, qtbot, decoded):
-    sampler = ViewportSampler(viewer, decoded, delay_ms=10)
-    _zoom_in(decoded, 2.0, [[0, 0, 0], [0, 9, 9]])
+def test_zooming_out_hides_the_overlay_and_stale_results_are_dropped(viewer, qtbot, decoded):
+    sampler = sampler_of(viewer, decoded)
+    _look(viewer, (12.0, 10.0), zoom=4.0)
+    qtbot.waitUntil(lambda: sampler.applied >= 1 and not sampler.busy, timeout=30_000)
+    applied = sampler.applied
     sampler.request()
-    qtbot.waitUntil(lambda: sampler.applied == 1, timeout=30_000)
+    sampler.schedule()  # the view changed while the request ran: its result is stale
+    qtbot.waitUntil(lambda: sampler.dropped >= 1, timeout=30_000)
+    qtbot.waitUntil(lambda: sampler.applied > applied and not sampler.busy, timeout=30_000)
+    _look(viewer, (12.0, 10.0), zoom=1.5)  # under one screen pixel per stored pixel
+    sampler.request()
+    assert sampler.overlay.opacity == 0.0  # hidden without visible=False (napari crash)
+
+
+def test_removing_the_layer_stops_its_sampler(viewer, qtbot, decoded):
+    sampler = sampler_of(viewer, decoded)
+    _look(viewer, (5.0, 5.0), zoom=6.0)
+    qtbot.waitUntil(lambda: sampler.applied >= 1 and not sampler.busy, timeout=30_000)
     viewer.layers.remove(decoded)
-    assert sampler.overlay is None and len(viewer.layers) == 0
-    viewer.camera.zoom = 3.0  # no handler of the stopped sampler runs
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5_000)  # overlay gone too
+    assert sampler_of(viewer, decoded) is None
+    _camera(viewer).zoom = 3.0  # no handler of the stopped sampler runs
     qtbot.waitUntil(lambda: not sampler.busy, timeout=30_000)
     assert len(viewer.layers) == 0
+
+
+def test_docked_widgets_share_the_viewers_samplers(viewer, qtbot, cells_inif):
+    """Widgets get a PublicOnlyProxy of the viewer: still one sampler per layer."""
+    viewer.window.add_plugin_dock_widget("napari-inif", "Compress")
+    viewer.window.add_plugin_dock_widget("napari-inif", "Inspect")
+    [layer] = viewer.open(str(cells_inif), plugin="napari-inif")
+    _look(viewer, (10.0, 8.0), zoom=8.0)
+    sampler = sampler_of(viewer, layer)
+    qtbot.waitUntil(lambda: sampler.applied >= 1 and not sampler.busy, timeout=30_000)
+    qtbot.wait(300)
+    overlays = [lay.name for lay in viewer.layers if lay.name.endswith("[viewport]")]
+    assert overlays == ["cells [viewport]"]
+    assert not any("[viewport] [" in lay.name for lay in viewer.layers)
+
+
+def test_quitting_stops_samplers_and_waits_for_requests(viewer, qtbot, decoded):
+    from napari_inif._qt.viewport import stop_all_samplers
+
+    sampler = sampler_of(viewer, decoded)
+    _look(viewer, (10.0, 8.0), zoom=8.0)
+    sampler.request()
+    stop_all_samplers()  # what the application's aboutToQuit runs
+    assert sampler._stopped
+    assert sampler_of(viewer, decoded) is None
+    from superqt.utils._qthreading import WorkerBase
+
+    assert not any(w.is_running for w in WorkerBase._worker_set)  # waited for them

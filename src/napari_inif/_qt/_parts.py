@@ -6,11 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QEvent, QPointF, Qt
+from qtpy.QtCore import QEvent, QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QComboBox, QWidget
 
-__all__ = ["LayerCombo", "PsnrPlot", "alive", "unwrap"]
+__all__ = ["LayerCombo", "PsnrPlot", "alive", "remove_layer", "unwrap"]
 
 
 def alive(widget: Any) -> bool:
@@ -26,6 +26,60 @@ def alive(widget: Any) -> bool:
 def unwrap(obj: Any) -> Any:
     """The napari object behind a plugin ``PublicOnlyProxy`` (identity checks need it)."""
     return getattr(obj, "__wrapped__", obj)
+
+
+#: Longest wait for the canvas to draw a re-shown layer before it is removed anyway.
+REMOVE_FALLBACK_MS = 3000
+
+
+def _scene_canvas(viewer: Any) -> Any:
+    """The vispy ``SceneCanvas`` of a shown viewer, or ``None`` (``ViewerModel``, closed)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # napari warns about private access from plugins; there is no public way to
+        # know when the canvas drew, which the crash workaround needs.
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return unwrap(viewer).window._qt_viewer.canvas._scene_canvas  # napari 0.9
+        except (AttributeError, RuntimeError):
+            return None
+
+
+def remove_layer(viewer: Any, layer: Any) -> None:
+    """Remove ``layer`` from ``viewer`` without tripping napari's hidden-layer crash.
+
+    napari 0.9 (vispy, software OpenGL) segfaults in ``glDrawArrays`` on the next draw
+    after a layer that was *hidden* is removed and another image is added (reproducer
+    in docs/napari.md).  A visible layer is removed at once.  A hidden one is made
+    visible at opacity 0 (nothing changes on screen) and removed once the canvas has
+    drawn it, which is the state napari removes layers from safely.
+    """
+    layer = unwrap(layer)
+    if layer not in viewer.layers:
+        return
+    canvas = _scene_canvas(viewer)
+    if layer.visible or canvas is None:
+        viewer.layers.remove(layer)
+        return
+    done = False
+
+    def finish(*_: Any) -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        canvas.events.draw.disconnect(drawn)
+        if layer in viewer.layers:
+            viewer.layers.remove(layer)
+
+    def drawn(event: Any = None) -> None:
+        QTimer.singleShot(0, finish)  # not from inside the draw
+
+    layer.opacity = 0.0
+    layer.visible = True
+    canvas.events.draw.connect(drawn)
+    QTimer.singleShot(REMOVE_FALLBACK_MS, finish)
 
 
 class DockWidget(QWidget):
@@ -117,11 +171,18 @@ class LayerCombo(QComboBox):
 class PsnrPlot(QWidget):
     """A tiny line plot of PSNR (dB) against step, drawn with QPainter (no matplotlib)."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        tooltip: str = "PSNR on the training batches (dB) against step",
+        empty_text: str = "PSNR (dB) appears here while fitting",
+    ):
         super().__init__(parent)
         self.points: list[tuple[float, float]] = []
+        self.empty_text = empty_text
         self.setMinimumHeight(70)
-        self.setToolTip("PSNR on the training batches (dB) against step")
+        self.setToolTip(tooltip)
 
     def clear(self) -> None:
         """Forget all points."""
@@ -135,14 +196,14 @@ class PsnrPlot(QWidget):
             self.update()
 
     def paintEvent(self, event: Any) -> None:
-        """Draw the curve and its range."""
+        """Draw the curve, with its range in a margin on the right (never over the curve)."""
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         w, h = self.width(), self.height()
         painter.setPen(QPen(QColor(128, 128, 128), 1))
         painter.drawRect(0, 0, w - 1, h - 1)
         if len(self.points) < 2:
-            painter.drawText(6, h // 2, "PSNR (dB) appears here while fitting")
+            painter.drawText(6, h // 2, self.empty_text)
             return
         xs = [p[0] for p in self.points]
         ys = [p[1] for p in self.points]
@@ -150,10 +211,14 @@ class PsnrPlot(QWidget):
         y0, y1 = min(ys), max(ys)
         if y1 - y0 < 1e-6:
             y1 = y0 + 1.0
+        labels = (f"{y1:.1f} dB", f"{y0:.1f} dB")
+        metrics = painter.fontMetrics()
+        margin = max(metrics.horizontalAdvance(t) for t in labels) + 10
         pad = 4
+        right = max(w - margin, 2 * pad + 10)  # the curve ends where the labels start
 
         def to_px(x: float, y: float) -> QPointF:
-            u = pad + (x - x0) / max(x1 - x0, 1e-9) * (w - 2 * pad)
+            u = pad + (x - x0) / max(x1 - x0, 1e-9) * (right - 2 * pad)
             v = h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
             return QPointF(u, v)
 
@@ -161,6 +226,6 @@ class PsnrPlot(QWidget):
         painter.drawPolyline(QPolygonF([to_px(x, y) for x, y in self.points]))
         painter.setPen(QPen(QColor(200, 200, 200), 1))
         flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop
-        painter.drawText(0, 2, w - 6, h, flags, f"{y1:.1f} dB")
+        painter.drawText(0, 2, w - 6, h, flags, labels[0])
         flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom
-        painter.drawText(0, 0, w - 6, h - 2, flags, f"{y0:.1f} dB")
+        painter.drawText(0, 0, w - 6, h - 2, flags, labels[1])

@@ -6,7 +6,9 @@ the progress bar, the live PSNR plot and (every few seconds) a preview layer tha
 sharpens while the fit runs.  The result lands on a *new* layer tied to the source
 layer, never on whatever layer is selected when the fit ends.  Cancel is
 ``worker.quit()``: the generator is abandoned between two steps and the preview layer
-is removed, so nothing half-made stays in the viewer.
+is removed, so nothing half-made stays in the viewer.  A new fit starts only once the
+cancelled worker has stopped (never two at once), and layers are never hidden before
+being removed (napari crashes on that; see :func:`._parts.remove_layer`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -32,16 +35,19 @@ from qtpy.QtWidgets import (
 from .._layers import (
     ENCODED_KEY,
     INFO_KEY,
+    LAZY_KEY,
     decoded_layer_data,
     decoded_name,
+    file_name,
     fit_layer,
     inif_info,
+    layer_axes,
     layer_layout,
     lazy_levels,
 )
 from .._writer import CONFIG_KEY
 from ._config_form import ConfigForm
-from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
+from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, remove_layer, unwrap
 
 __all__ = ["PRESETS", "CompressWidget"]
 
@@ -95,15 +101,27 @@ class CompressWidget(DockWidget):
     ):
         super().__init__(parent)
         from ..core.config import CompressionConfig  # torch-free
+        from ._background import install
+        from .viewport import auto_sample
 
         self.viewer = napari_viewer
         self.config_cls = config_cls or CompressionConfig
+        self._decoder = install()  # previews and results decode off the GUI thread
+        auto_sample(napari_viewer)  # results are sampled at screen resolution when zoomed
         self._run: _Run | None = None
+        self._stopping: _Run | None = None  # a cancelled fit whose worker has not stopped
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
         self._max_ratio = math.inf
         self._closed = False
 
-        self.layer_combo = LayerCombo(napari_viewer, _is_image, self)
+        self.layer_combo = LayerCombo(napari_viewer, _is_candidate, self)
+        self.axes_edit = QLineEdit(self)
+        self.axes_edit.setToolTip(
+            "One letter per layer dimension: T (time), C (channels), Z, Y, X. T and Z are "
+            "both coordinates of the field but T is never mixed with Z (a time-lapse is not "
+            "a volume); C is a channel, not a coordinate. Prefilled from the layer's axis "
+            "labels."
+        )
         self.ratio_slider = QSlider(Qt.Orientation.Horizontal, self)
         lo, hi = RATIO_RANGE
         self.ratio_slider.setRange(
@@ -135,6 +153,7 @@ class CompressWidget(DockWidget):
 
         own_rows = [
             ("Image layer", self.layer_combo),
+            ("Axes", self.axes_edit),
             ("Ratio", self.ratio_slider),
             ("", self.ratio_label),
             ("Quality / speed", self.preset),
@@ -153,14 +172,15 @@ class CompressWidget(DockWidget):
         layout.addWidget(self.result_label)
         layout.addWidget(self.save_button)
 
-        self.layer_combo.currentIndexChanged.connect(self._update_ratio)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.axes_edit.textChanged.connect(self._update_ratio)
         self.ratio_slider.valueChanged.connect(self._update_ratio)
         self.preset.currentIndexChanged.connect(self._update_buttons)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(self._save_dialog)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        self._update_ratio()
+        self._on_layer_changed()
 
     # settings ---------------------------------------------------------------------------
     @property
@@ -182,15 +202,38 @@ class CompressWidget(DockWidget):
             values["steps"] = steps
         return self.config_cls(**values)
 
+    def axes(self) -> str | None:
+        """The axis letters typed for the layer (``None``: the layer's own)."""
+        return self.axes_edit.text().strip().upper() or None
+
+    def _on_layer_changed(self, *_: Any) -> None:
+        layer = self.layer_combo.current()
+        text = ""
+        if layer is not None and not _is_labels(layer):
+            try:
+                text = layer_axes(layer).removesuffix("S" if layer.rgb else "")
+            except ValueError:
+                text = ""
+        self.axes_edit.blockSignals(True)
+        self.axes_edit.setText(text)
+        self.axes_edit.blockSignals(False)
+        self._update_ratio()
+
     def _update_ratio(self, *_: Any) -> None:
         layer = self.layer_combo.current()
         self._max_ratio = math.inf
         text = f"{self.ratio:.0f}x"
-        if layer is not None:
+        if layer is not None and _is_labels(layer):
+            self._max_ratio = 0.0
+            text = (
+                "labels are not supported: a field approximates values, and a label image "
+                "must stay exact. Save labels in a lossless format (TIFF, Zarr)."
+            )
+        elif layer is not None:
             try:
                 from ..core import max_ratio
 
-                layout = layer_layout(layer)
+                layout = layer_layout(layer, self.axes())
                 self._max_ratio = max_ratio(layout)
             except ValueError as exc:  # unsupported layer (dtype, axes)
                 self._max_ratio = 0.0
@@ -206,10 +249,10 @@ class CompressWidget(DockWidget):
         self._update_buttons()
 
     def _update_buttons(self, *_: Any) -> None:
-        running = self._run is not None
+        running = self._run is not None or self._stopping is not None
         ok = self.layer_combo.current() is not None and self.ratio <= self._max_ratio
         self.start_button.setEnabled(ok and not running)
-        self.cancel_button.setEnabled(running)
+        self.cancel_button.setEnabled(self._run is not None)
         self.time_budget.setEnabled(PRESETS[self.preset.currentText()] is None)
         self.save_button.setEnabled(self.result is not None and not running)
 
@@ -219,7 +262,7 @@ class CompressWidget(DockWidget):
         from napari.qt.threading import create_worker
 
         source = self.layer_combo.current()
-        if source is None or self._run is not None:
+        if source is None or self._run is not None or self._stopping is not None:
             return
         if self.ratio > self._max_ratio:
             _notify_error(
@@ -234,11 +277,13 @@ class CompressWidget(DockWidget):
             return
         source.metadata[CONFIG_KEY] = config.to_dict()  # what File > Save as .inif will use
         run = self._run = _Run(source, config)
+        self.result_label.setText("")  # the previous result is not this fit's
         run.worker = create_worker(
             fit_layer,
             source,
             config,
             preview_every=PREVIEW_EVERY,
+            axes=self.axes(),
             _start_thread=False,
             _connect={
                 "yielded": lambda p: self._on_progress(run, p),
@@ -262,13 +307,16 @@ class CompressWidget(DockWidget):
         run.cancelled = True
         run.worker.quit()  # the worker stops before its next step; its signals are ignored
         self._run = None
-        if run.preview is not None:
-            # Removed when the worker has stopped (_on_finished): napari's layer removal
-            # runs a full gc.collect() that would hold the GIL the worker needs to stop.
-            run.preview.visible = False
+        self._stopping = run  # Start waits for it: never two fits at once
+        if run.preview is not None and run.preview in self.viewer.layers:
+            # Gone from the screen now, removed when the worker has stopped (_on_finished):
+            # napari's layer removal runs a full gc.collect() that would hold the GIL the
+            # worker needs to stop.  Opacity, not visibility: see remove_layer.
+            run.preview.opacity = 0.0
         if alive(self):
-            self.progress.setFormat("cancelled")
-            self._update_buttons()
+            self.progress.setFormat("cancelling…")
+            self.cancel_button.setEnabled(False)
+            self.start_button.setEnabled(False)
 
     def _on_progress(self, run: _Run, p: Any) -> None:
         if run is not self._run or not alive(self):
@@ -277,36 +325,50 @@ class CompressWidget(DockWidget):
             self.progress.setValue(p.step)
         else:
             self.progress.setValue(int(1000 * min(1.0, p.elapsed / run.config.time_limit)))
+        budget = run.config.time_limit
         if p.phase == "fit":
             self.plot.add(p.step, p.psnr)
-            self.progress.setFormat(
-                f"step {p.step}/{p.steps} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}"
+            done = (
+                f"step {p.step}/{p.steps}"
+                if budget is None
+                else (f"{_eta(p.elapsed)} of {_eta(budget)} · step {p.step}")
             )
+            self.progress.setFormat(f"{done} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}")
         else:
-            self.progress.setFormat(f"{p.phase}… PSNR {p.psnr:.1f} dB")
+            phase = {"quantise": "quantising", "quality": "measuring"}.get(p.phase, p.phase)
+            self.progress.setFormat(f"{phase}… {_eta(p.elapsed)} elapsed · PSNR {p.psnr:.1f} dB")
         if p.preview is not None:
             self._show_preview(run, p.preview)
 
     def _show_preview(self, run: _Run, preview: Any) -> None:
-        levels = lazy_levels(preview)
+        # Decoded in the background (_qt/_background): handing it over costs no decoding.
+        levels = lazy_levels(preview, self._decoder)
         if run.preview is not None and run.preview in self.viewer.layers:
+            run.preview.metadata[LAZY_KEY] = preview
             run.preview.data = levels
             return
         if run.preview is not None:  # the user deleted the preview: do not bring it back
             return
         name = f"{decoded_name(run.source.name, run.config.ratio)} (fitting…)"
-        meta = {"name": name, "multiscale": True, "metadata": {PREVIEW_KEY: True}}
+        meta = {
+            "name": name,
+            "multiscale": True,
+            "cache": False,  # napari's dask cache would keep the stand-ins
+            "metadata": {PREVIEW_KEY: True, LAZY_KEY: preview},
+        }
         run.preview = self._add_beside(run.source, levels, meta)
 
     def _on_returned(self, run: _Run, encoded: Any) -> None:
         if run is not self._run or encoded is None:
             return
         run.encoded = encoded
-        self._drop_preview(run)
         data, meta, _ = decoded_layer_data(
             encoded, name=decoded_name(run.source.name, run.config.ratio), source=run.source.name
         )
-        layer = self._add_beside(run.source, data, meta)
+        layer = self._become_result(run, data, meta)
+        if layer is None:
+            self._drop_preview(run)
+            layer = self._add_beside(run.source, data, meta)
         self.result = (layer, encoded)
         self.result_label.setText(_summary(encoded))
 
@@ -319,6 +381,11 @@ class CompressWidget(DockWidget):
     def _on_finished(self, run: _Run) -> None:
         if run.cancelled:
             self._drop_preview(run)
+            if run is self._stopping:
+                self._stopping = None
+                if alive(self):
+                    self.progress.setFormat("cancelled")
+                    self._update_buttons()
         if run is not self._run:
             return
         self._run = None
@@ -330,7 +397,7 @@ class CompressWidget(DockWidget):
     def _add_beside(self, source: Any, data: Any, meta: dict[str, Any]) -> Any:
         """Add image layer(s) just above ``source``; returns the first one."""
         kwargs = dict(meta)
-        if kwargs.get("channel_axis") is None:
+        if kwargs.get("channel_axis") is None and not kwargs.get("rgb"):
             kwargs["contrast_limits"] = list(source.contrast_limits)
             kwargs["colormap"] = source.colormap
         kwargs.setdefault("scale", list(source.scale))
@@ -343,9 +410,32 @@ class CompressWidget(DockWidget):
                 layers.move(layers.index(layer), layers.index(source) + 1)
         return unwrap(added[0])
 
+    def _become_result(self, run: _Run, data: Any, meta: dict[str, Any]) -> Any:
+        """Turn the preview layer into the result layer; ``None`` if it cannot be.
+
+        Adding a napari layer (controls, visual, first slice) and removing one (a full
+        ``gc.collect()``) each hold the GUI thread for a good fraction of a second on a
+        CPU; the preview already sits where the result goes, with the same display.
+        """
+        preview = run.preview
+        if preview is None or preview not in self.viewer.layers or preview.opacity == 0:
+            return None
+        if meta.get("channel_axis") is not None or bool(meta.get("rgb")) != preview.rgb:
+            return None
+        if preview.ndim != len(data[0].shape) - (1 if meta.get("rgb") else 0):
+            return None
+        metadata = meta["metadata"]
+        preview.metadata.clear()
+        preview.metadata.update(metadata)  # LAZY_KEY first: refreshes find the new field
+        preview.data = data
+        preview.axis_labels = meta["axis_labels"]
+        preview.name = meta["name"]
+        run.preview = None
+        return preview
+
     def _drop_preview(self, run: _Run) -> None:
-        if run.preview is not None and run.preview in self.viewer.layers:
-            self.viewer.layers.remove(run.preview)
+        if run.preview is not None:
+            remove_layer(self.viewer, run.preview)
         run.preview = None
 
     def _on_layer_removed(self, event: Any) -> None:
@@ -362,12 +452,19 @@ class CompressWidget(DockWidget):
     def _save_dialog(self) -> None:
         if self.result is None:
             return
-        layer, _ = self.result
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save INIF file", f"{layer.name}.inif", "INIF files (*.inif)"
+            self, "Save INIF file", self.default_file_name(), "INIF files (*.inif)"
         )
         if path:
             self.save(path)
+
+    def default_file_name(self) -> str:
+        """``<source>_<ratio>x.inif`` for the last result, e.g. ``nuclei_256x.inif``."""
+        if self.result is None:
+            return "image.inif"
+        layer, encoded = self.result
+        source = layer.metadata[INFO_KEY].get("source_layer") or layer.name
+        return file_name(str(source), encoded.ratio)
 
     def save(self, path: str) -> str:
         """Write the last result to ``path`` (atomically) and record it on its layer."""
@@ -397,10 +494,19 @@ class CompressWidget(DockWidget):
         self.layer_combo.cleanup()
 
 
-def _is_image(layer: Any) -> bool:
+def _is_labels(layer: Any) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)
+
+
+def _is_candidate(layer: Any) -> bool:
+    """Image layers that are not ours, and Labels layers (listed, to say why not)."""
     from napari.layers import Image
 
     meta = layer.metadata
+    if _is_labels(layer):
+        return True
     return isinstance(layer, Image) and not meta.get(ENCODED_KEY) and not meta.get(PREVIEW_KEY)
 
 

@@ -5,7 +5,8 @@
 * A lazy difference layer (original - decoded, float32, multiscale).
 * Side by side: napari's grid mode with only the two layers shown (one camera, so
   pan and zoom stay linked), and back to the previous view.
-* Viewport sampling: the decoded layer sampled at screen resolution when zoomed in.
+* Viewport sampling (on by default for every decoded layer): the decoded layer sampled
+  at screen resolution when zoomed in; the box turns it off (or on) for the chosen layer.
 * ROI decode: a rectangle of a Shapes layer (or the current view) decoded at the stored
   resolution or ``k`` times finer into a new layer placed over the decoded one.
 """
@@ -37,9 +38,11 @@ from .._layers import (
     layer_displayed,
     layer_shape,
     plane_dims,
+    plane_psnr,
+    visible_region,
 )
-from ._parts import DockWidget, LayerCombo, alive, unwrap
-from .viewport import ViewportSampler
+from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
+from .viewport import _camera, auto_sample, sampler_of
 
 __all__ = ["InspectWidget"]
 
@@ -75,7 +78,7 @@ class InspectWidget(DockWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.sampler: ViewportSampler | None = None
+        self.auto = auto_sample(napari_viewer)
         self.last_metrics: dict[str, Any] = {}
         self._grid_saved: tuple[dict[str, Any], list[tuple[Any, bool]]] | None = None
         self._workers: list[Any] = []
@@ -89,6 +92,13 @@ class InspectWidget(DockWidget):
         self.stack_label = QLabel("stack: -", self)
         for label in (self.slice_label, self.stack_label):
             label.setWordWrap(True)
+        self.planes_button = QPushButton("PSNR per plane (along T or Z)", self)
+        self.planes_plot = PsnrPlot(
+            self,
+            tooltip="PSNR (dB) of each plane against the original, along the first axis",
+            empty_text="PSNR per plane appears here",
+        )
+        self.planes_label = QLabel("", self)
         self.diff_button = QPushButton("Difference layer", self)
         self.side_button = QPushButton("Side by side", self)
         self.side_button.setCheckable(True)
@@ -118,6 +128,9 @@ class InspectWidget(DockWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.slice_label)
         layout.addWidget(self.stack_label)
+        layout.addWidget(self.planes_button)
+        layout.addWidget(self.planes_plot)
+        layout.addWidget(self.planes_label)
         layout.addWidget(self.viewport_box)
         layout.addWidget(QLabel("<b>Region of interest</b> (a Shapes rectangle, or the view)"))
         layout.addLayout(roi)
@@ -125,6 +138,7 @@ class InspectWidget(DockWidget):
 
         self.slice_button.clicked.connect(self.slice_metrics)
         self.stack_button.clicked.connect(self.stack_metrics)
+        self.planes_button.clicked.connect(self.plane_metrics)
         self.diff_button.clicked.connect(self.add_difference)
         self.side_button.toggled.connect(self.side_by_side)
         self.viewport_box.toggled.connect(self.set_viewport_sampling)
@@ -149,8 +163,7 @@ class InspectWidget(DockWidget):
         for layer in self.viewer.layers:
             if layer.name == source and _is_plain_image(layer):
                 self.original.select(layer)
-        if self.sampler is not None and self.sampler.layer is not unwrap(decoded):
-            self.set_viewport_sampling(True)
+        self._show_sampling()
 
     def _index(self, layer: Any) -> tuple[Any, ...]:
         dims = self.viewer.dims
@@ -189,6 +202,41 @@ class InspectWidget(DockWidget):
         worker.start()
         return worker
 
+    def plane_metrics(self) -> Any:
+        """PSNR of every plane along the first axis (T or Z), plotted; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        pair = self._pair()
+        if pair is None:
+            return None
+        self.planes_label.setText("PSNR per plane: computing…")
+        worker = create_worker(
+            plane_psnr,
+            *pair,
+            _start_thread=False,
+            _connect={
+                "returned": self._show_planes,
+                "errored": lambda exc: self._metrics_failed("planes", exc),
+            },
+        )
+        self._track(worker)
+        worker.start()
+        return worker
+
+    def _show_planes(self, result: tuple[str, list[tuple[int, float]]]) -> None:
+        self.last_metrics["planes"] = result
+        if not alive(self):
+            return
+        axis, values = result
+        self.planes_plot.clear()
+        for i, value in values:
+            self.planes_plot.add(i, value)
+        worst = min(values, key=lambda iv: iv[1])
+        self.planes_label.setText(
+            f"PSNR per {axis} plane: {len(values)} planes, worst {worst[1]:.2f} dB at "
+            f"{axis}={worst[0]}"
+        )
+
     def _show_metrics(self, where: str, quality: Any) -> None:
         self.last_metrics[where] = quality
         if not alive(self):
@@ -199,7 +247,7 @@ class InspectWidget(DockWidget):
     def _metrics_failed(self, where: str, exc: BaseException) -> None:
         if not alive(self):
             return
-        label = self.slice_label if where == "slice" else self.stack_label
+        label = {"slice": self.slice_label, "stack": self.stack_label}.get(where, self.planes_label)
         label.setText(f"{where}: failed")
         _notify(f"Could not compare the layers: {exc}")
 
@@ -272,18 +320,23 @@ class InspectWidget(DockWidget):
         return canvas.grid if canvas is not None else self.viewer.grid
 
     # viewport sampling ------------------------------------------------------------------
-    def set_viewport_sampling(self, on: bool) -> None:
-        """Start (or stop) sampling the decoded layer at screen resolution."""
-        if self.sampler is not None:
-            self.sampler.stop()
-            self.sampler = None
+    @property
+    def sampler(self) -> Any:
+        """The viewport sampler of the chosen decoded layer, or ``None`` (turned off)."""
         decoded = self.decoded.current()
-        if on and decoded is not None:
-            self.sampler = ViewportSampler(self.viewer, decoded)
-        if self.viewport_box.isChecked() != (self.sampler is not None):
-            self.viewport_box.blockSignals(True)
-            self.viewport_box.setChecked(self.sampler is not None)
-            self.viewport_box.blockSignals(False)
+        return None if decoded is None else sampler_of(self.viewer, decoded)
+
+    def set_viewport_sampling(self, on: bool) -> None:
+        """Turn sampling at screen resolution on or off for the chosen decoded layer."""
+        decoded = self.decoded.current()
+        if decoded is not None:
+            self.auto.set_sampling(decoded, on)
+        self._show_sampling()
+
+    def _show_sampling(self) -> None:
+        self.viewport_box.blockSignals(True)
+        self.viewport_box.setChecked(self.sampler is not None)
+        self.viewport_box.blockSignals(False)
 
     # ROI --------------------------------------------------------------------------------
     def roi_region(self) -> tuple[slice, ...] | None:
@@ -325,12 +378,16 @@ class InspectWidget(DockWidget):
         return corners.min(axis=0), corners.max(axis=0)
 
     def _view_box(self, decoded: Any, plane: tuple[int, ...]) -> Any:
-        """The visible part of ``decoded`` (level-0 data coordinates) as a box."""
-        level = decoded.data_level if decoded.multiscale else 0
-        f = decoded.downsample_factors[level] if decoded.multiscale else np.ones(decoded.ndim)
-        corners = np.asarray(decoded.corner_pixels, float)
-        lo = [corners[0, d] * f[d] - 0.5 for d in plane]
-        hi = [(corners[1, d] + 1) * f[d] - 0.5 for d in plane]
+        """The part of ``decoded`` on screen (level-0 data coordinates) as a box: from
+        the camera and the canvas size (``corner_pixels`` does not shrink on zoom)."""
+        dims = self.viewer.dims
+        displayed = layer_displayed(decoded, dims.displayed, dims.ndim)
+        camera = _camera(self.viewer)
+        region = visible_region(
+            decoded, dims.point, displayed, camera.center, camera.zoom, self.viewer.canvas.size
+        )
+        lo = [region[d].start - 0.5 for d in plane]
+        hi = [region[d].stop - 0.5 for d in plane]
         return np.array(lo), np.array(hi)
 
     def decode_roi(self) -> Any:
@@ -380,7 +437,6 @@ class InspectWidget(DockWidget):
         if self._closed:
             return
         self._closed = True
-        self.set_viewport_sampling(False)
         if self._grid_saved is not None:
             self.side_by_side(False)
         for worker in list(self._workers):

@@ -15,10 +15,19 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer
 
-from .._layers import finer_region, layer_displayed, viewport_request
-from ._parts import unwrap
+from .._layers import FIELD_KEY, finer_region, layer_displayed, viewport_request
+from ._parts import remove_layer, unwrap
 
-__all__ = ["ViewportSampler"]
+__all__ = ["VIEWPORT_KEY", "ViewportSampler", "auto_sample", "sampler_of", "stop_all_samplers"]
+
+#: ``layer.metadata`` key of a viewport overlay (the name of the layer it refines).
+VIEWPORT_KEY = "inif_viewport_of"
+
+
+def _camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 class ViewportSampler(QObject):
@@ -46,15 +55,18 @@ class ViewportSampler(QObject):
         self.applied = 0  # results shown (for tests and statistics)
         self.dropped = 0  # stale results thrown away
         self.busy = False  # a request is running
+        self.worker: Any = None  # the running request's worker
         self._pending = False
         self._stopped = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(delay_ms)
         self._timer.timeout.connect(self.request)
+        camera = _camera(viewer)
         self._events = [
-            viewer.camera.events.zoom,
-            viewer.camera.events.center,
+            camera.events.zoom,
+            camera.events.center,
+            viewer.canvas.events.size,
             viewer.dims.events.current_step,
             viewer.dims.events.ndisplay,
             viewer.dims.events.order,
@@ -75,12 +87,10 @@ class ViewportSampler(QObject):
 
         if self._stopped:
             return
-        dims = self.viewer.dims
-        displayed = layer_displayed(self.layer, dims.displayed, dims.ndim)
-        wanted = viewport_request(self.layer, dims.point, displayed, max_k=self.max_zoom)
+        wanted = self.wanted()
         if wanted is None:
             if self.overlay is not None:
-                self.overlay.visible = False
+                self.overlay.opacity = 0.0  # not visible=False: see remove_layer
             return
         if self.busy:
             self._pending = True
@@ -99,7 +109,24 @@ class ViewportSampler(QObject):
                 "finished": self._done,
             },
         )
+        self.worker = worker
         worker.start()
+
+    def wanted(self) -> Any:
+        """The :class:`~napari_inif._layers.ViewRequest` of the current view, or ``None``."""
+        viewer = self.viewer
+        dims = viewer.dims
+        camera = _camera(viewer)
+        displayed = layer_displayed(self.layer, dims.displayed, dims.ndim)
+        return viewport_request(
+            self.layer,
+            dims.point,
+            displayed,
+            center=camera.center,
+            zoom=camera.zoom,
+            canvas_size=tuple(viewer.canvas.size),
+            max_k=self.max_zoom,
+        )
 
     def _apply(self, generation: int, placed: Any) -> None:
         if generation != self.generation or self.layer not in self.viewer.layers:
@@ -112,7 +139,7 @@ class ViewportSampler(QObject):
             self.overlay.scale = placed.scale
             self.overlay.translate = placed.translate
             self.overlay.contrast_limits = self.layer.contrast_limits
-            self.overlay.visible = True
+            self.overlay.opacity = self.layer.opacity
         self.applied += 1
 
     def _add_overlay(self, placed: Any) -> Any:
@@ -126,7 +153,8 @@ class ViewportSampler(QObject):
             translate=placed.translate,
             colormap=layer.colormap,
             contrast_limits=layer.contrast_limits,
-            metadata={"inif_viewport_of": layer.name},
+            rgb=layer.rgb,
+            metadata={VIEWPORT_KEY: layer.name},
         )
         selection.active = active  # adding selected the overlay: keep the user's choice
         return unwrap(overlay)
@@ -138,6 +166,7 @@ class ViewportSampler(QObject):
 
     def _done(self) -> None:
         self.busy = False
+        self.worker = None
         if self._pending:
             self._pending = False
             self.request()
@@ -158,6 +187,98 @@ class ViewportSampler(QObject):
             emitter.disconnect(self.schedule)
         self._events = []
         self.viewer.layers.events.removed.disconnect(self._on_removed)
-        if self.overlay is not None and self.overlay in self.viewer.layers:
-            self.viewer.layers.remove(self.overlay)
+        if self.overlay is not None:
+            remove_layer(self.viewer, self.overlay)  # it may be hidden: see remove_layer
         self.overlay = None
+
+
+class _AutoSampler(QObject):
+    """Starts a :class:`ViewportSampler` for every decoded layer added to one viewer."""
+
+    def __init__(self, viewer: Any):
+        super().__init__()
+        self.viewer = viewer
+        self.samplers: dict[int, ViewportSampler] = {}
+        self.off: set[int] = set()  # layers the user turned sampling off for
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+        for layer in list(viewer.layers):
+            self._start(layer)
+
+    def _start(self, layer: Any) -> None:
+        layer = unwrap(layer)
+        meta = layer.metadata if isinstance(layer.metadata, dict) else {}
+        if meta.get(FIELD_KEY) is None or id(layer) in self.samplers or id(layer) in self.off:
+            return
+        self.samplers[id(layer)] = ViewportSampler(self.viewer, layer)
+
+    def _on_inserted(self, event: Any) -> None:
+        self._start(event.value)
+
+    def _on_removed(self, event: Any) -> None:
+        layer = unwrap(event.value)
+        self.samplers.pop(id(layer), None)  # the sampler stops itself
+        self.off.discard(id(layer))
+
+    def set_sampling(self, layer: Any, on: bool) -> None:
+        layer = unwrap(layer)
+        if on:
+            self.off.discard(id(layer))
+            self._start(layer)
+        else:
+            self.off.add(id(layer))
+            sampler = self.samplers.pop(id(layer), None)
+            if sampler is not None:
+                sampler.stop()
+
+    def stop_all(self) -> list[Any]:
+        """Stop every sampler; returns the workers of requests still running."""
+        running = [s.worker for s in self.samplers.values() if s.worker is not None]
+        for sampler in list(self.samplers.values()):
+            sampler.stop()
+        self.samplers.clear()
+        return running
+
+
+_AUTO: dict[int, _AutoSampler] = {}
+
+
+def stop_all_samplers(wait_ms: int = 5000) -> None:
+    """Stop the samplers of every viewer and wait for running requests (the application
+    is quitting: a request finishing after Qt tore its signals down aborts Python)."""
+    from qtpy.QtCore import QThreadPool
+
+    running = [w for auto in list(_AUTO.values()) for w in auto.stop_all()]
+    _AUTO.clear()
+    pool = QThreadPool.globalInstance()
+    if running and pool is not None:
+        pool.waitForDone(wait_ms)
+
+
+def auto_sample(viewer: Any) -> _AutoSampler:
+    """Viewport sampling for every decoded layer of ``viewer``, on by default (once per
+    viewer; forgotten when the viewer closes)."""
+    viewer = unwrap(viewer)  # widgets get a PublicOnlyProxy: one sampler set per viewer
+    key = id(viewer)
+    auto = _AUTO.get(key)
+    if auto is None or auto.viewer is not viewer:
+        auto = _AUTO[key] = _AutoSampler(viewer)
+        for dead in [k for k, a in _AUTO.items() if a is not auto and _closed(a.viewer)]:
+            del _AUTO[dead]  # forget viewers closed since
+    return auto
+
+
+def _closed(viewer: Any) -> bool:
+    """Whether a viewer's window was closed (napari 0.9 has no public signal for it)."""
+    from napari import Viewer
+
+    return isinstance(viewer, Viewer) and viewer not in Viewer._instances
+
+
+def sampler_of(viewer: Any, layer: Any) -> ViewportSampler | None:
+    """The running sampler of ``layer`` in ``viewer``, if any."""
+    viewer = unwrap(viewer)
+    auto = _AUTO.get(id(viewer))
+    if auto is None or auto.viewer is not viewer:
+        return None
+    return auto.samplers.get(id(unwrap(layer)))

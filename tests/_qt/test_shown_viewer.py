@@ -1,0 +1,94 @@
+"""A shown viewer (real OpenGL drawing under Xvfb): what a hidden viewer cannot catch.
+
+napari 0.9 segfaults in ``glDrawArrays`` on the first draw after a *hidden* image layer
+was removed and another image added.  Cancel, removing the source and closing the dock
+during a fit all used to hide the live preview and remove it later, so the next image
+(a new preview, File > Open) killed the process.  These tests run that sequence in a
+shown viewer: a regression is a crash of the test run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_inif._qt import compress_widget
+from napari_inif._qt._parts import remove_layer
+from napari_inif._qt.compress_widget import PRESETS, CompressWidget
+
+QUICK = "Quick (1000 steps)"
+
+
+@pytest.fixture
+def shown(make_napari_viewer):
+    return make_napari_viewer(show=True, strict_qt="raise")
+
+
+def _draw(qtbot, viewer, ms=400):
+    """Let the canvas draw (several frames) what the viewer now holds."""
+    viewer.window._qt_viewer.canvas._scene_canvas.update()
+    qtbot.wait(ms)
+
+
+def _preview(viewer):
+    return [layer for layer in viewer.layers if layer.metadata.get("inif_preview")]
+
+
+@pytest.mark.parametrize("how", ["cancel", "cancel_hidden_preview", "remove_source", "close_dock"])
+def test_stopping_a_fit_then_adding_and_opening_does_not_crash(
+    shown, qtbot, cells_tyx, cells_inif, monkeypatch, how
+):
+    monkeypatch.setitem(PRESETS, QUICK, 100_000)
+    monkeypatch.setattr(compress_widget, "PREVIEW_EVERY", 0.2)
+    source = shown.add_image(cells_tyx, name="cells")
+    widget = CompressWidget(shown)
+    shown.window.add_dock_widget(widget)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.form["device"].value = "cpu"
+    widget.start()
+    qtbot.waitUntil(lambda: len(_preview(shown)) == 1, timeout=30_000)
+    _draw(qtbot, shown)
+    worker = widget._run.worker
+    if how == "cancel":
+        widget.cancel()
+        widget.start()  # refused until the cancelled worker has stopped: never two fits
+        assert widget._run is None and not widget.start_button.isEnabled()
+    elif how == "cancel_hidden_preview":
+        _preview(shown)[0].visible = False  # the user hid it: the crashing state
+        _draw(qtbot, shown)
+        widget.cancel()
+    elif how == "remove_source":
+        shown.layers.remove(source)
+    else:
+        shown.window.remove_dock_widget(widget)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=15_000)
+    qtbot.waitUntil(lambda: not _preview(shown), timeout=5_000)
+    if how.startswith("cancel"):
+        assert widget.progress.format() == "cancelled" and widget.start_button.isEnabled()
+
+    shown.add_image(np.random.default_rng(0).random((64, 64), np.float32), name="after")
+    _draw(qtbot, shown)
+    [opened] = shown.open(str(cells_inif), plugin=None)
+    _draw(qtbot, shown)
+    assert opened.name.startswith("cells") and opened in shown.layers
+    # Shown fitted to the canvas, the file is zoomed past its pixels: sampled finer.
+    qtbot.waitUntil(lambda: f"{opened.name} [viewport]" in shown.layers, timeout=15_000)
+    _draw(qtbot, shown)
+    if how == "close_dock":
+        widget.deleteLater()  # napari un-parents a removed dock's widget; it is ours to delete
+        qtbot.wait(10)
+
+
+def test_remove_layer_of_a_hidden_layer_is_safe(shown, qtbot):
+    keep = shown.add_image(np.zeros((16, 40, 40), np.uint16), name="keep")
+    hidden = shown.add_image(np.ones((16, 40, 40), np.uint16), name="hidden")
+    _draw(qtbot, shown)
+    hidden.visible = False
+    _draw(qtbot, shown)
+    remove_layer(shown, hidden)
+    assert hidden.opacity == 0.0  # shown invisibly until the canvas drew it once
+    qtbot.waitUntil(lambda: hidden not in shown.layers, timeout=5_000)
+    shown.add_image(np.random.default_rng(1).random((64, 64), np.float32), name="after")
+    _draw(qtbot, shown)
+    assert [layer.name for layer in shown.layers] == [keep.name, "after"]
