@@ -260,6 +260,8 @@ def _compress(args: argparse.Namespace) -> int:
         raise ValueError(f"the output {out} would overwrite the input")
     if not src.exists():
         raise FileNotFoundError(f"no such file: {src}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be at least 1")
     check_writable(out, overwrite=args.overwrite)  # before the fit, not after it
     if args.scheduler or args.workers or _is_zarr(src):
         return _compress_source(args, src, out)
@@ -286,8 +288,6 @@ def _compress_source(args: argparse.Namespace, src: Path, out: Path) -> int:
 
     from .core import drive
 
-    if args.workers is not None and args.workers < 1:
-        raise ValueError("--workers must be at least 1")
     config = _config(args)
     with (
         open_source(src, axes=args.axes) as source,
