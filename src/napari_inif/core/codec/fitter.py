@@ -61,9 +61,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def intensity_range(
-    lo: np.ndarray, hi: np.ndarray
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def intensity_range(lo: np.ndarray, hi: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel normalisation range (what the header stores) from the channels' minima
     and maxima.  A constant channel keeps ``hi == lo``: it decodes to exactly its value,
     whatever the field outputs (:func:`unit_span` keeps the mapping defined)."""
