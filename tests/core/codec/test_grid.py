@@ -124,3 +124,18 @@ def test_fit_on_real_crop_hits_rate_and_quality():
     # zoom: a view between pixels stays within the data range
     view = dec.render([np.array([1.5]), np.linspace(0, 63, 5), np.linspace(0, 63, 7)])
     assert view.shape == (1, 5, 7)
+
+
+def test_regions_across_tile_borders_equal_the_whole_decode():
+    """Tiles only cut the entropy coding: a region is the same pixels as the whole image."""
+    spec, lat, w = _random_code((3, 40, 37), levels=4, hidden=(6,))
+    data = encode_grid(spec, lat, [0.6] * spec.levels, w, 0.0, 1000.0, "uint16", edge=8).data
+    whole = GridDecoder(data).full()
+    region = GridDecoder(data)
+    box = (slice(1, 3), slice(5, 29), slice(13, 30))  # crosses tile borders at 8, 16, 24
+    np.testing.assert_array_equal(region.region(box), whole[box])
+    touched = {lv for lv, _ in region.code._cache}
+    assert touched == {0, 1, 2}  # level 3 is all zero: no tile decoded
+    # a 2x zoom: coordinates between pixels
+    zoom = region.render([np.array([1.0]), np.arange(10, 12.01, 0.5), np.array([20.0])])
+    assert zoom.shape == (1, 5, 1)

@@ -160,7 +160,7 @@ def fit_to_size(
             overhead_bytes=overhead,
             ste_fraction=1.0,
             lr=fit_kwargs.get("lr", 1e-2) * 0.3,
-            compile=fit_kwargs.get("compile", True),
+            compile=fit_kwargs.get("compile"),
         )
         enc = encode_fit(fit, data, budget=budget)
     return enc, fit

@@ -27,6 +27,8 @@ __all__ = ["GridFit", "GridProgress", "choose_spec", "fit_grid", "iter_fit_grid"
 HEADER_ESTIMATE = 48
 #: Bits a quantised synthesis weight costs, estimate for planning (measured 5-8).
 WEIGHT_BITS_ESTIMATE = 7.0
+#: Pixels from which ``torch.compile`` of the training step is the default.
+COMPILE_MIN_PIXELS = 300_000
 
 
 @dataclass
@@ -90,7 +92,7 @@ def iter_fit_grid(
     report_every: int = 50,
     overhead_bytes: float | None = None,
     init: GridFit | None = None,
-    compile: bool = True,
+    compile: bool | None = None,
     gain: float = 0.03,
     latent_lr: float = 4.0,
     control: str = "noisy",
@@ -101,9 +103,9 @@ def iter_fit_grid(
     last.  ``time_limit`` (s) shortens the run: the schedule is rescaled to the steps the
     first ones' speed predicts (counted after the first step, which compiles).
     ``compile`` fuses the step with ``torch.compile`` (~1 min once, ~3x faster steps on
-    CPU).  ``init`` continues a fit (its field, lambda and compiled step);
-    ``overhead_bytes`` is the measured size of everything but the latents (header,
-    weights, tile table), estimated when not given.
+    CPU; default: from :data:`COMPILE_MIN_PIXELS` pixels).  ``init`` continues a fit
+    (its field, lambda and compiled step); ``overhead_bytes`` is the measured size of
+    everything but the latents (header, weights, tile table), estimated when not given.
     """
     torch.manual_seed(seed)
     arr = np.asarray(data)
@@ -164,6 +166,8 @@ def iter_fit_grid(
     if init is not None and init.loss_fn is not None:
         loss_fn = init.loss_fn
     else:
+        if compile is None:  # compiling (~30-70 s once) pays on large images only
+            compile = n_pix >= COMPILE_MIN_PIXELS
         loss_fn = torch.compile(step_loss, dynamic=False) if compile else step_loss
     target_bits = max(8.0, 8.0 * target_bytes - overhead_bits())
     # lambda in units of MSE per (bit / pixel); start near the slope of D ~ R^-1/4 at
@@ -173,6 +177,7 @@ def iter_fit_grid(
     start = time.perf_counter()
     total = steps
     bits_now = float("nan")
+    history: list[GridProgress] = [] if init is None else list(init.history)
     for step in range(steps):
         if step >= total:
             break
@@ -216,16 +221,19 @@ def iter_fit_grid(
             left = time_limit - (now - start)
             total = max(step + 2, min(total, step + 1 + int(left / per_step)))
         if step % report_every == 0 or step == total - 1:
-            yield GridProgress(
-                step,
-                total,
-                -10 * math.log10(max(float(mse.detach()), 1e-20)),
-                bits_now,
-                target_bits,
-                math.exp(log_lam),
-                time.perf_counter() - start,
+            history.append(
+                GridProgress(
+                    step,
+                    total,
+                    -10 * math.log10(max(float(mse.detach()), 1e-20)),
+                    bits_now,
+                    target_bits,
+                    math.exp(log_lam),
+                    time.perf_counter() - start,
+                )
             )
-    yield GridFit(fld, lo, hi, math.exp(log_lam), target_bytes, loss_fn=loss_fn)
+            yield history[-1]
+    yield GridFit(fld, lo, hi, math.exp(log_lam), target_bytes, history, loss_fn=loss_fn)
 
 
 def fit_grid(data: np.ndarray, ratio: float, **kwargs) -> GridFit:
