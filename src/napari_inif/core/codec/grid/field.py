@@ -181,7 +181,7 @@ class GridField(nn.Module):
         layers: list[nn.Module] = []
         width = spec.levels
         for h in spec.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.1)]
             width = h
         layers.append(nn.Linear(width, spec.channels))
         self.synthesis = nn.Sequential(*layers)
