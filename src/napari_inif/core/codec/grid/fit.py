@@ -213,13 +213,17 @@ def iter_fit_grid(
         log_lam += (gain if not hard else gain / 2) * max(-1.0, min(1.0, err))
         if step == 0:
             mark = (0, time.perf_counter())
+            per_step = float("nan")
         if time_limit is not None and step > 0 and step % 10 == 0:
-            # re-plan on the recent speed (the machine is shared): only ever shorten
+            # re-plan on the smoothed recent speed (the machine is shared; the first steps
+            # are slow): the schedule may shorten or lengthen, never past ``steps``
             now = time.perf_counter()
-            per_step = (now - mark[1]) / (step - mark[0])
+            recent = (now - mark[1]) / (step - mark[0])
+            per_step = recent if step == 10 else 0.7 * per_step + 0.3 * recent
             mark = (step, now)
             left = time_limit - (now - start)
-            total = max(step + 2, min(total, step + 1 + int(left / per_step)))
+            if step >= 30 or left < 0:
+                total = max(step + 2, min(steps, step + 1 + int(left / per_step)))
         if step % report_every == 0 or step == total - 1:
             history.append(
                 GridProgress(
