@@ -83,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", nargs="+", type=float, default=[150.0], help="fit time per case"
     )
     parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", default="grid_bench.jsonl")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    # one thread: on the shared 2 cores, 2 OpenMP threads spin against other jobs and a
+    # tinc-zyx step took 1.5-1.9 s instead of 0.1 s (measured side by side)
+    torch.set_num_threads(args.threads)
     data_dir = find_data_dir(args.data)
     hevc = get_codec("hevc")
     cases = {c.name: c for c in DEFAULT_CASES}
