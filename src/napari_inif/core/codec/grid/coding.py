@@ -17,8 +17,11 @@ fit learned, its scale quantised to ``2 ** ((code - 160) / 16)``).  Each level i
 tiles of ``edge`` latents per axis, coded independently, so a region decodes only the
 tiles it touches; a tile of zeros costs one bit.  Synthesis weights are quantised per
 tensor with step ``2 ** -k``, ``k`` chosen by a small rate-distortion search, and coded
-the same way (scale = mean ``|q|``).  A 2D file's header is about 40 bytes, a 3D one's
-about 45 (see :func:`header_size`).
+the same way (scale = mean ``|q|``).
+
+Header size, measured: 57 bytes of fixed fields for 7 levels and a 16-16 synthesis (2D or
+3D alike), plus the tile table (1 bit per tile, 1-2 bytes per coded tile): 74 bytes for a
+256 x 256 image with every level coded, 79 for 8 x 128 x 128, 93 for 48 x 130 x 130.
 """
 
 from __future__ import annotations

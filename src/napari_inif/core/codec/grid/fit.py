@@ -95,7 +95,7 @@ def iter_fit_grid(
     compile: bool | None = None,
     gain: float = 0.03,
     latent_lr: float = 4.0,
-    control: str = "noisy",
+    control: str = "rounded",
 ) -> Iterator[GridProgress | GridFit]:
     """Fit ``data`` (``(*shape)`` or ``(*shape, C)`` with ``spec.channels == C``).
 
