@@ -1,0 +1,422 @@
+"""The grid bitstream: a compact struct header, range-coded weights and latent tiles.
+
+Layout (version 1; integers little-endian, ``v`` = unsigned LEB128 varint)::
+
+    b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
+    u8 levels | u8 n_hidden | u8 width[n_hidden] | v tile edge
+    f32 lo | f32 hi                                  intensity map of the output
+    per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
+    per weight tensor: u8 step exponent k | u8 scale code | v max |q|
+    v weight-stream words
+    per level with max > 0: tile bitmap (1 bit per tile, C order) | v words per set tile
+    weight stream | tile streams (level by level, tile by tile), 32-bit words
+
+Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
+coder under ``QuantizedLaplace(0, scale_l)`` on ``[-max, max]`` (the per-level model the
+fit learned, its scale quantised to ``2 ** ((code - 160) / 16)``).  Each level is cut into
+tiles of ``edge`` latents per axis, coded independently, so a region decodes only the
+tiles it touches; a tile of zeros costs one bit.  Synthesis weights are quantised per
+tensor with step ``2 ** -k``, ``k`` chosen by a small rate-distortion search, and coded
+the same way (scale = mean ``|q|``).
+
+Header size, measured: 57 bytes of fixed fields for 7 levels and a 16-16 synthesis (2D or
+3D alike), plus the tile table (1 bit per tile, 1-2 bytes per coded tile): 74 bytes for a
+256 x 256 image with every level coded, 79 for 8 x 128 x 128, 93 for 48 x 130 x 130.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import constriction
+import numpy as np
+import torch
+
+from napari_inif.core.codec.grid.field import GridField, GridSpec, laplace_bits
+from napari_inif.core.errors import InifFormatError
+
+__all__ = [
+    "DEFAULT_EDGE",
+    "GridCode",
+    "decode_grid",
+    "encode_grid",
+    "quantise_weights",
+    "scale_code",
+    "scale_from_code",
+]
+
+MAGIC = b"IG"
+VERSION = 1
+DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
+#: Tile edge (latent cells per axis) by number of coordinate axes: ~64k latents a tile.
+DEFAULT_EDGE = {1: 65536, 2: 256, 3: 64, 4: 32}
+MAX_SYMBOL = 1 << 20
+MAX_LATENTS = 1 << 31
+MAX_STEP_EXPONENT = 20
+
+
+def scale_code(scale: float) -> int:
+    """The u8 code of a Laplace scale (``2 ** ((code - 160) / 16)``: 2^-10 .. 2^5.9)."""
+    return int(np.clip(round(math.log2(max(scale, 1e-9)) * 16 + 160), 0, 255))
+
+
+def scale_from_code(code: int) -> float:
+    """Inverse of :func:`scale_code`."""
+    return float(2.0 ** ((code - 160) / 16))
+
+
+# -- varints -------------------------------------------------------------------------
+def _put_varint(out: io.BytesIO, value: int) -> None:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.write(bytes([byte | 0x80]))
+        else:
+            out.write(bytes([byte]))
+            return
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise InifFormatError("grid stream is truncated")
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self, limit: int = 1 << 40) -> int:
+        value = shift = 0
+        while True:
+            byte = self.u8()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise InifFormatError("grid stream: varint too long")
+        if value > limit:
+            raise InifFormatError(f"grid stream: value {value} over its bound {limit}")
+        return value
+
+
+# -- tiles ---------------------------------------------------------------------------
+def tile_grid(shape: Sequence[int], edge: int) -> tuple[int, ...]:
+    """Tiles per axis of a level of ``shape``."""
+    return tuple(-(-n // edge) for n in shape)
+
+
+def tile_slices(shape: Sequence[int], edge: int, index: Sequence[int]) -> tuple[slice, ...]:
+    """The slices of tile ``index`` of a level."""
+    return tuple(slice(i * edge, min((i + 1) * edge, n)) for i, n in zip(index, shape, strict=True))
+
+
+def _model(maxabs: int, scale: float) -> constriction.stream.model.QuantizedLaplace:
+    return constriction.stream.model.QuantizedLaplace(-maxabs, maxabs, 0.0, scale)
+
+
+# -- weights -------------------------------------------------------------------------
+@dataclass
+class QuantisedWeights:
+    """Integer weights of the synthesis with their step exponents."""
+
+    ints: list[np.ndarray]
+    exponents: list[int]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The dequantised float weights (exact: ``q * 2**-k``)."""
+        return [
+            torch.from_numpy(q.astype(np.float32) * np.float32(2.0**-k))
+            for q, k in zip(self.ints, self.exponents, strict=True)
+        ]
+
+
+def _weight_bits(q: np.ndarray) -> float:
+    m = int(np.abs(q).max()) if q.size else 0
+    if m == 0:
+        return 0.0
+    b = scale_from_code(scale_code(max(float(np.abs(q).mean()), 1e-3)))
+    return float(laplace_bits(torch.from_numpy(q.astype(np.float32)), torch.tensor(b)).sum())
+
+
+def quantise_weights(
+    fld: GridField,
+    features: torch.Tensor,
+    target: torch.Tensor,
+    lam: float,
+    *,
+    exponents: Sequence[int] = tuple(range(3, 15)),
+) -> QuantisedWeights:
+    """Per-tensor step ``2**-k`` minimising ``mse + lam * bits / pixels`` (greedy, in order).
+
+    ``features`` ``(N, L)`` and ``target`` ``(N, C)`` are a sample of pixels with the
+    rounded latents' features; ``lam`` is the fit's final lambda (MSE per bit/pixel,
+    ``pixels`` the image's pixel count divided into ``N`` proportionally).
+    """
+    params = [p for p in fld.synthesis.parameters()]
+    originals = [p.detach().clone() for p in params]
+    n_pix = math.prod(fld.spec.shape)
+    ints: list[np.ndarray] = []
+    chosen: list[int] = []
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            best = None
+            for k in exponents:
+                q = torch.round(originals[i] * 2.0**k)
+                p.copy_(q * 2.0**-k)
+                mse = float(torch.mean((fld.synthesize(features) - target) ** 2))
+                cost = mse + lam * _weight_bits(q.numpy().astype(np.int64)) / n_pix
+                if best is None or cost < best[0]:
+                    best = (cost, k, q.numpy().astype(np.int64))
+            assert best is not None
+            _, k, qi = best
+            p.copy_(torch.from_numpy(qi.astype(np.float32)) * 2.0**-k)
+            ints.append(qi)
+            chosen.append(k)
+    return QuantisedWeights(ints, chosen)
+
+
+# -- encoding ------------------------------------------------------------------------
+@dataclass
+class EncodedGrid:
+    """A written grid stream and where its bytes went."""
+
+    data: bytes
+    header_bytes: int
+    weight_bytes: int
+    latent_bytes: list[int] = field(default_factory=list)
+
+
+def encode_grid(
+    spec: GridSpec,
+    latents: Sequence[np.ndarray],
+    scales: Sequence[float],
+    weights: QuantisedWeights,
+    lo: float,
+    hi: float,
+    dtype: str | np.dtype,
+    *,
+    edge: int | None = None,
+) -> EncodedGrid:
+    """Write the stream; ``latents`` are the rounded integer grids, finest first."""
+    dtype_name = np.dtype(dtype).name
+    if dtype_name not in DTYPES:
+        raise ValueError(f"grid files store {DTYPES}, not {dtype_name}")
+    ndim = len(spec.shape)
+    edge = edge or DEFAULT_EDGE[ndim]
+    head = io.BytesIO()
+    head.write(MAGIC + bytes([VERSION, ndim, spec.channels, DTYPES.index(dtype_name)]))
+    for n in spec.shape:
+        _put_varint(head, n)
+    head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden]))
+    _put_varint(head, edge)
+    head.write(struct.pack("<ff", lo, hi))
+
+    level_ints = [np.asarray(z).astype(np.int32) for z in latents]
+    codes = [scale_code(s) for s in scales]
+    for z, c in zip(level_ints, codes, strict=True):
+        head.write(bytes([c]))
+        _put_varint(head, int(np.abs(z).max()) if z.size else 0)
+
+    # weights: one stream
+    wenc = constriction.stream.queue.RangeEncoder()
+    for q, k in zip(weights.ints, weights.exponents, strict=True):
+        m = int(np.abs(q).max()) if q.size else 0
+        c = scale_code(max(float(np.abs(q).mean()), 1e-3))
+        head.write(bytes([k, c]))
+        _put_varint(head, m)
+        if m:
+            wenc.encode(q.reshape(-1).astype(np.int32), _model(m, scale_from_code(c)))
+    wwords = wenc.get_compressed()
+    _put_varint(head, int(wwords.size))
+
+    streams: list[np.ndarray] = []
+    latent_bytes = []
+    for z, c in zip(level_ints, codes, strict=True):
+        m = int(np.abs(z).max()) if z.size else 0
+        if m == 0:
+            latent_bytes.append(0)
+            continue
+        grid = tile_grid(z.shape, edge)
+        bits = np.zeros(math.prod(grid), bool)
+        lengths = []
+        before = head.tell()
+        level_streams = []
+        for t, index in enumerate(np.ndindex(*grid)):
+            tile = z[tile_slices(z.shape, edge, index)]
+            if not tile.any():
+                continue
+            bits[t] = True
+            enc = constriction.stream.queue.RangeEncoder()
+            enc.encode(np.ascontiguousarray(tile).reshape(-1), _model(m, scale_from_code(c)))
+            words = enc.get_compressed()
+            lengths.append(int(words.size))
+            level_streams.append(words)
+        head.write(np.packbits(bits, bitorder="little").tobytes())
+        for n in lengths:
+            _put_varint(head, n)
+        streams += level_streams
+        latent_bytes.append(head.tell() - before + 4 * sum(lengths))
+    header = head.getvalue()
+    body = b"".join(w.astype("<u4").tobytes() for w in [wwords, *streams])
+    return EncodedGrid(header + body, len(header), 4 * int(wwords.size), latent_bytes)
+
+
+# -- decoding ------------------------------------------------------------------------
+class GridCode:
+    """A parsed grid stream: the spec, weights, and lazily decoded latent tiles.
+
+    Every size is checked against the stream's length before anything is allocated; a
+    malformed stream raises :class:`InifFormatError`.
+    """
+
+    def __init__(self, data: bytes, *, max_latents: int = MAX_LATENTS):
+        r = _Reader(data)
+        if r.take(2) != MAGIC:
+            raise InifFormatError("not a grid stream (bad magic)")
+        version = r.u8()
+        if version != VERSION:
+            raise InifFormatError(f"grid stream version {version} is not supported (1)")
+        ndim, channels, dcode = r.u8(), r.u8(), r.u8()
+        if not 1 <= ndim <= 4 or channels < 1 or dcode >= len(DTYPES):
+            raise InifFormatError("grid stream: bad ndim, channels or dtype")
+        self.dtype = np.dtype(DTYPES[dcode])
+        shape = tuple(r.varint(1 << 31) for _ in range(ndim))
+        levels = r.u8()
+        hidden = tuple(r.take(r.u8()))
+        if not 1 <= levels <= 16 or any(h == 0 for h in hidden) or min(shape) < 1:
+            raise InifFormatError("grid stream: bad levels, widths or shape")
+        self.spec = GridSpec(shape, channels, levels, hidden)
+        if self.spec.num_latents > max_latents:
+            raise InifFormatError(
+                f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"
+            )
+        self.edge = r.varint(1 << 31)
+        if self.edge < 1:
+            raise InifFormatError("grid stream: tile edge 0")
+        self.lo, self.hi = struct.unpack("<ff", r.take(8))
+        self.scales = []
+        self.maxabs = []
+        for _ in range(levels):
+            self.scales.append(scale_from_code(r.u8()))
+            self.maxabs.append(r.varint(MAX_SYMBOL))
+        shapes = _weight_shapes(self.spec)
+        self._wmeta = []
+        for _ in shapes:
+            k, c = r.u8(), r.u8()
+            if k > MAX_STEP_EXPONENT:
+                raise InifFormatError("grid stream: weight step out of range")
+            self._wmeta.append((k, scale_from_code(c), r.varint(MAX_SYMBOL)))
+        wwords = r.varint(len(data) // 4)
+        self._tiles: list[dict[tuple[int, ...], tuple[int, int]]] = []
+        lengths: list[list[tuple[tuple[int, ...], int]]] = []
+        for lv, m in enumerate(self.maxabs):
+            grid = tile_grid(self.spec.level_shape(lv), self.edge)
+            if m == 0:
+                lengths.append([])
+                continue
+            n = math.prod(grid)
+            bits = np.unpackbits(np.frombuffer(r.take(-(-n // 8)), np.uint8), bitorder="little")[:n]
+            idx = [index for t, index in enumerate(np.ndindex(*grid)) if bits[t]]
+            lengths.append([(i, r.varint(len(data) // 4)) for i in idx])
+        self.header_bytes = r.pos
+        pos = r.pos
+        self._data = data
+        wend = pos + 4 * wwords
+        if wend > len(data):
+            raise InifFormatError("grid stream is truncated (weights)")
+        wstream = np.frombuffer(data[pos:wend], "<u4").astype(np.uint32)
+        pos = wend
+        for entries in lengths:
+            table = {}
+            for index, n in entries:
+                table[index] = (pos, n)
+                pos += 4 * n
+            self._tiles.append(table)
+        if pos > len(data):
+            raise InifFormatError("grid stream is truncated (latent tiles)")
+        self.nbytes = pos
+        self.weights = self._decode_weights(wstream, shapes)
+        self._cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+
+    def _decode_weights(self, words: np.ndarray, shapes: list[tuple[int, ...]]) -> QuantisedWeights:
+        dec = constriction.stream.queue.RangeDecoder(words)
+        ints, exps = [], []
+        for shape, (k, b, m) in zip(shapes, self._wmeta, strict=True):
+            n = math.prod(shape)
+            q = dec.decode(_model(m, b), n) if m else np.zeros(n, np.int32)
+            ints.append(np.asarray(q, np.int64).reshape(shape))
+            exps.append(k)
+        return QuantisedWeights(ints, exps)
+
+    def tile(self, level: int, index: tuple[int, ...]) -> np.ndarray:
+        """The integer latents of one tile (decoded once, then cached)."""
+        key = (level, index)
+        if key not in self._cache:
+            shape = self.spec.level_shape(level)
+            sl = tile_slices(shape, self.edge, index)
+            tshape = tuple(s.stop - s.start for s in sl)
+            entry = self._tiles[level].get(index)
+            if entry is None:
+                out = np.zeros(tshape, np.int32)
+            else:
+                pos, n = entry
+                words = np.frombuffer(self._data[pos : pos + 4 * n], "<u4").astype(np.uint32)
+                dec = constriction.stream.queue.RangeDecoder(words)
+                model = _model(self.maxabs[level], self.scales[level])
+                out = np.asarray(dec.decode(model, math.prod(tshape)), np.int32).reshape(tshape)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def window(self, level: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+        """Latents ``[lo, hi)`` of a level, assembled from the tiles they touch."""
+        out = np.zeros([b - a for a, b in zip(lo, hi, strict=True)], np.int32)
+        if self.maxabs[level] == 0:
+            return out
+        shape = self.spec.level_shape(level)
+        e = self.edge
+        ranges = [range(a // e, -(-b // e)) for a, b in zip(lo, hi, strict=True)]
+        for index in np.ndindex(*[len(rg) for rg in ranges]):
+            t = tuple(rg[i] for rg, i in zip(ranges, index, strict=True))
+            sl = tile_slices(shape, e, t)
+            src = tuple(
+                slice(max(s.start, a) - s.start, min(s.stop, b) - s.start)
+                for s, a, b in zip(sl, lo, hi, strict=True)
+            )
+            dst = tuple(
+                slice(max(s.start, a) - a, min(s.stop, b) - a)
+                for s, a, b in zip(sl, lo, hi, strict=True)
+            )
+            out[dst] = self.tile(level, t)[src]
+        return out
+
+    def latents(self) -> list[np.ndarray]:
+        """Every level whole."""
+        return [self.window(lv, [0] * len(s), s) for lv, s in enumerate(self.spec.level_shapes)]
+
+
+def _weight_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    width = spec.levels
+    for h in (*spec.hidden, spec.channels):
+        shapes += [(h, width), (h,)]
+        width = h
+    return shapes
+
+
+def decode_grid(data: bytes) -> GridCode:
+    """Parse a grid stream (the latent tiles decode lazily)."""
+    return GridCode(data)
