@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from napari_inif.cli import main
 from napari_inif.core import CompressionConfig, compress, drive, load
@@ -29,14 +28,6 @@ from napari_inif.core.metrics.quality import psnr
 
 CONFIG = CompressionConfig(ratio=8, steps=5, batch_size=1024, params_per_block=800, seed=7)
 TASK = 3000  # padded values per task: several tasks even on a tiny volume
-
-
-@pytest.fixture
-def cells_zarr(tmp_path, cells_tyx):
-    path = tmp_path / "cells.zarr"
-    arr = zarr.create_array(str(path), data=cells_tyx, chunks=(2, 16, 16))
-    arr.attrs["_ARRAY_DIMENSIONS"] = ["t", "y", "x"]
-    return path
 
 
 @dataclass

@@ -12,14 +12,6 @@ from napari_inif.core.io.source import ArraySource
 TINY = {"ratio": 8, "steps": 5, "batch_size": 1024, "params_per_block": 800}
 
 
-@pytest.fixture
-def cells_zarr(tmp_path, cells_tyx):
-    path = tmp_path / "cells.zarr"
-    arr = zarr.create_array(str(path), data=cells_tyx, chunks=(2, 16, 16))
-    arr.attrs["_ARRAY_DIMENSIONS"] = ["t", "y", "x"]
-    return path
-
-
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
