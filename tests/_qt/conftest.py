@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from tests.conftest import qt_unavailable
@@ -34,10 +36,16 @@ def viewer(make_napari_viewer):
 
 @pytest.fixture(autouse=True)
 def _no_workers_left_running(qtbot):
-    """Fail a test that leaves napari thread workers running (and stop them)."""
+    """Fail a test that leaves napari thread workers running (and stop them).
+
+    A worker still finishing its last request when the test ends (a viewport decode on a
+    loaded machine) gets a few seconds; one that is still running then was left behind.
+    """
     from superqt.utils._qthreading import WorkerBase
 
     yield
+    with contextlib.suppress(Exception):  # qtbot's TimeoutError: checked just below
+        qtbot.waitUntil(lambda: not any(w.is_running for w in WorkerBase._worker_set), timeout=5000)
     left = [w for w in WorkerBase._worker_set if w.is_running]
     for worker in left:
         worker.quit()

@@ -111,6 +111,7 @@ class CompressWidget(DockWidget):
         self._run: _Run | None = None
         self._stopping: _Run | None = None  # a cancelled fit whose worker has not stopped
         self.result: tuple[Any, Any] | None = None  # (layer, Encoded) of the last fit
+        self._asked_ratio: float | None = None  # the ratio asked for that fit
         self._max_ratio = math.inf
         self._closed = False
 
@@ -370,6 +371,7 @@ class CompressWidget(DockWidget):
             self._drop_preview(run)
             layer = self._add_beside(run.source, data, meta)
         self.result = (layer, encoded)
+        self._asked_ratio = run.config.ratio  # the file name says what was asked, like the layer
         self.result_label.setText(_summary(encoded))
 
     def _on_errored(self, run: _Run, exc: BaseException) -> None:
@@ -459,12 +461,13 @@ class CompressWidget(DockWidget):
             self.save(path)
 
     def default_file_name(self) -> str:
-        """``<source>_<ratio>x.inif`` for the last result, e.g. ``nuclei_256x.inif``."""
+        """``<source>_<ratio>x.inif`` for the last result with the asked ratio, e.g.
+        ``nuclei_256x.inif`` (the layer is named with it too)."""
         if self.result is None:
             return "image.inif"
         layer, encoded = self.result
         source = layer.metadata[INFO_KEY].get("source_layer") or layer.name
-        return file_name(str(source), encoded.ratio)
+        return file_name(str(source), self._asked_ratio or encoded.ratio)
 
     def save(self, path: str) -> str:
         """Write the last result to ``path`` (atomically) and record it on its layer."""
