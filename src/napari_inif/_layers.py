@@ -72,8 +72,10 @@ CHANNEL_KEY = "inif_channel"
 #: background (see :class:`BackgroundDecoder`): its layers are refreshed as tiles arrive.
 LAZY_KEY = "inif_lazy"
 
-#: Edge of a dask chunk in the plane at full resolution (pixels): large enough that a
-#: viewport touches a handful of chunks, small enough that a chunk decodes in ~10 ms.
+#: Edge of a dask chunk in the plane at full resolution (pixels).  Measured on a 6x1024x1024
+#: field (one torch thread, loaded machine): a 512x512 view took about the same time with
+#: 64, 128 or 256 px chunks (per-chunk overhead vs pixels decoded past the view's edge);
+#: 128 decodes 1.56x the view's pixels, 256 2.25x.
 CHUNK_EDGE = 128
 #: Seconds between refreshes of a layer while its tiles keep arriving.
 REFRESH_EVERY = 0.25

@@ -49,7 +49,6 @@ from napari_inif.core.registry import CODECS
 
 __all__ = [
     "AUTO_PRIOR_FRACTION",
-    "PRIORS",
     "Prior",
     "PriorDecoder",
     "available_priors",
@@ -69,10 +68,6 @@ _FIELD_ROOM = 400  # bytes beyond the smallest field: the header's prior entry, 
 _U32 = struct.Struct("<I")
 _CACHE_BYTES = 256 << 20  # decoded prior tiles kept per decoder
 _MAX_TILE_VOXELS = 1 << 26
-
-
-#: The codecs by name (an alias of the registry for callers that list the priors).
-PRIORS = CODECS
 
 
 def available_priors() -> list[str]:
