@@ -7,7 +7,13 @@
 * ``codec``: fit -> bytes, bytes -> :class:`~.codec.GridDecoder` (regions, zoom, points).
 """
 
-from napari_inif.core.codec.grid.codec import GridDecoder, compress_grid, encode_fit
+from napari_inif.core.codec.grid.codec import (
+    GridDecoder,
+    compress_grid,
+    encode_fit,
+    fit_to_size,
+    iter_fit_to_size,
+)
 from napari_inif.core.codec.grid.coding import GridCode, decode_grid, encode_grid
 from napari_inif.core.codec.grid.field import GridField, GridSpec
 from napari_inif.core.codec.grid.fit import GridFit, fit_grid, iter_fit_grid
@@ -23,5 +29,7 @@ __all__ = [
     "encode_fit",
     "encode_grid",
     "fit_grid",
+    "fit_to_size",
     "iter_fit_grid",
+    "iter_fit_to_size",
 ]

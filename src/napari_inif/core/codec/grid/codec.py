@@ -7,7 +7,7 @@ a region, a zoom) or scattered points, decoding only the latent tiles they touch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from napari_inif.core.codec.grid.field import (
     needed_range,
     upsample_window,
 )
-from napari_inif.core.codec.grid.fit import GridFit
+from napari_inif.core.codec.grid.fit import GridFit, GridProgress
 
-__all__ = ["GridDecoder", "compress_grid", "encode_fit", "fit_to_size"]
+__all__ = ["GridDecoder", "compress_grid", "encode_fit", "fit_to_size", "iter_fit_to_size"]
 
 
 def _trim_order(raw: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -127,43 +127,72 @@ def encode_fit(
     return best
 
 
-def fit_to_size(
+def iter_fit_to_size(
     data: np.ndarray,
     ratio: float,
     *,
     tolerance: float = 0.1,
     rounds: int = 2,
     fix_steps: int = 40,
+    overhead: int = 0,
     **fit_kwargs,
-) -> tuple[EncodedGrid, GridFit]:
+) -> Generator[GridProgress, None, tuple[EncodedGrid, GridFit]]:
     """Fit a little over ``raw / ratio``, then trim to it with the encoder's dead zone.
 
-    When the file lands more than ``tolerance`` under the budget, fine-tune on
-    hard-rounded latents at a lower lambda against the *measured* overhead and re-encode.
+    Yields the fit's :class:`~.fit.GridProgress` reports and returns ``(encoded, fit)``
+    (``StopIteration.value``); closing the generator cancels.  ``overhead`` is what the
+    file spends outside the grid stream (a container around it): the stream's budget is
+    ``raw / ratio - overhead``.  When the stream lands more than ``tolerance`` under the
+    budget, fine-tune on hard-rounded latents at a lower lambda against the *measured*
+    stream overhead and re-encode (at most ``rounds`` times, ``fix_steps`` steps each).
     """
-    from napari_inif.core.codec.grid.fit import fit_grid
+    from napari_inif.core.codec.grid.fit import iter_fit_grid
 
-    budget = np.asarray(data).nbytes / ratio
-    fit = fit_grid(data, ratio / 1.04, **fit_kwargs)
+    raw = np.asarray(data).nbytes
+    budget = raw / ratio - overhead
+    if budget < 16:
+        raise ValueError(f"{ratio}x leaves {budget:.0f} bytes for the grid stream")
+    stream_ratio = raw / budget
+    fit = yield from _run(iter_fit_grid(data, stream_ratio / 1.04, **fit_kwargs))
     enc = encode_fit(fit, data, budget=budget)
     for _ in range(rounds):
         if len(enc.data) >= (1 - tolerance) * budget:
             break
-        overhead = len(enc.data) - sum(enc.latent_bytes)
         fit.lam *= 0.5
-        fit = fit_grid(
-            data,
-            ratio / 1.04,
-            steps=fix_steps,
-            init=fit,
-            spec=fit.field.spec,
-            overhead_bytes=overhead,
-            ste_fraction=1.0,
-            lr=fit_kwargs.get("lr", 1e-2) * 0.3,
-            compile=fit_kwargs.get("compile"),
+        fit = yield from _run(
+            iter_fit_grid(
+                data,
+                stream_ratio / 1.04,
+                steps=fix_steps,
+                init=fit,
+                spec=fit.field.spec,
+                overhead_bytes=len(enc.data) - sum(enc.latent_bytes),
+                ste_fraction=1.0,
+                lr=fit_kwargs.get("lr", 1e-2) * 0.3,
+                compile=fit_kwargs.get("compile"),
+            )
         )
         enc = encode_fit(fit, data, budget=budget)
     return enc, fit
+
+
+def _run(it: Iterator[GridProgress | GridFit]) -> Generator[GridProgress, None, GridFit]:
+    """Re-yield a fit's progress reports; return its final :class:`GridFit`."""
+    for item in it:
+        if isinstance(item, GridFit):
+            return item
+        yield item
+    raise RuntimeError("the grid fit ended without a result")
+
+
+def fit_to_size(data: np.ndarray, ratio: float, **kwargs) -> tuple[EncodedGrid, GridFit]:
+    """Run :func:`iter_fit_to_size` to the end: ``(encoded, fit)``."""
+    gen = iter_fit_to_size(data, ratio, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
 def compress_grid(data: np.ndarray, ratio: float, **fit_kwargs) -> tuple[bytes, GridFit]:
