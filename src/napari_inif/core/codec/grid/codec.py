@@ -13,16 +13,19 @@ import numpy as np
 import torch
 
 from napari_inif.core.codec.grid.coding import (
+    DEFAULT_EDGE,
     EncodedGrid,
     GridCode,
+    QuantisedWeights,
     encode_grid,
+    level_bits,
     quantise_weights,
     scale_code,
     scale_from_code,
+    weight_bits,
 )
 from napari_inif.core.codec.grid.field import (
     GridField,
-    laplace_bits,
     needed_range,
     upsample_window,
 )
@@ -59,17 +62,45 @@ def _trimmed(ints: list[np.ndarray], order: np.ndarray, k: int) -> list[np.ndarr
     return out
 
 
-def _best_scale(q: np.ndarray, learned: float) -> float:
-    """The quantised Laplace scale near ``learned`` that codes ``q`` in the fewest bits."""
-    if not q.any():
-        return learned
-    c0 = scale_code(learned)
-    y = torch.from_numpy(q.reshape(-1).astype(np.float32))
-    best = min(
-        range(max(0, c0 - 12), min(255, c0 + 12) + 1),
-        key=lambda c: float(laplace_bits(y, torch.tensor(scale_from_code(c))).sum()),
-    )
-    return scale_from_code(best)
+def _best_codes(
+    latents: list[np.ndarray], learned: list[float], context: list[torch.Tensor], edge: int
+) -> list[int]:
+    """Per level, the scale code near the learned one that codes it in the fewest bits."""
+    codes = []
+    for lv, (q, b) in enumerate(zip(latents, learned, strict=True)):
+        c0 = scale_code(b)
+        if not q.any():
+            codes.append(c0)
+            continue
+        coarser = latents[lv + 1] if lv + 1 < len(latents) else None
+        trial = range(max(0, c0 - 12), min(255, c0 + 12) + 1)
+        bits = level_bits(q, coarser, trial, context, edge)
+        codes.append(trial[int(np.argmin(bits))])
+    return codes
+
+
+def _quantise_context(
+    fld: GridField, latents: list[np.ndarray], learned: list[float], lam: float, edge: int
+) -> QuantisedWeights:
+    """The context weights at one step ``2**-k`` for all four tensors, ``k`` minimising
+    the latents' coded bits plus the weights' (the distortion does not depend on it)."""
+    tensors = [t.detach() for t in fld.context_tensors()]
+    if not tensors:
+        return QuantisedWeights([], [])
+    codes = [scale_code(b) for b in learned]
+    best = None
+    for k in range(3, 13):
+        ints = [torch.round(t * 2.0**k).numpy().astype(np.int64) for t in tensors]
+        q = QuantisedWeights(ints, [k] * len(ints))
+        ctx = q.tensors()
+        bits = sum(
+            level_bits(z, latents[lv + 1] if lv + 1 < len(latents) else None, [c], ctx, edge)[0]
+            for lv, (z, c) in enumerate(zip(latents, codes, strict=True))
+        ) + sum(weight_bits(i) for i in ints)
+        if best is None or bits < best[0]:
+            best = (bits, q)
+    assert best is not None
+    return best[1]
 
 
 def encode_fit(
@@ -102,12 +133,16 @@ def encode_fit(
     weights = quantise_weights(fld, feats, target, fit.lam)
     raw = [z.detach() for z in fld.latents]
     learned = [float(s) for s in fld.scales().detach()]
+    edge = DEFAULT_EDGE[len(spec.shape)]
 
     ints, order = _trim_order(raw)
+    context = _quantise_context(fld, ints, learned, fit.lam, edge)
+    weights = QuantisedWeights(weights.ints + context.ints, weights.exponents + context.exponents)
 
     def write(k: int) -> EncodedGrid:
         latents = _trimmed(ints, order, k)
-        scales = [_best_scale(q, b) for q, b in zip(latents, learned, strict=True)]
+        codes = _best_codes(latents, learned, context.tensors(), edge)
+        scales = [scale_from_code(c) for c in codes]
         return encode_grid(spec, latents, scales, weights, fit.lo, fit.hi, arr.dtype)
 
     enc = write(0)
@@ -215,9 +250,8 @@ class GridDecoder:
         spec = self.code.spec
         self.field = GridField(spec)
         with torch.no_grad():
-            for p, w in zip(
-                self.field.synthesis.parameters(), self.code.weights.tensors(), strict=True
-            ):
+            syn = list(self.field.synthesis.parameters())
+            for p, w in zip(syn, self.code.weights.tensors()[: len(syn)], strict=True):
                 p.copy_(w.reshape(p.shape))
         self.field.requires_grad_(False)
 

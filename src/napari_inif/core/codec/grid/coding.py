@@ -1,9 +1,9 @@
 """The grid bitstream: a compact struct header, range-coded weights and latent tiles.
 
-Layout (version 1; integers little-endian, ``v`` = unsigned LEB128 varint)::
+Layout (version 2; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
-    u8 levels | u8 n_hidden | u8 width[n_hidden] | v tile edge
+    u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | v tile edge
     f32 lo | f32 hi                                  intensity map of the output
     per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
     per weight tensor: u8 step exponent k | u8 scale code | v max |q|
@@ -12,12 +12,20 @@ Layout (version 1; integers little-endian, ``v`` = unsigned LEB128 varint)::
     weight stream | tile streams (level by level, tile by tile), 32-bit words
 
 Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
-coder under ``QuantizedLaplace(0, scale_l)`` on ``[-max, max]`` (the per-level model the
-fit learned, its scale quantised to ``2 ** ((code - 160) / 16)``).  Each level is cut into
-tiles of ``edge`` latents per axis, coded independently, so a region decodes only the
-tiles it touches; a tile of zeros costs one bit.  Synthesis weights are quantised per
-tensor with step ``2 ** -k``, ``k`` chosen by a small rate-distortion search, and coded
-the same way (scale = mean ``|q|``).
+coder under a ``QuantizedLaplace`` on ``[-max, max]``.  Without a context network (context
+width 0) it is the per-level model the fit learned: mean 0, scale ``2 ** ((code - 160) /
+16)``.  With one, each latent's mean and scale code come from the context network (a
+``2d + 2 -> width -> 2`` leaky-ReLU MLP, :class:`~.field.ContextModel`) over its parent
+(the coarser level at ``index // 2``) and its face neighbours in the same tile, evaluated
+exactly (:meth:`~.field.ContextModel.exact`): mean rounded to 1/64, scale code = level
+code + 16 x the offset, clipped to 0..255.  Each level is cut into tiles of ``edge``
+latents per axis, coded independently (a neighbour in another tile reads as 0), each as
+two runs: its *anchors* (even sum of indices; they see only their parents) then the
+others (they also see the anchors), so a tile decodes in two vectorised calls and a
+region decodes only the tiles it touches (and their parents' tiles); a tile of zeros
+costs one bit.  Synthesis weights, then the context weights ``W1, b1, W2, b2``, are
+quantised per tensor with step ``2 ** -k`` (a small rate-distortion search) and coded
+the same way (mean 0, scale = mean ``|q|``).
 
 Header size, measured: 57 bytes of fixed fields for 7 levels and a 16-16 synthesis (2D or
 3D alike), plus the tile table (1 bit per tile, 1-2 bytes per coded tile): 74 bytes for a
@@ -36,7 +44,14 @@ import constriction
 import numpy as np
 import torch
 
-from napari_inif.core.codec.grid.field import GridField, GridSpec, laplace_bits
+from napari_inif.core.codec.grid.field import (
+    ContextModel,
+    GridField,
+    GridSpec,
+    context_features,
+    gather_parents,
+    laplace_bits,
+)
 from napari_inif.core.errors import InifFormatError
 
 __all__ = [
@@ -50,7 +65,7 @@ __all__ = [
 ]
 
 MAGIC = b"IG"
-VERSION = 1
+VERSION = 2
 DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
 #: Tile edge (latent cells per axis) by number of coordinate axes: ~64k latents a tile.
 DEFAULT_EDGE = {1: 65536, 2: 256, 3: 64, 4: 32}
@@ -66,7 +81,11 @@ def scale_code(scale: float) -> int:
 
 def scale_from_code(code: int) -> float:
     """Inverse of :func:`scale_code`."""
-    return float(2.0 ** ((code - 160) / 16))
+    return float(SCALES[code])
+
+
+#: Every scale a u8 code says.
+SCALES = np.array([2.0 ** ((c - 160) / 16) for c in range(256)])
 
 
 # -- varints -------------------------------------------------------------------------
@@ -128,6 +147,105 @@ def _model(maxabs: int, scale: float) -> constriction.stream.model.QuantizedLapl
     return constriction.stream.model.QuantizedLaplace(-maxabs, maxabs, 0.0, scale)
 
 
+def anchors(shape: Sequence[int], offset: Sequence[int]) -> np.ndarray:
+    """The checkerboard's anchors (even sum of level indices) of a window, as a mask."""
+    idx = np.indices(shape).sum(0) + sum(offset)
+    return idx % 2 == 0
+
+
+def latent_params(
+    values: np.ndarray,
+    parent: np.ndarray | None,
+    offset: Sequence[int],
+    level_code: int,
+    maxabs: int,
+    context: Sequence[torch.Tensor],
+    edge: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coded ``(means, scales)`` of a window of a level (both float64, its shape).
+
+    ``values`` are the window's latents as far as known (anchors' parameters do not
+    depend on them), ``parent`` the coarser level gathered to the window
+    (:func:`~.field.gather_parents`) or ``None`` for the coarsest level, ``context`` the
+    dequantised context weights (empty: mean 0 and the level's scale everywhere).
+    ``edge`` masks neighbours across tile borders when the window spans several tiles.
+    """
+    mu, steps = _context_params(values, parent, offset, maxabs, context, edge)
+    return mu, SCALES[np.clip(level_code + steps, 0, 255)]
+
+
+def _context_params(
+    values: np.ndarray,
+    parent: np.ndarray | None,
+    offset: Sequence[int],
+    maxabs: int,
+    context: Sequence[torch.Tensor],
+    edge: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Means and scale-code offsets (sixteenths of an octave) of :func:`latent_params`."""
+    if not context:
+        return np.zeros(values.shape), np.zeros(values.shape, np.int64)
+    feats = context_features(
+        torch.from_numpy(values.astype(np.float64)),
+        None if parent is None else torch.from_numpy(parent.astype(np.float64)),
+        offset,
+        edge,
+    )
+    mu, off = ContextModel.exact(feats, context)
+    return np.clip(mu.numpy(), -maxabs, maxabs), np.rint(off.numpy() * 16).astype(np.int64)
+
+
+def level_bits(
+    values: np.ndarray,
+    coarser: np.ndarray | None,
+    level_codes: Sequence[int],
+    context: Sequence[torch.Tensor],
+    edge: int,
+) -> list[float]:
+    """Bits a whole level costs as coded under each of ``level_codes`` (tiles of
+    ``edge``; without their bitmap and the coder's flush)."""
+    if not values.any():
+        return [0.0] * len(level_codes)
+    m = int(np.abs(values).max())
+    parent = None
+    if coarser is not None and context:
+        parent = gather_parents(torch.from_numpy(coarser), values.shape, [0] * values.ndim)
+        parent = parent.numpy()
+    mu, steps = _context_params(values, parent, [0] * values.ndim, m, context, edge)
+    y = torch.from_numpy(values.astype(np.float64) - mu)
+    out = []
+    for c in level_codes:
+        s = torch.from_numpy(SCALES[np.clip(steps + c, 0, 255)])
+        out.append(float(laplace_bits(y, s).sum()))
+    return out
+
+
+def _parent_window(coarser: np.ndarray, box: Sequence[slice]) -> tuple[list[int], list[int]]:
+    """``[lo, hi)`` of the coarser level that the window ``box`` of a level reads."""
+    lo = [s.start // 2 for s in box]
+    hi = [min((s.stop - 1) // 2 + 1, n) for s, n in zip(box, coarser.shape, strict=True)]
+    return lo, hi
+
+
+def _encode_tile(
+    tile: np.ndarray,
+    parent: np.ndarray | None,
+    offset: Sequence[int],
+    level_code: int,
+    maxabs: int,
+    context: Sequence[torch.Tensor],
+) -> np.ndarray:
+    """The range-coded words of one tile: anchors, then the others."""
+    family = constriction.stream.model.QuantizedLaplace(-maxabs, maxabs)
+    mu, scale = latent_params(tile, parent, offset, level_code, maxabs, context)
+    mask = anchors(tile.shape, offset)
+    enc = constriction.stream.queue.RangeEncoder()
+    for part in (mask, ~mask):
+        if part.any():
+            enc.encode(tile[part].astype(np.int32), family, mu[part], scale[part])
+    return enc.get_compressed()
+
+
 # -- weights -------------------------------------------------------------------------
 @dataclass
 class QuantisedWeights:
@@ -144,7 +262,7 @@ class QuantisedWeights:
         ]
 
 
-def _weight_bits(q: np.ndarray) -> float:
+def weight_bits(q: np.ndarray) -> float:
     m = int(np.abs(q).max()) if q.size else 0
     if m == 0:
         return 0.0
@@ -178,7 +296,7 @@ def quantise_weights(
                 q = torch.round(originals[i] * 2.0**k)
                 p.copy_(q * 2.0**-k)
                 mse = float(torch.mean((fld.synthesize(features) - target) ** 2))
-                cost = mse + lam * _weight_bits(q.numpy().astype(np.int64)) / n_pix
+                cost = mse + lam * weight_bits(q.numpy().astype(np.int64)) / n_pix
                 if best is None or cost < best[0]:
                     best = (cost, k, q.numpy().astype(np.int64))
             assert best is not None
@@ -221,9 +339,10 @@ def encode_grid(
     head.write(MAGIC + bytes([VERSION, ndim, spec.channels, DTYPES.index(dtype_name)]))
     for n in spec.shape:
         _put_varint(head, n)
-    head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden]))
+    head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context]))
     _put_varint(head, edge)
     head.write(struct.pack("<ff", lo, hi))
+    context = weights.tensors()[len(_weight_shapes(spec)) :]
 
     level_ints = [np.asarray(z).astype(np.int32) for z in latents]
     codes = [scale_code(s) for s in scales]
@@ -245,24 +364,30 @@ def encode_grid(
 
     streams: list[np.ndarray] = []
     latent_bytes = []
-    for z, c in zip(level_ints, codes, strict=True):
+    for lv, (z, c) in enumerate(zip(level_ints, codes, strict=True)):
         m = int(np.abs(z).max()) if z.size else 0
         if m == 0:
             latent_bytes.append(0)
             continue
+        coarser = level_ints[lv + 1] if lv + 1 < len(level_ints) else None
         grid = tile_grid(z.shape, edge)
         bits = np.zeros(math.prod(grid), bool)
         lengths = []
         before = head.tell()
         level_streams = []
         for t, index in enumerate(np.ndindex(*grid)):
-            tile = z[tile_slices(z.shape, edge, index)]
+            box = tile_slices(z.shape, edge, index)
+            tile = z[box]
             if not tile.any():
                 continue
             bits[t] = True
-            enc = constriction.stream.queue.RangeEncoder()
-            enc.encode(np.ascontiguousarray(tile).reshape(-1), _model(m, scale_from_code(c)))
-            words = enc.get_compressed()
+            offset = [b.start for b in box]
+            parent = None
+            if coarser is not None:
+                plo, phi = _parent_window(coarser, box)
+                window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
+                parent = gather_parents(torch.from_numpy(window), tile.shape, offset).numpy()
+            words = _encode_tile(tile, parent, offset, c, m, context)
             lengths.append(int(words.size))
             level_streams.append(words)
         head.write(np.packbits(bits, bitorder="little").tobytes())
@@ -289,7 +414,7 @@ class GridCode:
             raise InifFormatError("not a grid stream (bad magic)")
         version = r.u8()
         if version != VERSION:
-            raise InifFormatError(f"grid stream version {version} is not supported (1)")
+            raise InifFormatError(f"grid stream version {version} is not supported ({VERSION})")
         ndim, channels, dcode = r.u8(), r.u8(), r.u8()
         if not 1 <= ndim <= 4 or channels < 1 or dcode >= len(DTYPES):
             raise InifFormatError("grid stream: bad ndim, channels or dtype")
@@ -297,9 +422,10 @@ class GridCode:
         shape = tuple(r.varint(1 << 31) for _ in range(ndim))
         levels = r.u8()
         hidden = tuple(r.take(r.u8()))
+        context = r.u8()
         if not 1 <= levels <= 16 or any(h == 0 for h in hidden) or min(shape) < 1:
             raise InifFormatError("grid stream: bad levels, widths or shape")
-        self.spec = GridSpec(shape, channels, levels, hidden)
+        self.spec = GridSpec(shape, channels, levels, hidden, context)
         if self.spec.num_latents > max_latents:
             raise InifFormatError(
                 f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"
@@ -308,12 +434,13 @@ class GridCode:
         if self.edge < 1:
             raise InifFormatError("grid stream: tile edge 0")
         self.lo, self.hi = struct.unpack("<ff", r.take(8))
-        self.scales = []
+        self.codes: list[int] = []
         self.maxabs = []
         for _ in range(levels):
-            self.scales.append(scale_from_code(r.u8()))
+            self.codes.append(r.u8())
             self.maxabs.append(r.varint(MAX_SYMBOL))
-        shapes = _weight_shapes(self.spec)
+        self.scales = [scale_from_code(c) for c in self.codes]
+        shapes = _weight_shapes(self.spec) + _context_shapes(self.spec)
         self._wmeta = []
         for _ in shapes:
             k, c = r.u8(), r.u8()
@@ -350,6 +477,7 @@ class GridCode:
             raise InifFormatError("grid stream is truncated (latent tiles)")
         self.nbytes = pos
         self.weights = self._decode_weights(wstream, shapes)
+        self.context = self.weights.tensors()[len(_weight_shapes(self.spec)) :]
         self._cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
 
     def _decode_weights(self, words: np.ndarray, shapes: list[tuple[int, ...]]) -> QuantisedWeights:
@@ -363,23 +491,50 @@ class GridCode:
         return QuantisedWeights(ints, exps)
 
     def tile(self, level: int, index: tuple[int, ...]) -> np.ndarray:
-        """The integer latents of one tile (decoded once, then cached)."""
+        """The integer latents of one tile (decoded once, then cached).
+
+        Decodes the coarser level's tiles under it first (its parents), then the tile's
+        anchors and the rest in two vectorised calls.
+        """
         key = (level, index)
         if key not in self._cache:
             shape = self.spec.level_shape(level)
-            sl = tile_slices(shape, self.edge, index)
-            tshape = tuple(s.stop - s.start for s in sl)
+            box = tile_slices(shape, self.edge, index)
+            tshape = tuple(s.stop - s.start for s in box)
             entry = self._tiles[level].get(index)
             if entry is None:
-                out = np.zeros(tshape, np.int32)
+                self._cache[key] = np.zeros(tshape, np.int32)
             else:
-                pos, n = entry
-                words = np.frombuffer(self._data[pos : pos + 4 * n], "<u4").astype(np.uint32)
-                dec = constriction.stream.queue.RangeDecoder(words)
-                model = _model(self.maxabs[level], self.scales[level])
-                out = np.asarray(dec.decode(model, math.prod(tshape)), np.int32).reshape(tshape)
-            self._cache[key] = out
+                self._cache[key] = self._decode_tile(level, box, entry)
         return self._cache[key]
+
+    def _decode_tile(
+        self, level: int, box: tuple[slice, ...], entry: tuple[int, int]
+    ) -> np.ndarray:
+        tshape = tuple(s.stop - s.start for s in box)
+        offset = [s.start for s in box]
+        parent = None
+        if self.context and level + 1 < self.spec.levels:
+            coarser = self.spec.level_shape(level + 1)
+            lo = [s.start // 2 for s in box]
+            hi = [min((s.stop - 1) // 2 + 1, n) for s, n in zip(box, coarser, strict=True)]
+            window = torch.from_numpy(self.window(level + 1, lo, hi))
+            parent = gather_parents(window, tshape, offset).numpy()
+        pos, n = entry
+        words = np.frombuffer(self._data[pos : pos + 4 * n], "<u4").astype(np.uint32)
+        m, code = self.maxabs[level], self.codes[level]
+        family = constriction.stream.model.QuantizedLaplace(-m, m)
+        out = np.zeros(tshape, np.int32)
+        mask = anchors(tshape, offset)
+        try:
+            dec = constriction.stream.queue.RangeDecoder(words)
+            for part in (mask, ~mask):
+                if part.any():
+                    mu, scale = latent_params(out, parent, offset, code, m, self.context)
+                    out[part] = dec.decode(family, mu[part], scale[part])
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise InifFormatError(f"grid stream: latent tile does not decode ({exc})") from None
+        return out
 
     def window(self, level: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
         """Latents ``[lo, hi)`` of a level, assembled from the tiles they touch."""
@@ -415,6 +570,13 @@ def _weight_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
         shapes += [(h, width), (h,)]
         width = h
     return shapes
+
+
+def _context_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
+    if not spec.context:
+        return []
+    w, inputs = spec.context, 2 * len(spec.shape) + 2
+    return [(w, inputs), (w,), (2, w), (2,)]
 
 
 def decode_grid(data: bytes) -> GridCode:

@@ -24,14 +24,25 @@ import torch
 from torch import nn
 
 __all__ = [
+    "ContextModel",
     "GridField",
     "GridSpec",
     "axis_weights",
+    "context_features",
+    "gather_parents",
     "laplace_bits",
     "soft_round",
 ]
 
 LOG2 = math.log(2.0)
+#: Slope of the context network's leaky ReLU: a power of two, so that its exact
+#: evaluation (:meth:`ContextModel.exact`) needs no rounding.
+CONTEXT_SLOPE = 0.125
+#: The context network's mean is rounded to multiples of ``1 / MU_STEPS`` and its log2
+#: scale to multiples of ``1 / 16`` (the scale codes of the stream) before coding.
+MU_STEPS = 64
+#: The range of Laplace scales the stream's u8 codes can say (``2 ** ((c - 160) / 16)``).
+SCALE_MIN, SCALE_MAX = 2.0**-10, 2.0 ** (95 / 16)
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,16 @@ class GridSpec:
         Number of latent grids, level ``l`` being ``2**l`` coarser per long-enough axis.
     hidden
         Widths of the synthesis MLP's hidden layers (may be empty: a linear map).
+    context
+        Hidden width of the entropy model's context network (0: one zero-mean Laplace
+        per level, no context).
     """
 
     shape: tuple[int, ...]
     channels: int = 1
     levels: int = 7
     hidden: tuple[int, ...] = (16, 16)
+    context: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.shape) <= 4:
@@ -164,6 +179,112 @@ def laplace_bits(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -log_p.clamp(min=math.log(2.0**-24)) / LOG2
 
 
+def context_features(
+    level: torch.Tensor,
+    parent: torch.Tensor | None,
+    offset: Sequence[int] = (),
+    edge: int | None = None,
+) -> torch.Tensor:
+    """The entropy model's inputs for every latent of ``level``: ``(*level.shape, 2d + 2)``.
+
+    Per latent: its parent (the coarser level's latent at ``index // 2``, already decoded;
+    0 for the coarsest level), its ``2 d`` face neighbours in the level, and a flag that
+    is 1 for *anchors* (even sum of indices).  Decoding a level goes in two vectorised
+    passes, anchors then the rest (a checkerboard), so anchors see no neighbours (they
+    read as 0) and the others see anchors only.  A neighbour outside the tile (tiles of
+    ``edge`` latents per axis, aligned at 0) or outside the level reads as 0, so a tile
+    decodes without its neighbours.  ``level`` may be one tile: ``offset`` is its start
+    in the level (even, as tile starts are) and ``edge=None`` means the tile itself.
+
+    ``parent`` is the coarser level's latents already gathered to ``level``'s shape
+    (:func:`gather_parents`) or ``None``.
+    """
+    nd = level.ndim
+    idx = [torch.arange(n) + (offset[a] if offset else 0) for a, n in enumerate(level.shape)]
+    parity = sum(i.view([-1 if b == a else 1 for b in range(nd)]) for a, i in enumerate(idx))
+    anchor = (parity % 2 == 0).to(level.dtype)
+    cols = [parent if parent is not None else torch.zeros_like(level)]
+    for a in range(nd):
+        n = level.shape[a]
+        pos = idx[a]
+        shape = [-1 if b == a else 1 for b in range(nd)]
+        for step in (-1, 1):
+            shifted = torch.roll(level, -step, a)  # shifted[i] = level[i + step]
+            j = pos + step
+            ok = (j >= pos[0]) & (j < pos[0] + n)  # inside the window (roll wraps)
+            if edge is not None:
+                ok = ok & (j // edge == pos // edge)
+            cols.append(shifted * ok.to(level.dtype).view(shape) * (1 - anchor))
+    cols.append(anchor.expand_as(level))
+    return torch.stack(cols, -1)
+
+
+def gather_parents(
+    coarse: torch.Tensor, shape: Sequence[int], offset: Sequence[int]
+) -> torch.Tensor:
+    """``coarse[i // 2]`` (clamped) for every index ``i`` of a window of a finer level.
+
+    ``coarse`` is a window of the coarser level starting at ``offset[a] // 2``; the
+    window of the finer level starts at ``offset`` and has ``shape``.
+    """
+    out = coarse
+    for a, n in enumerate(shape):
+        i = (torch.arange(n) + offset[a]) // 2 - offset[a] // 2
+        out = out.index_select(a, i.clamp(max=coarse.shape[a] - 1))
+    return out
+
+
+class ContextModel(nn.Module):
+    """``(mu, log2 scale offset)`` of each latent from :func:`context_features`.
+
+    One tiny network shared by all levels (``2d + 2 -> hidden -> 2``, leaky ReLU); the
+    per-level scale of :class:`GridField` is added to its log2-scale output.
+    """
+
+    def __init__(self, ndim: int, hidden: int):
+        super().__init__()
+        self.inner = nn.Linear(2 * ndim + 2, hidden)
+        self.outer = nn.Linear(hidden, 2)
+        with torch.no_grad():  # start as the context-free model: mu 0, offset 0
+            self.outer.weight.mul_(0.01)
+            self.outer.bias.zero_()
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-time ``(mu, log2 scale offset)``, float32, differentiable."""
+        h = torch.nn.functional.leaky_relu(self.inner(feats), CONTEXT_SLOPE)
+        out = self.outer(h)
+        return out[..., 0], out[..., 1]
+
+    @staticmethod
+    def exact(
+        feats: torch.Tensor, weights: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The coded model: ``(mu, log2 scale offset)`` on the stream's grids.
+
+        ``weights`` are the dequantised ``(W1, b1, W2, b2)`` (dyadic numbers) and
+        ``feats`` integers; the sums run in float64 in a fixed order with one IEEE
+        operation at a time, so the encoder and any decoder compute the same bits.
+        ``mu`` is rounded to multiples of ``1 / MU_STEPS``, the offset to sixteenths.
+        """
+        w1, b1, w2, b2 = (w.double() for w in weights)
+        x = feats.double()
+        hidden = []
+        for j in range(w1.shape[0]):
+            h = torch.full(x.shape[:-1], float(b1[j]), dtype=torch.float64)
+            for i in range(w1.shape[1]):
+                h = h + x[..., i] * float(w1[j, i])
+            hidden.append(torch.where(h > 0, h, h * CONTEXT_SLOPE))
+        outs = []
+        for k in range(2):
+            o = torch.full(x.shape[:-1], float(b2[k]), dtype=torch.float64)
+            for j, h in enumerate(hidden):
+                o = o + h * float(w2[k, j])
+            outs.append(o)
+        mu = torch.round(outs[0] * MU_STEPS) / MU_STEPS
+        offset = torch.round(outs[1] * 16) / 16
+        return mu, offset
+
+
 class GridField(nn.Module):
     """Latent grids + per-level Laplace scales + synthesis MLP.
 
@@ -185,15 +306,44 @@ class GridField(nn.Module):
             width = h
         layers.append(nn.Linear(width, spec.channels))
         self.synthesis = nn.Sequential(*layers)
+        self.context = ContextModel(len(spec.shape), spec.context) if spec.context else None
 
     # -- parameters that are coded as network weights
     def weight_tensors(self) -> list[torch.Tensor]:
         """The synthesis parameters in a fixed order (what the file stores as weights)."""
         return [p for p in self.synthesis.parameters()]
 
+    def context_tensors(self) -> list[torch.Tensor]:
+        """The context network's parameters ``(W1, b1, W2, b2)`` (empty without one)."""
+        if self.context is None:
+            return []
+        c = self.context
+        return [c.inner.weight, c.inner.bias, c.outer.weight, c.outer.bias]
+
     def scales(self) -> torch.Tensor:
         """Laplace scale per level."""
         return torch.exp(self.log_scale).clamp(min=1e-3)
+
+    def rate(
+        self, latents: Sequence[torch.Tensor], scales: torch.Tensor, edge: int | None = None
+    ) -> torch.Tensor:
+        """Bits of ``latents`` (finest first; integers or their noisy training proxies)
+        under the entropy model: the per-level Laplace, shifted and rescaled by the
+        context network when there is one (tiles of ``edge`` latents, as coded)."""
+        total = torch.zeros(())
+        for lv, y in enumerate(latents):
+            if self.context is None:
+                total = total + laplace_bits(y, scales[lv]).sum()
+                continue
+            parent = (
+                gather_parents(latents[lv + 1], y.shape, [0] * y.ndim)
+                if lv + 1 < len(latents)
+                else None
+            )
+            mu, offset = self.context(context_features(y, parent, edge=edge))
+            scale = (scales[lv] * torch.exp2(offset)).clamp(SCALE_MIN, SCALE_MAX)
+            total = total + laplace_bits(y - mu, scale).sum()
+        return total
 
     # -- evaluation
     def features_dense(
