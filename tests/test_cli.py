@@ -135,7 +135,7 @@ def test_compress_flags_come_from_the_config_and_the_registries(capsys):
     for registry in (ARCHITECTURES, OPTIMIZERS, GUIDANCES, CODECS):
         for name in registry:
             assert f"{name}: {registry.describe(name)}" in text
-    assert "--architecture {inif,inif-all,siren}" in text  # inif-all was missing before
+    assert "--architecture {inif,inif-all,siren,grid}" in text  # inif-all was missing before
     assert "--time X, --time-limit X" in text and "--cellpose-model NAME" in text
 
     parse = cli._parser().parse_args
@@ -161,7 +161,7 @@ def test_a_registered_name_and_a_new_config_field_reach_the_flags(capsys):
     ARCHITECTURES.register("throwaway", None, "a family registered by a test")
     try:
         text = _compress_help(capsys)
-        assert "--architecture {inif,inif-all,siren,throwaway}" in text
+        assert "--architecture {inif,inif-all,siren,grid,throwaway}" in text
         assert "throwaway: a family registered by a test" in text
         args = cli._parser().parse_args(["compress", "a.tif", "--architecture", "throwaway"])
         assert cli._config(args).architecture == "throwaway"

@@ -100,6 +100,11 @@ class GridHeader:
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = FIELD_KIND
 
+    @property
+    def prior(self) -> None:
+        """No classic-codec prior: hybrid mode is not available with the grid field."""
+        return None
+
     def with_fit(self, **values: Any) -> GridHeader:
         """A copy with ``fit`` updated."""
         return replace(self, fit={**self.fit, **values})
