@@ -229,8 +229,9 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         return pack(header, bytes(out), version)
     if kind < 0.82:  # payload bomb: a long run of zeros claims a big network
         n = rng.choice([1 << 16, 1 << 20, 1 << 24])
-        header = dict(header, depth=rng.choice([2, 8, 32]))
-        header["widths"] = [rng.choice([8, 512, 4096])] * len(header["widths"])
+        if "widths" in header:  # a SIREN file; a grid file gets the bytes as its stream
+            header = dict(header, depth=rng.choice([2, 8, 32]))
+            header["widths"] = [rng.choice([8, 512, 4096])] * len(header["widths"])
         return pack(header, _bomb(n), version)
     if kind < 0.88:  # trailing data after the LZMA stream or the DEFLATE header
         junk = os.urandom(rng.randint(1, 16))

@@ -63,6 +63,47 @@ def test_compress_info_decompress(stack_tif, tmp_path, capsys):
     assert tifffile.imread(tif).shape == (6, 20, 40)
 
 
+def test_grid_compress_info_decompress(stack_tif, tmp_path, capsys):
+    out = tmp_path / "cells.inif"
+    args = ["compress", str(stack_tif), "-o", str(out), "--ratio", "16", "--steps", "60"]
+    assert main([*args, "--architecture", "grid", "--quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("ratio ") and "PSNR" in line and " s on cpu" in line
+    enc = load(out)
+    assert 16 * 0.9 <= enc.ratio <= 16 * 1.1 and enc.header.fit["architecture"] == "grid"
+    assert enc.header.metadata["source"] == "cells.tif"
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "(6, 48, 40) TYX uint16" in info and "latent grid" in info and "fit         grid" in info
+    assert main(["info", str(out), "--json"]) == 0
+    assert '"field": "grid"' in capsys.readouterr().out
+
+    tif = tmp_path / "roi.tif"
+    assert main(["decompress", str(out), "-o", str(tif), "--roi", "1:3,10:20,5:25"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tif), enc.array()[1:3, 10:20, 5:25])
+    before = tif.read_bytes()
+    assert main(["decompress", str(out), "-o", str(tif)]) == 2  # never replaces a file
+    assert "exists" in capsys.readouterr().err and tif.read_bytes() == before
+    assert (
+        main(
+            [
+                "compress",
+                str(stack_tif),
+                "-o",
+                str(tmp_path / "h.inif"),
+                "--architecture",
+                "grid",
+                "--mode",
+                "hybrid",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "not available with the grid field" in capsys.readouterr().err
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err

@@ -115,8 +115,8 @@ if TYPE_CHECKING:
     from napari_inif.core.codec.container import is_inif
     from napari_inif.core.codec.decode import FieldDecoder, InifArray
     from napari_inif.core.codec.encoded import Encoded, decompress, load, loads
-    from napari_inif.core.codec.gridfile import GridEncoded
     from napari_inif.core.codec.fitter import pick_device
+    from napari_inif.core.codec.gridfile import GridEncoded
     from napari_inif.core.codec.plan import max_ratio, plan
     from napari_inif.core.config import CompressionConfig
     from napari_inif.core.engine import Progress, compress, drive, fit, streamed_refusal

@@ -144,7 +144,7 @@ ARCHITECTURES.register("siren", f"{_SIREN}:siren", "plain SIREN, fixed frequenci
 ARCHITECTURES.register(
     "grid",
     "napari_inif.core.codec.grid:GridField",
-    "latent grids + tiny synthesis network, entropy coded (Cool-chic/C3 family)",
+    "quantised latent grids and a tiny synthesis network, entropy coded (as in C3)",
     kind="grid",
 )
 
