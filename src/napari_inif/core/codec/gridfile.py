@@ -170,7 +170,7 @@ class GridHeader:
             raise InifFormatError("unit must be a string")
         if not isinstance(fit, dict) or not isinstance(metadata, dict):
             raise InifFormatError("fit and metadata must be objects")
-        record = {_FIT_NAMES.get(k, k): from_json_safe(v) for k, v in fit.items()}
+        record = {str(_FIT_NAMES.get(k, k)): from_json_safe(v) for k, v in fit.items()}
         record.setdefault("architecture", FIELD_KIND)
         n = layout.channels
         return cls(
