@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_inif.core.codec.container import MAGIC, header_bytes, pack, unpack
-from napari_inif.core.codec.encoded import Encoded
+from napari_inif.core.codec.container import MAGIC, header_bytes, pack, unpack_version
+from napari_inif.core.codec.encoded import Encoded, loads
 from napari_inif.core.codec.header import FieldHeader
 from napari_inif.core.codec.quant import _FILTERS, encode_payload, halves_for, quantise
 from napari_inif.core.errors import InifFormatError
@@ -137,11 +137,11 @@ INTERESTING: list[Any] = [
 ]
 
 
-def _repack_raw(head: bytes, body: bytes) -> bytes:
+def _repack_raw(head: bytes, body: bytes, version: tuple[int, int] = (2, 0)) -> bytes:
     """A container around already deflated ``head``, with a valid checksum."""
     data = b"".join(
         [
-            struct.pack("<8sHHI", MAGIC, 2, 0, len(head)),
+            struct.pack("<8sHHI", MAGIC, *version, len(head)),
             head,
             struct.pack("<I", len(body)),
             body,
@@ -215,46 +215,47 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     if kind < 0.2:  # truncated or extended
         cut = rng.randrange(len(data) + 64)
         return data[:cut] if cut < len(data) else data + os.urandom(cut - len(data))
-    header, body = unpack(data)
+    version, header, body = unpack_version(data)  # a grid file (3.x) stays one
     if kind < 0.65:  # structured header mutation, valid checksum
         try:
             head = header_bytes(mutate_header(header, rng))
         except (ValueError, TypeError, RecursionError):
             head = header_bytes(header)
-        return _repack_raw(head, body)
+        return _repack_raw(head, body, version)
     if kind < 0.75:  # payload byte flips, valid checksum
         out = bytearray(body)
         for _ in range(rng.randint(1, 4)):
             out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
-        return pack(header, bytes(out))
+        return pack(header, bytes(out), version)
     if kind < 0.82:  # payload bomb: a long run of zeros claims a big network
         n = rng.choice([1 << 16, 1 << 20, 1 << 24])
-        header = dict(header, depth=rng.choice([2, 8, 32]))
-        header["widths"] = [rng.choice([8, 512, 4096])] * len(header["widths"])
-        return pack(header, _bomb(n))
+        if "widths" in header:  # a SIREN file; a grid file gets the bytes as its stream
+            header = dict(header, depth=rng.choice([2, 8, 32]))
+            header["widths"] = [rng.choice([8, 512, 4096])] * len(header["widths"])
+        return pack(header, _bomb(n), version)
     if kind < 0.88:  # trailing data after the LZMA stream or the DEFLATE header
         junk = os.urandom(rng.randint(1, 16))
         if rng.random() < 0.5:
-            return pack(header, body + junk)
-        return _repack_raw(header_bytes(header) + junk, body)
+            return pack(header, body + junk, version)
+        return _repack_raw(header_bytes(header) + junk, body, version)
     if kind < 0.94:  # header that is not a JSON object, or not UTF-8, or deep
         raw = rng.choice(
             [b"[]", b"1", b'"x"', b"\xff\xfe", b"[" * 100_000, b'{"shape":' * 2000, b"{}"]
         )
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return _repack_raw(c.compress(raw) + c.flush(), body)
+        return _repack_raw(c.compress(raw) + c.flush(), body, version)
     # byte flips in the deflated header with a valid checksum
     head = bytearray(header_bytes(header))
     for _ in range(rng.randint(1, 4)):
         head[rng.randrange(len(head))] ^= 1 << rng.randrange(8)
-    return _repack_raw(bytes(head), body)
+    return _repack_raw(bytes(head), body, version)
 
 
 # ----------------------------------------------------------------------------- running
 def exercise(data: bytes) -> str:
     """Read ``data`` the way a user would; ``"ok"`` or ``"format"`` (InifFormatError)."""
     try:
-        enc = Encoded.from_bytes(data)
+        enc = loads(data)  # either field kind
         arr = enc.array()
         box = tuple(slice(0, min(n, 5)) for n in arr.shape)
         arr[box]

@@ -166,3 +166,21 @@ def cells_encoded():
 def cells_inif(cells_encoded, tmp_path) -> Path:
     """``cells_encoded`` saved as ``cells.inif`` in a fresh folder."""
     return cells_encoded.save(tmp_path / "cells.inif")
+
+
+@pytest.fixture(scope="session")
+def grid_encoded():
+    """The ``cells_tyx`` crop as a latent-grid field at 16x in 60 steps, made once."""
+    import tifffile
+
+    from napari_inif.core import CompressionConfig, compress
+
+    crop = tifffile.imread(data_file("cancer_cell_migration_crop_TYX.tif"))[:6, 40:88, 50:90]
+    return compress(
+        crop,
+        CompressionConfig(ratio=16, steps=60, architecture="grid"),
+        axes="TYX",
+        scale=(1.0, 0.5, 0.5),
+        unit="um",
+        metadata={"source": "cells"},
+    )

@@ -63,6 +63,47 @@ def test_compress_info_decompress(stack_tif, tmp_path, capsys):
     assert tifffile.imread(tif).shape == (6, 20, 40)
 
 
+def test_grid_compress_info_decompress(stack_tif, tmp_path, capsys):
+    out = tmp_path / "cells.inif"
+    args = ["compress", str(stack_tif), "-o", str(out), "--ratio", "16", "--steps", "60"]
+    assert main([*args, "--architecture", "grid", "--quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("ratio ") and "PSNR" in line and " s on cpu" in line
+    enc = load(out)
+    assert 16 * 0.9 <= enc.ratio <= 16 * 1.1 and enc.header.fit["architecture"] == "grid"
+    assert enc.header.metadata["source"] == "cells.tif"
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "(6, 48, 40) TYX uint16" in info and "latent grid" in info and "fit         grid" in info
+    assert main(["info", str(out), "--json"]) == 0
+    assert '"field": "grid"' in capsys.readouterr().out
+
+    tif = tmp_path / "roi.tif"
+    assert main(["decompress", str(out), "-o", str(tif), "--roi", "1:3,10:20,5:25"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tif), enc.array()[1:3, 10:20, 5:25])
+    before = tif.read_bytes()
+    assert main(["decompress", str(out), "-o", str(tif)]) == 2  # never replaces a file
+    assert "exists" in capsys.readouterr().err and tif.read_bytes() == before
+    assert (
+        main(
+            [
+                "compress",
+                str(stack_tif),
+                "-o",
+                str(tmp_path / "h.inif"),
+                "--architecture",
+                "grid",
+                "--mode",
+                "hybrid",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "not available with the grid field" in capsys.readouterr().err
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err
@@ -135,7 +176,7 @@ def test_compress_flags_come_from_the_config_and_the_registries(capsys):
     for registry in (ARCHITECTURES, OPTIMIZERS, GUIDANCES, CODECS):
         for name in registry:
             assert f"{name}: {registry.describe(name)}" in text
-    assert "--architecture {inif,inif-all,siren}" in text  # inif-all was missing before
+    assert "--architecture {inif,inif-all,siren,grid}" in text  # inif-all was missing before
     assert "--time X, --time-limit X" in text and "--cellpose-model NAME" in text
 
     parse = cli._parser().parse_args
@@ -161,7 +202,7 @@ def test_a_registered_name_and_a_new_config_field_reach_the_flags(capsys):
     ARCHITECTURES.register("throwaway", None, "a family registered by a test")
     try:
         text = _compress_help(capsys)
-        assert "--architecture {inif,inif-all,siren,throwaway}" in text
+        assert "--architecture {inif,inif-all,siren,grid,throwaway}" in text
         assert "throwaway: a family registered by a test" in text
         args = cli._parser().parse_args(["compress", "a.tif", "--architecture", "throwaway"])
         assert cli._config(args).architecture == "throwaway"

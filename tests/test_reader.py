@@ -85,6 +85,22 @@ def test_read_gives_a_lazy_multiscale_layer_with_the_file_metadata(cells_inif, c
     np.testing.assert_array_equal(np.asarray(levels[0][:, 10:20][2]), expected)
 
 
+def test_a_grid_file_opens_as_a_lazy_dask_layer(grid_encoded, tmp_path):
+    path = grid_encoded.save(tmp_path / "grid.inif")
+    [(levels, meta, kind)] = read_inif(path)
+    assert kind == "image" and meta["name"] == "grid" and meta["multiscale"] is True
+    assert all(isinstance(level, da.Array) for level in levels)
+    assert levels[0].shape == (6, 48, 40) and levels[0].dtype == np.uint16
+    assert meta["axis_labels"] == ["T", "Y", "X"] and meta["scale"] == [1.0, 0.5, 0.5]
+    lo, hi = meta["contrast_limits"]
+    assert lo < hi
+    info = meta["metadata"][INFO_KEY]
+    assert info["psnr"] == grid_encoded.header.fit["psnr"]
+    assert info["ratio"] == pytest.approx(grid_encoded.ratio, abs=0.01)
+    expected = grid_encoded.array()[2, 10:20, :]
+    np.testing.assert_array_equal(np.asarray(levels[0][:, 10:20][2]), expected)
+
+
 def test_a_damaged_file_is_a_notification_not_an_exception(cells_inif, monkeypatch):
     messages = []
     monkeypatch.setattr("napari_inif._reader._notify_error", messages.append)

@@ -26,7 +26,7 @@ import numpy as np
 if TYPE_CHECKING:
     import dask.array as da
 
-    from .core import Encoded, Image, InifArray
+    from .core import Encoded, GridEncoded, Image, InifArray
 
 __all__ = [
     "ENCODED_KEY",
@@ -97,7 +97,10 @@ def file_name(source: str, ratio: float) -> str:
 
 
 def inif_info(
-    encoded: Encoded, *, path: str | os.PathLike[str] | None = None, source: str | None = None
+    encoded: Encoded | GridEncoded,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """The JSON-able summary stored in a decoded layer's metadata."""
     fit = encoded.header.fit
@@ -415,7 +418,7 @@ def lazy_levels(field: InifArray, decoder: BackgroundDecoder | None = None) -> l
 
 
 def decoded_layer_data(
-    encoded: Encoded,
+    encoded: Encoded | GridEncoded,
     *,
     name: str,
     path: str | os.PathLike[str] | None = None,

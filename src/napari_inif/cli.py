@@ -459,16 +459,12 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(h.to_json(), indent=2))
         return 0
     fit = h.fit
-    levels = {k: 2 * q + 1 for k, q in zip(h.tensor_kinds(), h.tensor_halves(), strict=True)}
     lines = [
         f"file        {path} ({encoded.nbytes} bytes)",
         f"image       {h.layout.shape} {h.layout.axes} {h.layout.dtype}"
         f" ({h.layout.raw_bytes} bytes raw)",
         f"ratio       {encoded.ratio:.1f}x",
-        f"field       {h.grid.n_blocks} blocks {h.grid_counts}, depth {h.depth}, "
-        f"widths {min(h.widths)}-{max(h.widths)}, {h.n_params} parameters, "
-        f"{levels['weight']} quantiser levels (first layers {levels['first']}, "
-        f"biases {levels['bias']})",
+        f"field       {_field_line(encoded)}",
     ]
     if fit:
         lines.append(
@@ -496,6 +492,28 @@ def _info(args: argparse.Namespace) -> int:
         lines.append(f"metadata    {json.dumps(h.metadata)}")
     print("\n".join(_printable(line) for line in lines))
     return 0
+
+
+def _field_line(encoded) -> str:
+    """What ``inif info`` says about the field: blocks of a SIREN file, levels of a grid."""
+    from napari_inif.core.codec.gridfile import GridEncoded
+
+    if isinstance(encoded, GridEncoded):
+        spec = encoded.decoder().field.code.spec
+        hidden = "-".join(map(str, spec.hidden)) or "linear"
+        return (
+            f"latent grid, {spec.levels} levels, {spec.num_latents} latents, synthesis "
+            f"{hidden}; stream {len(encoded.stream)} bytes, container and JSON "
+            f"{encoded.nbytes - len(encoded.stream)} bytes"
+        )
+    h = encoded.header
+    levels = {k: 2 * q + 1 for k, q in zip(h.tensor_kinds(), h.tensor_halves(), strict=True)}
+    return (
+        f"{h.grid.n_blocks} blocks {h.grid_counts}, depth {h.depth}, "
+        f"widths {min(h.widths)}-{max(h.widths)}, {h.n_params} parameters, "
+        f"{levels['weight']} quantiser levels (first layers {levels['first']}, "
+        f"biases {levels['bias']})"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:

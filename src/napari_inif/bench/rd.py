@@ -156,11 +156,12 @@ def _fit(case: Case, data: np.ndarray, config: CompressionConfig) -> tuple[Encod
     float_psnr = NAN
     if watch.preview is not None:
         float_psnr = psnr(data, np.asarray(watch.preview).reshape(data.shape))
+    n_params = getattr(header, "n_params", 0)  # a grid field has no block networks
     return encoded, {
-        "params": header.n_params,
-        "bits_per_param": 8 * len(encoded.payload) / max(1, header.n_params),
+        "params": n_params,
+        "bits_per_param": 8 * len(encoded.payload) / max(1, n_params),
         "overhead_bytes": encoded.nbytes - len(encoded.payload),
-        "levels": 2 * header.half + 1,
+        "levels": 2 * header.half + 1 if hasattr(header, "half") else 0,
         "psnr_float": float_psnr,
         "fit_curve": "/".join(f"{watch.curve[k]:.1f}" for k in sorted(watch.curve)),
     }

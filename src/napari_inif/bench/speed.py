@@ -115,7 +115,7 @@ def run_speed(
     from napari_inif.core.codec.decode import FieldDecoder, InifArray
     from napari_inif.core.codec.quant import dequantise
 
-    from ..core import CompressionConfig, load
+    from ..core import CompressionConfig, Encoded, load
 
     devices = ["cpu"] + (["cuda"] if _cuda_available() else [])
     tiled = mirror_tile(stack, tiled_shape)
@@ -202,6 +202,7 @@ def run_speed(
                     )
                 )
             encoded = load(path)
+            assert isinstance(encoded, Encoded)  # the SIREN file written above
             n_blocks = encoded.header.grid.n_blocks
             t, h, w = tiled.shape
             vp = (min(512, h), min(512, w))

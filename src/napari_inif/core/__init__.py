@@ -29,6 +29,7 @@ _WHERE = {
     "DecodeBudgetError": "errors",
     "Encoded": "codec.encoded",
     "FieldDecoder": "codec.decode",
+    "GridEncoded": "codec.gridfile",
     "Image": "io.image",
     "InifArray": "codec.decode",
     "InifFormatError": "errors",
@@ -45,6 +46,7 @@ _WHERE = {
     "guidance_summary": "guidance.losses",
     "is_inif": "codec.container",
     "load": "codec.encoded",
+    "loads": "codec.encoded",
     "max_ratio": "codec.plan",
     "open_source": "io.source",
     "pick_device": "codec.fitter",
@@ -67,6 +69,7 @@ __all__ = [
     "DecodeBudgetError",
     "Encoded",
     "FieldDecoder",
+    "GridEncoded",
     "Image",
     "InifArray",
     "InifFormatError",
@@ -82,6 +85,7 @@ __all__ = [
     "guidance_summary",
     "is_inif",
     "load",
+    "loads",
     "max_ratio",
     "open_source",
     "pick_device",
@@ -110,8 +114,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from napari_inif.core.codec.container import is_inif
     from napari_inif.core.codec.decode import FieldDecoder, InifArray
-    from napari_inif.core.codec.encoded import Encoded, decompress, load
+    from napari_inif.core.codec.encoded import Encoded, decompress, load, loads
     from napari_inif.core.codec.fitter import pick_device
+    from napari_inif.core.codec.gridfile import GridEncoded
     from napari_inif.core.codec.plan import max_ratio, plan
     from napari_inif.core.config import CompressionConfig
     from napari_inif.core.engine import Progress, compress, drive, fit, streamed_refusal

@@ -25,6 +25,7 @@ __all__ = [
     "OPTIMIZERS",
     "Entry",
     "Registry",
+    "field_kind",
 ]
 
 T = TypeVar("T")
@@ -127,7 +128,10 @@ class Registry(Generic[T]):
 
 # -- the built-in names ----------------------------------------------------------------------
 
-#: Field families: ``factory(arch, n_blocks, *, w0, w0_first, generator) -> BatchedSiren``.
+#: Field families.  ``kind="siren"`` (the default): per-block networks,
+#: ``factory(arch, n_blocks, *, w0, w0_first, generator) -> BatchedSiren``;
+#: ``kind="grid"``: one latent-grid field over the whole image (:mod:`.engine.grid`), the
+#: target being its field class.
 ARCHITECTURES: Registry[Any] = Registry("architecture")
 _SIREN = "napari_inif.core.codec.siren"
 ARCHITECTURES.register(
@@ -137,6 +141,20 @@ ARCHITECTURES.register(
     "inif-all", f"{_SIREN}:inif_all", "SIREN, per-neuron frequencies learned in every layer"
 )
 ARCHITECTURES.register("siren", f"{_SIREN}:siren", "plain SIREN, fixed frequencies")
+ARCHITECTURES.register(
+    "grid",
+    "napari_inif.core.codec.grid:GridField",
+    "quantised latent grids and a tiny synthesis network, entropy coded (as in C3)",
+    kind="grid",
+)
+
+
+def field_kind(architecture: str) -> str:
+    """``"siren"`` or ``"grid"``: which engine path and file an architecture takes."""
+    if architecture not in ARCHITECTURES:
+        return "siren"
+    return str(ARCHITECTURES.meta(architecture).get("kind", "siren"))
+
 
 #: Optimisers: ``factory(params, lr) -> torch.optim.Optimizer`` (a learned optimiser such
 #: as the INIF paper's VeLO plugs in here).

@@ -213,3 +213,16 @@ def test_decode_budget_values(text, value, monkeypatch):
     for bad in ("lots", "0", "-5G"):
         with pytest.raises(ValueError, match="budget"):
             decode_budget(bad)
+
+
+def test_fuzz_mutations_of_a_grid_file_raise_only_inif_format_error(fuzz, grid_encoded):
+    """The generator's mutations (a grid file keeps its 3.0 container) read with loads()."""
+    import random
+
+    rng = random.Random(14)
+    good = grid_encoded.to_bytes()
+    assert fuzz.exercise(good) == "ok"
+    outcomes = {"ok": 0, "format": 0}
+    for _ in range(120):
+        outcomes[fuzz.exercise(fuzz.mutate(good, rng))] += 1  # anything else raises here
+    assert outcomes["format"] >= 60

@@ -3,7 +3,7 @@
 Layout (all integers little-endian; see ``docs/format.md``)::
 
     magic        8 bytes   b"\\x89INIF\\r\\n\\x1a"
-    version      u16 major, u16 minor
+    version      u16 major, u16 minor (2.x: SIREN block fields, 3.x: a latent-grid field)
     header_len   u32       length of the deflated header, at most MAX_HEADER_BYTES
     header       bytes     raw-deflate-compressed UTF-8 JSON object
     payload_len  u32       length of the payload
@@ -26,21 +26,24 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from napari_inif.core.errors import InifFormatError
 
 __all__ = [
     "FORMAT_VERSION",
+    "GRID_VERSION",
     "MAGIC",
     "MAX_FILE_BYTES",
     "MAX_HEADER_BYTES",
+    "Container",
     "InifFormatError",
     "check_writable",
     "is_inif",
     "pack",
     "read_file",
     "unpack",
+    "unpack_version",
     "write_atomic",
 ]
 
@@ -49,7 +52,10 @@ MAGIC = b"\x89INIF\r\n\x1a"
 #: (``first_half``, ``bias_half``), which a 1.x reader cannot ignore; 1.x files (neither
 #: key) are still read.
 FORMAT_VERSION = (2, 0)
-READ_MAJORS = (1, 2)
+#: Version of latent-grid files (:mod:`.gridfile`): a compact JSON and a grid stream as
+#: the payload, which no 2.x reader can decode (it refuses them by their version).
+GRID_VERSION = (3, 0)
+READ_MAJORS = (1, 2, 3)
 MAX_HEADER_BYTES = 1 << 20  # deflated
 MAX_HEADER_JSON_BYTES = 8 << 20  # inflated
 MAX_FILE_BYTES = 1 << 36
@@ -81,7 +87,17 @@ def header_bytes(header: dict[str, Any]) -> bytes:
     return _deflate(text.encode("utf-8"))
 
 
-def pack(header: dict[str, Any], payload: bytes) -> bytes:
+class Container(NamedTuple):
+    """The parts of an ``.inif`` file: format version, JSON header, payload."""
+
+    version: tuple[int, int]
+    header: dict[str, Any]
+    payload: bytes
+
+
+def pack(
+    header: dict[str, Any], payload: bytes, version: tuple[int, int] = FORMAT_VERSION
+) -> bytes:
     """Serialise ``header`` and ``payload`` into the bytes of an ``.inif`` file."""
     head = header_bytes(header)
     if len(head) > MAX_HEADER_BYTES:
@@ -90,7 +106,7 @@ def pack(header: dict[str, Any], payload: bytes) -> bytes:
         raise ValueError("payload above 4 GiB; split the image into several files")
     body = b"".join(
         [
-            _PREFIX.pack(MAGIC, *FORMAT_VERSION, len(head)),
+            _PREFIX.pack(MAGIC, *version, len(head)),
             head,
             _U32.pack(len(payload)),
             payload,
@@ -101,6 +117,12 @@ def pack(header: dict[str, Any], payload: bytes) -> bytes:
 
 def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
     """Parse and check the bytes of an ``.inif`` file: ``(header, payload)``."""
+    parsed = unpack_version(data)
+    return parsed.header, parsed.payload
+
+
+def unpack_version(data: bytes) -> Container:
+    """Parse and check the bytes of an ``.inif`` file, keeping its format version."""
     view = memoryview(data)
     if len(view) < _PREFIX.size or bytes(view[:8]) != MAGIC:
         raise InifFormatError("not an .inif file (magic bytes missing)")
@@ -134,11 +156,11 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise InifFormatError(f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise InifFormatError("header is not a JSON object")
-    return header, payload
+    return Container((major, minor), header, payload)
 
 
-def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
-    """Read and check an ``.inif`` file: ``(header, payload)``."""
+def read_file(path: str | os.PathLike[str]) -> Container:
+    """Read and check an ``.inif`` file: ``(version, header, payload)``."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -147,7 +169,7 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
         data = path.read_bytes()
     except IsADirectoryError:
         raise InifFormatError(f"{path} is a directory, not an .inif file") from None
-    return unpack(data)
+    return unpack_version(data)
 
 
 def is_inif(path: str | os.PathLike[str]) -> bool:

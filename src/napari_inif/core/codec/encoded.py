@@ -1,4 +1,11 @@
-"""The compressed form of an image: header + quantised weights, in memory or in a file."""
+"""The compressed form of an image: header + quantised weights, in memory or in a file.
+
+:func:`load` and :func:`loads` read every kind of ``.inif`` file: the SIREN block fields
+(format 1.x/2.x, :class:`Encoded`) and the latent-grid field (format 3.x,
+:class:`~napari_inif.core.codec.gridfile.GridEncoded`).  Both give the same surface
+(``header.layout``/``fit``/``metadata``, ``to_bytes``, ``nbytes``, ``ratio``, ``save``,
+``array()``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,23 @@ import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from napari_inif.core.codec.container import pack, read_file, unpack, write_atomic
+from napari_inif.core.codec.container import (
+    GRID_VERSION,
+    Container,
+    pack,
+    read_file,
+    unpack_version,
+    write_atomic,
+)
 from napari_inif.core.codec.decode import FieldDecoder, InifArray, _human, decode_budget
 from napari_inif.core.codec.header import FieldHeader
 from napari_inif.core.codec.quant import QuantisedWeights, decode_payload, dequantise
 from napari_inif.core.errors import DecodeBudgetError, InifFormatError
+
+if TYPE_CHECKING:
+    from napari_inif.core.codec.gridfile import GridEncoded
 
 #: Peak bytes per stored weight while a file is read and its decoder built: the decoded
 #: LZMA body (2), the int16 values (2) and a temporary (2), then float32 weights (4) kept
@@ -21,7 +39,7 @@ BYTES_PER_WEIGHT = 12
 #: Bytes per stored tensor beyond its values (numpy and torch objects, scales).
 BYTES_PER_TENSOR = 512
 
-__all__ = ["Encoded", "decompress", "load"]
+__all__ = ["Encoded", "decompress", "load", "loads"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +113,14 @@ class Encoded:
 
     @classmethod
     def from_bytes(cls, data: bytes, budget: int | str | None = None) -> Encoded:
-        """Parse and validate the bytes of an ``.inif`` file (see :func:`load`)."""
-        header_obj, body = unpack(data)
+        """Parse and validate the bytes of a SIREN ``.inif`` file (see :func:`load`);
+        :func:`loads` reads grid-field files too."""
+        version, header_obj, body = unpack_version(data)
+        if version[0] == GRID_VERSION[0]:
+            raise InifFormatError(
+                f"this is a grid-field file (format {version[0]}.{version[1]}); "
+                "read it with napari_inif.core.loads() or load()"
+            )
         return cls._from_parts(header_obj, body, budget)
 
     @classmethod
@@ -139,8 +163,9 @@ def _split_sections(body: bytes, header: FieldHeader) -> tuple[bytes, bytes]:
     return body[n_prior:], body[:n_prior]
 
 
-def load(path: str | os.PathLike[str], budget: int | str | None = None) -> Encoded:
-    """Read an ``.inif`` file; raises :class:`InifFormatError` for anything invalid.
+def load(path: str | os.PathLike[str], budget: int | str | None = None) -> Encoded | GridEncoded:
+    """Read an ``.inif`` file of any field kind; raises :class:`InifFormatError` for
+    anything invalid.
 
     ``budget`` bounds the memory decoding may take, in bytes (or a string such as
     ``"2G"``); ``None`` takes ``INIF_DECODE_BUDGET`` or 1 GiB.  Sizes the file declares
@@ -148,11 +173,24 @@ def load(path: str | os.PathLike[str], budget: int | str | None = None) -> Encod
     an :class:`InifFormatError`), and so is every decoded selection: decode a region
     of a file whose whole image is beyond it.
     """
-    header_obj, body = read_file(path)
-    return Encoded._from_parts(header_obj, body, budget)
+    return _from_container(read_file(path), budget)
 
 
-def decompress(source: Encoded | str | os.PathLike[str]) -> InifArray:
-    """Lazy decoded view of an :class:`Encoded` or an ``.inif`` path."""
-    encoded = source if isinstance(source, Encoded) else load(source)
+def loads(data: bytes, budget: int | str | None = None) -> Encoded | GridEncoded:
+    """:func:`load` of the bytes of an ``.inif`` file."""
+    return _from_container(unpack_version(data), budget)
+
+
+def _from_container(parts: Container, budget: int | str | None) -> Encoded | GridEncoded:
+    """The result of a parsed container: by its major version, a grid field or blocks."""
+    if parts.version[0] == GRID_VERSION[0]:
+        from napari_inif.core.codec.gridfile import GridEncoded
+
+        return GridEncoded.from_parts(parts.header, parts.payload, budget)
+    return Encoded._from_parts(parts.header, parts.payload, budget)
+
+
+def decompress(source: Any) -> InifArray:
+    """Lazy decoded view of an :class:`Encoded` (or a grid result) or an ``.inif`` path."""
+    encoded = load(source) if isinstance(source, str | os.PathLike) else source
     return encoded.array()

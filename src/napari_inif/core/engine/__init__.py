@@ -26,9 +26,11 @@ import numpy as np
 
 from napari_inif.core.config import CompressionConfig
 from napari_inif.core.engine.progress import Progress, drive
+from napari_inif.core.registry import field_kind
 
 if TYPE_CHECKING:
     from napari_inif.core.codec.encoded import Encoded
+    from napari_inif.core.codec.gridfile import GridEncoded
     from napari_inif.core.io.source import ArraySource
 
 __all__ = ["Progress", "compress", "drive", "fit", "streamed_refusal"]
@@ -36,6 +38,11 @@ __all__ = ["Progress", "compress", "drive", "fit", "streamed_refusal"]
 
 def streamed_refusal(config: CompressionConfig, *, preview: bool = False) -> str | None:
     """Why ``config`` cannot run block-streamed (one line), or ``None`` if it can."""
+    if field_kind(config.architecture) == "grid":
+        return (
+            f"architecture {config.architecture!r} fits one field over the whole image in "
+            "one process: drop --workers/--scheduler, or use a TIFF/.npy that fits in memory"
+        )
     if config.mode != "field":
         return (
             f"mode {config.mode!r} needs the whole image in one process (its classic-codec "
@@ -72,8 +79,9 @@ def fit(
     quality: bool = True,
     task_voxels: int | None = None,
     torch_threads: int | None = None,
-) -> Generator[Progress, None, Encoded]:
-    """Fit an image into a field; yields :class:`Progress`, returns ``Encoded``.
+) -> Generator[Progress, None, Encoded | GridEncoded]:
+    """Fit an image into a field; yields :class:`Progress`, returns ``Encoded`` (a
+    :class:`~napari_inif.core.codec.gridfile.GridEncoded` for the grid architecture).
 
     Parameters
     ----------
@@ -116,6 +124,15 @@ def fit(
             data = source.array
             axes, scale, unit = source.axes, source.scale, source.unit
             metadata = {"source": source.name, **(metadata or {})}
+        if field_kind(config.architecture) == "grid":
+            from napari_inif.core.engine.grid import fit_grid_array, grid_refusal
+
+            why = grid_refusal(config)
+            if why is not None:
+                raise ValueError(why)  # now, not at the generator's first step
+            return fit_grid_array(
+                np.asarray(data), config, axes=axes, scale=scale, unit=unit, metadata=metadata
+            )
         return fit_array(
             np.asarray(data),
             config,
@@ -156,7 +173,7 @@ def compress(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     **kw: Any,
-) -> Encoded:
+) -> Encoded | GridEncoded:
     """Run :func:`fit` to the end (``kw`` are its keywords); ``cancel()`` is polled at every
     progress report and raises :class:`~napari_inif.core.errors.Cancelled` when true."""
     return drive(fit(data, config, **kw), on_progress, cancel)

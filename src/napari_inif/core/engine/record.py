@@ -6,6 +6,7 @@ from typing import Any
 
 from napari_inif.core.config import CompressionConfig
 from napari_inif.core.metrics.quality import Quality
+from napari_inif.core.registry import field_kind
 
 __all__ = ["PLACEHOLDER_QUALITY", "fit_record"]
 
@@ -36,9 +37,9 @@ def fit_record(
         "seconds": round(seconds, 2),
         "device": device,
         "seed": config.seed,
-        "w0": config.w0,
-        "w0_first": config.w0_first,
     }
+    if field_kind(config.architecture) == "siren":  # the grid field has no frequencies
+        record |= {"w0": config.w0, "w0_first": config.w0_first}
     if engine is not None:
         record |= {"engine": engine, "tasks": tasks}
     if metrics is None:

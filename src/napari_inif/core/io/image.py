@@ -11,6 +11,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from napari_inif.core.codec.encoded import Encoded
+    from napari_inif.core.codec.gridfile import GridEncoded
     from napari_inif.core.engine.progress import Progress
 
 __all__ = ["Image", "read_image", "write_tiff"]
@@ -26,7 +27,7 @@ class Image(NamedTuple):
 
     def fit(
         self, config: Any, source: str, preview_every: float | None = None
-    ) -> Generator[Progress, None, Encoded]:
+    ) -> Generator[Progress, None, Encoded | GridEncoded]:
         """:func:`~napari_inif.core.engine.fit` of this image with its axes, scale and unit; the
         header
         records ``source`` (a file or layer name)."""

@@ -1,0 +1,126 @@
+"""The latent-grid field behind :class:`~napari_inif.core.codec.decode.InifArray`.
+
+:class:`GridFieldDecoder` gives a :class:`~napari_inif.core.codec.grid.GridDecoder` the
+surface ``InifArray`` uses of a :class:`~napari_inif.core.codec.decode.FieldDecoder`
+(``header.layout``, ``region``, ``points``, ``check_budget``, ``budget``), so pyramid
+levels, zoom, ``sample`` and indexing, the dask layers and the napari reader work on grid
+files unchanged.  Views are rendered in chunks of :data:`RENDER_CHUNK` pixels, so the
+synthesis network's activations stay bounded whatever the selection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_inif.core.codec.decode import BYTES_PER_VALUE, _human, decode_budget
+from napari_inif.core.errors import DecodeBudgetError, InifFormatError
+
+if TYPE_CHECKING:
+    from napari_inif.core.codec.grid import GridCode, GridDecoder
+    from napari_inif.core.codec.gridfile import GridHeader
+
+__all__ = ["RENDER_CHUNK", "GridFieldDecoder"]
+
+#: Pixels rendered at once: the synthesis takes ~350 bytes a pixel at its peak (features
+#: of every level, two hidden layers of 16, float64 denormalising), ~23 MB a chunk.
+RENDER_CHUNK = 1 << 16
+
+
+class GridFieldDecoder:
+    """Evaluates a grid stream for :class:`~napari_inif.core.codec.decode.InifArray`.
+
+    Parameters
+    ----------
+    header
+        The file's :class:`~napari_inif.core.codec.gridfile.GridHeader` (its layout).
+    code
+        The parsed grid stream.
+    budget
+        Decode memory budget in bytes (:func:`~.decode.decode_budget` when ``None``).
+    """
+
+    def __init__(self, header: GridHeader, code: GridCode, budget: int | None = None):
+        from napari_inif.core.codec.grid import GridDecoder
+
+        self.header = header
+        self.budget = decode_budget(budget)
+        self.device = "cpu"
+        try:
+            self.field: GridDecoder = GridDecoder(code)
+        except MemoryError:
+            raise DecodeBudgetError("out of memory building the grid decoder") from None
+
+    def check_budget(self, n_values: int, what: str = "this selection") -> None:
+        """Refuse (:class:`DecodeBudgetError`) to decode ``n_values`` output values when
+        they would take more than the budget; nothing is allocated before the check."""
+        need = int(n_values) * BYTES_PER_VALUE
+        if need > self.budget:
+            raise DecodeBudgetError(
+                f"decoding {what} ({n_values} values) would take about {_human(need)}, "
+                f"over the decode budget of {_human(self.budget)}; decode a region "
+                "instead (e.g. arr[0, :512, :512] or inif decompress --roi), or raise "
+                "INIF_DECODE_BUDGET"
+            )
+
+    def region(self, positions: Sequence[np.ndarray], channels: np.ndarray) -> np.ndarray:
+        """Intensities on the grid ``positions[0] x positions[1] x ...`` (pixel coordinates).
+
+        Returns ``(*[len(p) for p in positions], len(channels))`` float32.
+        """
+        shape = tuple(len(p) for p in positions)
+        self.check_budget(math.prod(shape) * len(channels))
+        out = np.empty((*shape, len(channels)), np.float32)
+        if 0 in shape or len(channels) == 0:
+            return out
+        for box in _chunks(shape, RENDER_CHUNK):
+            coords = [np.asarray(p, np.float64)[s] for p, s in zip(positions, box, strict=True)]
+            values = _guarded(self.field.render, coords)
+            values = values.reshape(*values.shape[: len(shape)], -1)
+            out[box] = values[..., channels]
+        return out
+
+    def points(self, coords: np.ndarray) -> np.ndarray:
+        """Intensities ``(N, C)`` at float pixel coordinates ``(N, d)`` of the coordinate axes."""
+        coords = np.asarray(coords, np.float64)
+        channels = self.header.layout.channels
+        self.check_budget(coords.shape[0] * max(coords.shape[1], channels))
+        out = np.empty((coords.shape[0], channels), np.float32)
+        for at in range(0, coords.shape[0], RENDER_CHUNK):
+            rows = coords[at : at + RENDER_CHUNK]
+            values = _guarded(self.field.sample, rows)
+            out[at : at + RENDER_CHUNK] = values.reshape(len(rows), channels)
+        return out
+
+
+def _guarded(evaluate: Callable[..., np.ndarray], where: Any) -> np.ndarray:
+    """``evaluate(where, raw=True)``; a latent tile that does not decode raises only
+    :class:`InifFormatError`."""
+    try:
+        return evaluate(where, raw=True)
+    except InifFormatError:
+        raise
+    except MemoryError:
+        raise DecodeBudgetError("out of memory decoding the grid field") from None
+    except Exception as exc:  # constriction / numpy on a damaged tile
+        raise InifFormatError(f"invalid grid stream: {exc}") from None
+
+
+def _chunks(shape: tuple[int, ...], size: int) -> list[tuple[slice, ...]]:
+    """Boxes covering ``shape`` of at most ``size`` elements each (C order): whole trailing
+    axes, rows of the axis where they reach ``size``, single indices before it."""
+    boxes_per_axis: list[list[slice]] = []
+    for a, n in enumerate(shape):
+        inner = math.prod(shape[a + 1 :])
+        if inner > size:
+            boxes_per_axis.append([slice(i, i + 1) for i in range(n)])
+        else:
+            step = max(1, size // inner)
+            boxes_per_axis.append([slice(i, min(i + step, n)) for i in range(0, n, step)])
+            boxes_per_axis += [[slice(None)] for _ in shape[a + 1 :]]
+            break
+    return list(itertools.product(*boxes_per_axis))

@@ -1,0 +1,321 @@
+"""The ``.inif`` file of a latent-grid field: container 3.0, a compact JSON, a grid stream.
+
+The container is the one of every ``.inif`` file (:mod:`.container`) at format version
+3.0, so that 2.x readers refuse it by its version instead of misreading it.  Its JSON
+holds only what people read and what the layout needs, under one-letter keys (the
+deflated JSON of a 2D file with its fit record is ~120 bytes, see ``docs/format.md``);
+the decoder's numbers (shape of the field, dtype, intensity range, latents, weights)
+are in the grid stream (:mod:`.grid.coding`), the payload.
+
+:class:`GridEncoded` has the surface of :class:`~.encoded.Encoded` that the CLI, the
+writer, the reader and the widgets use (``header.layout``/``fit``/``metadata``,
+``to_bytes``, ``nbytes``, ``ratio``, ``save``, ``array()``, ``with_header``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_inif.core.codec.container import (
+    GRID_VERSION,
+    OVERHEAD_BYTES,
+    header_bytes,
+    pack,
+    write_atomic,
+)
+from napari_inif.core.codec.decode import InifArray, _human, decode_budget
+from napari_inif.core.codec.header import MAX_VOXELS, from_json_safe, json_safe
+from napari_inif.core.errors import DecodeBudgetError, InifFormatError
+from napari_inif.core.layout import Layout
+
+if TYPE_CHECKING:
+    from napari_inif.core.codec.grid import GridCode
+    from napari_inif.core.codec.griddecode import GridFieldDecoder
+
+__all__ = ["BYTES_PER_LATENT", "FIELD_KIND", "GridEncoded", "GridHeader"]
+
+#: The ``k`` of the JSON: which field the stream holds (the dispatch key of format 3.x).
+FIELD_KIND = "grid"
+#: Peak bytes per latent while a grid file is read and decoded: the decoder's float32
+#: latent parameters (4), the int32 tile cache (4), and for scattered samples every
+#: level assembled as int32 (4) and float32 (4).  The decode budget bounds
+#: ``latents * BYTES_PER_LATENT`` before the stream is parsed.
+BYTES_PER_LATENT = 16
+#: Top-level JSON keys (file form <- readable name).
+_KEYS = {
+    "kind": "k",
+    "axes": "a",
+    "shape": "s",
+    "scale": "x",
+    "unit": "u",
+    "metadata": "m",
+    "fit": "r",
+}
+#: Fit-record keys (:func:`~napari_inif.core.engine.record.fit_record`) stored short.
+_FIT_KEYS = {
+    "architecture": "A",
+    "steps": "n",
+    "seconds": "t",
+    "device": "d",
+    "seed": "z",
+    "psnr": "p",
+    "psnr_dtype": "P",
+    "ssim": "q",
+    "max_error": "e",
+    "quality": "Q",
+    "guidance": "g",
+}
+_FIT_NAMES = {v: k for k, v in _FIT_KEYS.items()}
+
+
+@dataclass(frozen=True)
+class GridHeader:
+    """What a grid file says about its image besides the stream.
+
+    Attributes
+    ----------
+    layout
+        Shape, axes and dtype of the original array.
+    lo, hi
+        Per-channel intensity range (the stream stores one range for all channels).
+    scale, unit
+        Physical pixel size per original axis (``None`` if unknown) and its unit.
+    fit
+        The fit record (steps, seconds, psnr, ssim, ...).
+    metadata
+        Small free-form JSON (source name, ...).
+    """
+
+    layout: Layout
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    scale: tuple[float, ...] | None = None
+    unit: str | None = None
+    fit: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = FIELD_KIND
+
+    @property
+    def prior(self) -> None:
+        """No classic-codec prior: hybrid mode is not available with the grid field."""
+        return None
+
+    def with_fit(self, **values: Any) -> GridHeader:
+        """A copy with ``fit`` updated."""
+        return replace(self, fit={**self.fit, **values})
+
+    def to_json(self) -> dict[str, Any]:
+        """Readable JSON (``inif info --json``); the file stores :meth:`to_file_json`."""
+        return {
+            "field": self.kind,
+            "shape": list(self.layout.shape),
+            "axes": self.layout.axes,
+            "dtype": self.layout.dtype,
+            "lo": list(self.lo),
+            "hi": list(self.hi),
+            "scale": None if self.scale is None else list(self.scale),
+            "unit": self.unit,
+            "fit": json_safe(self.fit),
+            "metadata": self.metadata,
+        }
+
+    def to_file_json(self) -> dict[str, Any]:
+        """The JSON object stored in the file: short keys, absent values left out, the
+        architecture left out of the fit record when it is the field kind."""
+        fit = {
+            _FIT_KEYS.get(k, k): v
+            for k, v in json_safe(self.fit).items()
+            if not (k == "architecture" and v == self.kind)
+        }
+        values = {
+            "kind": self.kind,
+            "axes": self.layout.axes,
+            "shape": list(self.layout.shape),
+            "scale": None if self.scale is None else list(self.scale),
+            "unit": self.unit,
+            "metadata": self.metadata or None,
+            "fit": fit or None,
+        }
+        return {_KEYS[k]: v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_file_json(cls, obj: dict[str, Any], code: GridCode) -> GridHeader:
+        """Validate a file's JSON against its parsed stream; raises :class:`InifFormatError`."""
+        layout = layout_of(obj, code.dtype.name)
+        spec = code.spec
+        if layout.coord_shape != spec.shape or layout.channels != spec.channels:
+            raise InifFormatError(
+                f"the grid stream's field {spec.shape} x {spec.channels} channel(s) does not "
+                f"match the image {layout.shape} {layout.axes!r}"
+            )
+        lo, hi = float(code.lo), float(code.hi)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise InifFormatError(f"invalid intensity range {lo}..{hi} in the grid stream")
+        scale = obj.get(_KEYS["scale"])
+        if scale is not None and not (
+            isinstance(scale, list)
+            and len(scale) == len(layout.shape)
+            and all(_finite(v) for v in scale)
+        ):
+            raise InifFormatError("scale must be a finite number per axis")
+        unit = obj.get(_KEYS["unit"])
+        metadata = obj.get(_KEYS["metadata"], {})
+        fit = obj.get(_KEYS["fit"], {})
+        if unit is not None and not isinstance(unit, str):
+            raise InifFormatError("unit must be a string")
+        if not isinstance(fit, dict) or not isinstance(metadata, dict):
+            raise InifFormatError("fit and metadata must be objects")
+        record = {str(_FIT_NAMES.get(k, k)): from_json_safe(v) for k, v in fit.items()}
+        record.setdefault("architecture", FIELD_KIND)
+        n = layout.channels
+        return cls(
+            layout,
+            (lo,) * n,
+            (hi,) * n,
+            None if scale is None else tuple(float(v) for v in scale),
+            unit,
+            record,
+            metadata,
+        )
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def layout_of(obj: dict[str, Any], dtype: str) -> Layout:
+    """The image layout a grid file's JSON declares; raises :class:`InifFormatError`."""
+    kind = obj.get(_KEYS["kind"])
+    if kind != FIELD_KIND:
+        raise InifFormatError(f"unknown field kind {kind!r} in a format 3 file")
+    axes, shape = obj.get(_KEYS["axes"]), obj.get(_KEYS["shape"])
+    if not (isinstance(axes, str) and axes.isascii() and axes.isalpha() and axes.isupper()):
+        raise InifFormatError(f"axes must be upper-case letters, got {axes!r}")
+    if not (
+        isinstance(shape, list)
+        and 1 <= len(shape) <= 5
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+        and math.prod(shape) <= MAX_VOXELS
+    ):
+        raise InifFormatError(f"unsupported shape {shape!r}")
+    try:
+        return Layout(tuple(shape), axes, dtype)
+    except ValueError as exc:
+        raise InifFormatError(f"invalid image layout: {exc}") from None
+
+
+@dataclass(frozen=True)
+class GridEncoded:
+    """A latent-grid field, compressed: its header and grid stream.
+
+    Decoding in memory and from its file gives identical values (both parse the stream).
+
+    Attributes
+    ----------
+    header
+        What the file says about the image (:class:`GridHeader`).
+    stream
+        The grid stream (:mod:`napari_inif.core.codec.grid.coding`), the file's payload.
+    budget
+        Decode memory budget in bytes (``None``: :func:`.decode.decode_budget`).
+    """
+
+    header: GridHeader
+    stream: bytes
+    budget: int | None = field(default=None, compare=False)
+    _decoder: list[GridFieldDecoder] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def payload(self) -> bytes:
+        """The file's payload: the grid stream."""
+        return self.stream
+
+    def to_bytes(self) -> bytes:
+        """The complete ``.inif`` file."""
+        return pack(self.header.to_file_json(), self.stream, GRID_VERSION)
+
+    @cached_property
+    def nbytes(self) -> int:
+        """Size of the whole file in bytes."""
+        return len(self.to_bytes())
+
+    @property
+    def ratio(self) -> float:
+        """``raw bytes / file bytes``, the whole file counted."""
+        return self.header.layout.raw_bytes / self.nbytes
+
+    @staticmethod
+    def overhead(header: GridHeader) -> int:
+        """Bytes a file with ``header`` spends besides its stream (container + JSON)."""
+        return OVERHEAD_BYTES + len(header_bytes(header.to_file_json()))
+
+    def with_header(self, header: GridHeader) -> GridEncoded:
+        """The same stream under another header (e.g. with fit results)."""
+        return replace(self, header=header, _decoder=[])
+
+    def decoder(self, device: str = "cpu") -> GridFieldDecoder:
+        """The (cached) decoder of this field (CPU only)."""
+        if not self._decoder:
+            from napari_inif.core.codec.griddecode import GridFieldDecoder
+
+            code = parse_stream(self.stream, self.header.layout, decode_budget(self.budget))
+            self._decoder.append(GridFieldDecoder(self.header, code, self.budget))
+        return self._decoder[0]
+
+    def array(self) -> InifArray:
+        """Lazy, numpy-like full-resolution view of the decoded image."""
+        return InifArray(self.decoder())  # type: ignore[arg-type]  # FieldDecoder's surface
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+        """Write the file atomically; returns its path.
+
+        ``overwrite=False`` raises ``FileExistsError`` instead of replacing a file.
+        """
+        return write_atomic(Path(path), self.to_bytes(), overwrite=overwrite)
+
+    @classmethod
+    def from_parts(
+        cls, obj: dict[str, Any], body: bytes, budget: int | str | None = None
+    ) -> GridEncoded:
+        """Validate a format-3 file's JSON and stream (see :func:`.encoded.load`)."""
+        limit = decode_budget(budget)
+        # the stream's dtype is not known yet: check the layout with a placeholder first
+        layout = layout_of(obj, "uint8")
+        code = parse_stream(body, layout, limit)
+        header = GridHeader.from_file_json(obj, code)
+        encoded = cls(header, body, limit)
+        from napari_inif.core.codec.griddecode import GridFieldDecoder
+
+        encoded._decoder.append(GridFieldDecoder(header, code, limit))
+        return encoded
+
+
+def parse_stream(stream: bytes, layout: Layout, limit: int) -> GridCode:
+    """The parsed grid stream of an image ``layout`` under the decode budget ``limit``.
+
+    The finest latent level has one latent per pixel: an image over the budget is refused
+    (:class:`DecodeBudgetError`) before the stream is read; the stream may declare at most
+    ``limit // BYTES_PER_LATENT`` latents over all levels (:class:`InifFormatError`).
+    """
+    from napari_inif.core.codec.grid import GridCode
+
+    pixels = math.prod(layout.coord_shape)
+    if pixels * BYTES_PER_LATENT > limit:
+        raise DecodeBudgetError(
+            f"the grid field of {pixels} pixels has at least as many latents; decoding them "
+            f"would take about {_human(pixels * BYTES_PER_LATENT)}, over the decode budget "
+            f"of {_human(limit)} (INIF_DECODE_BUDGET or load(budget=))"
+        )
+    try:
+        return GridCode(stream, max_latents=limit // BYTES_PER_LATENT)
+    except InifFormatError:
+        raise
+    except MemoryError:
+        raise DecodeBudgetError("out of memory reading the grid stream") from None
+    except Exception as exc:  # constriction, struct, numpy: anything a bad stream raises
+        raise InifFormatError(f"invalid grid stream: {exc}") from None

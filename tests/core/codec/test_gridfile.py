@@ -1,0 +1,156 @@
+"""Grid-field ``.inif`` files: container 3.0, compact JSON, budget, hostile streams."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from napari_inif.core.codec.container import (
+    GRID_VERSION,
+    OVERHEAD_BYTES,
+    header_bytes,
+    pack,
+    unpack_version,
+)
+from napari_inif.core.codec.encoded import Encoded, load, loads
+from napari_inif.core.codec.gridfile import BYTES_PER_LATENT
+from napari_inif.core.errors import DecodeBudgetError, InifFormatError
+
+
+def test_header_is_small_and_reads_back(grid_encoded, tmp_path):
+    version, obj, stream = unpack_version(grid_encoded.to_bytes())
+    assert version == GRID_VERSION and stream == grid_encoded.stream
+    assert set(obj) == {"k", "a", "s", "x", "u", "m", "r"}
+    # the deflated JSON with its fit record (measured 135 bytes for this TYX file)
+    assert len(header_bytes(obj)) <= 150
+    assert grid_encoded.nbytes - len(stream) == OVERHEAD_BYTES + len(header_bytes(obj))
+    path = grid_encoded.save(tmp_path / "g.inif")
+    back = load(path)
+    h = back.header
+    assert (h.layout.shape, h.layout.axes, h.layout.dtype) == ((6, 48, 40), "TYX", "uint16")
+    assert h.scale == (1.0, 0.5, 0.5) and h.unit == "um" and h.metadata == {"source": "cells"}
+    assert h.fit == grid_encoded.header.fit and h.fit["steps"] >= 60
+    assert h.to_json()["field"] == "grid" and h.to_json()["fit"]["psnr"] == h.fit["psnr"]
+    with pytest.raises(FileExistsError):
+        back.save(path, overwrite=False)
+
+
+def test_siren_reader_refuses_a_grid_file_by_name(grid_encoded):
+    with pytest.raises(InifFormatError, match="grid-field file"):
+        Encoded.from_bytes(grid_encoded.to_bytes())
+
+
+def test_regions_levels_zoom_and_sample_match_the_whole(grid_encoded, monkeypatch):
+    import napari_inif.core.codec.griddecode as gd
+
+    arr = grid_encoded.array()
+    full = arr[...]
+    np.testing.assert_array_equal(arr[1:4, 5:30:2, 7:33], full[1:4, 5:30:2, 7:33])
+    np.testing.assert_array_equal(arr[2], full[2])
+    monkeypatch.setattr(gd, "RENDER_CHUNK", 97)  # many small chunks, same values
+    np.testing.assert_array_equal(grid_encoded.array()[...], full)
+    assert arr.zoom(2).shape == (6, 96, 80)
+    pts = np.array([[1, 10, 12], [4, 47, 0]], float)
+    got = arr.sample(pts)
+    assert got.shape == (2, 1)
+    assert abs(got[0, 0] - full[1, 10, 12]) <= 0.51 and abs(got[1, 0] - full[4, 47, 0]) <= 0.51
+
+
+def test_decode_budget_bounds_latents_and_selections(grid_encoded):
+    blob = grid_encoded.to_bytes()
+    pixels = 6 * 48 * 40
+    with pytest.raises(DecodeBudgetError, match="latents"):
+        loads(blob, budget=pixels * BYTES_PER_LATENT - 1)
+    arr = loads(blob, budget=pixels * 30).array()  # the latents fit, a whole decode does not
+    with pytest.raises(DecodeBudgetError, match="region"):
+        arr[...]
+    assert arr[0, :8, :8].shape == (8, 8)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _hostile_stream(shape: tuple[int, ...]) -> bytes:
+    """A grid stream header declaring ``shape`` (uint16, 7 levels, 16-16), no data."""
+    head = io.BytesIO()
+    head.write(b"IG" + bytes([1, len(shape), 1, 1]))
+    for n in shape:
+        head.write(_varint(n))
+    head.write(bytes([7, 2, 16, 16]) + _varint(256) + struct.pack("<ff", 0.0, 1.0))
+    return head.getvalue() + bytes(64)
+
+
+@pytest.mark.parametrize(
+    ("json_shape", "stream_shape", "error"),
+    [
+        ([1 << 20, 1 << 20], (1 << 20, 1 << 20), DecodeBudgetError),  # consistent, huge
+        ([32, 32], (1 << 20, 1 << 20), InifFormatError),  # the stream lies
+        ([32, 32], (1 << 30, 1 << 30, 1 << 30), InifFormatError),
+    ],
+)
+def test_hostile_stream_refused_before_allocating(json_shape, stream_shape, error):
+    data = pack(
+        {"k": "grid", "a": "YX", "s": json_shape}, _hostile_stream(stream_shape), GRID_VERSION
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(error):
+            loads(data).array()[...]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"k": "siren"}, "unknown field kind"),
+        ({"s": [6, 48, 41]}, "does not match the image"),
+        ({"s": [48, 40]}, "do not match shape"),
+        ({"a": "tyx"}, "upper-case"),
+        ({"x": [1.0]}, "scale"),
+        ({"r": []}, "objects"),
+    ],
+)
+def test_bad_json_is_a_format_error(grid_encoded, change, match):
+    _, obj, stream = unpack_version(grid_encoded.to_bytes())
+    with pytest.raises(InifFormatError, match=match):
+        loads(pack({**obj, **change}, stream, GRID_VERSION))
+
+
+def test_mutated_and_truncated_grid_files_raise_only_format_errors(grid_encoded):
+    import random
+
+    rng = random.Random(14)
+    _, obj, stream = unpack_version(grid_encoded.to_bytes())
+    outcomes = {"ok": 0, "format": 0}
+    for i in range(150):
+        body = bytearray(stream)
+        if i % 3 == 0:  # truncated or extended stream, valid container
+            cut = rng.randrange(len(body) + 16)
+            body = body[:cut] if cut < len(body) else body + bytes(cut - len(body))
+        else:  # byte flips in the stream (header, weights or tiles), valid checksum
+            lo = 0 if i % 3 == 1 else 40
+            for _ in range(rng.randint(1, 4)):
+                body[rng.randrange(lo, len(body))] ^= 1 << rng.randrange(8)
+        try:
+            arr = loads(pack(obj, bytes(body), GRID_VERSION)).array()
+            arr[0, :5, :5]
+            arr[...]
+            arr.sample(np.full((3, 3), 0.5))
+        except InifFormatError:
+            outcomes["format"] += 1
+        else:
+            outcomes["ok"] += 1
+    assert outcomes["format"] >= 20 and outcomes["ok"] >= 5
