@@ -337,7 +337,9 @@ class CompressWidget(DockWidget):
             self.progress.setFormat(f"{done} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}")
         else:
             phase = {"quantise": "quantising", "quality": "measuring"}.get(p.phase, p.phase)
-            self.progress.setFormat(f"{phase}… {_eta(p.elapsed)} elapsed · PSNR {p.psnr:.1f} dB")
+            self.progress.setFormat(
+                f"{phase}… {_eta(p.elapsed)} elapsed · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}"
+            )
         if p.preview is not None:
             self._show_preview(run, p.preview)
 
