@@ -288,6 +288,9 @@ class BackgroundDecoder:
         self.max_bytes = max_bytes
         self.max_pending = max_pending
         self.refresher: Callable[[Any], None] | None = None
+        #: ``on_error(owner, exc)``: called from the decoding thread for the first tile of
+        #: ``owner`` that failed (once per field; the Qt side shows a warning)
+        self.on_error: Callable[[Any, BaseException], None] | None = None
         self.decoded_pixels = 0  # statistics (tests count what was decoded)
         self.dropped = 0
         self.errors: list[BaseException] = []
@@ -301,6 +304,8 @@ class BackgroundDecoder:
         self._closed = False
         self._decoding: tuple[int, tuple[Any, ...]] | None = None
         self._refreshed: dict[int, float] = {}
+        self._failed: set[tuple[int, tuple[Any, ...]]] = set()  # never asked for again
+        self._reported: set[int] = set()  # owners whose failure was reported
         self._thread = threading.Thread(target=self._run, name="inif-decode", daemon=True)
         self._thread.start()
 
@@ -334,7 +339,7 @@ class BackgroundDecoder:
     def _want(self, tiles: Tiles, key: tuple[slice, ...]) -> None:
         ck = (tiles.token, self._ckey(key))
         with self._cond:
-            if ck == self._decoding or ck in self._cache:
+            if ck == self._decoding or ck in self._cache or ck in self._failed:
                 return  # being decoded now, or just done: the refresh after it brings it
             if ck in self._pending:
                 self._pending.move_to_end(ck)
@@ -382,10 +387,16 @@ class BackgroundDecoder:
                 self._decoding = ck
             try:
                 data = tiles.decode(key)
-            except Exception as exc:  # reported, never raised into napari
+            except Exception as exc:  # reported once per field, never raised into napari
                 self.errors.append(exc)
                 with self._cond:
                     self._decoding = None
+                    self._failed.add(ck)
+                    first = id(tiles.owner) not in self._reported
+                    self._reported.add(id(tiles.owner))
+                on_error = self.on_error
+                if first and on_error is not None:
+                    on_error(tiles.owner, exc)
                 continue
             with self._cond:
                 self._decoding = None
@@ -430,6 +441,8 @@ class BackgroundDecoder:
         with self._cond:
             self._cache.clear()
             self._pending.clear()
+            self._failed.clear()
+            self._reported.clear()
             self._bytes = 0
 
 
@@ -438,13 +451,17 @@ _ACTIVE: Callable[[], bool] = lambda: False  # noqa: E731
 
 
 def set_refresher(
-    refresher: Callable[[Any], None] | None, active: Callable[[], bool]
+    refresher: Callable[[Any], None] | None,
+    active: Callable[[], bool],
+    on_error: Callable[[Any, BaseException], None] | None = None,
 ) -> BackgroundDecoder:
     """Turn on background decoding for new layers while ``active()`` is true.
 
     ``refresher(owner)`` is called from the decoding thread when tiles of ``owner``
     arrived (it must hand over to the GUI thread and refresh the layers showing it);
-    ``active()`` says whether anything would refresh them (a napari window is open).
+    ``active()`` says whether anything would refresh them (a napari window is open);
+    ``on_error(owner, exc)`` is told (from the decoding thread) of the first tile of a
+    field that could not be decoded.
     Otherwise (scripts, a bare ``ViewerModel``) layers decode when napari asks.
     """
     global _DECODER, _ACTIVE
@@ -454,6 +471,7 @@ def set_refresher(
         _DECODER = BackgroundDecoder()
         atexit.register(_DECODER.close)  # no decoding while the interpreter shuts down
     _DECODER.refresher = refresher
+    _DECODER.on_error = on_error
     _ACTIVE = active
     return _DECODER
 
