@@ -123,3 +123,24 @@ def test_removing_a_layer_side_by_side_hid_does_not_crash(shown, qtbot, cells_in
     _draw(qtbot, shown)
     assert {layer.name for layer in shown.layers} >= {decoded.name, "cells", "after"}
     assert all(layer.visible for layer in shown.layers)
+
+
+def test_an_inif_file_opens_without_naming_the_plugin(shown, qtbot, cells_inif):
+    """napari 0.9 picks the reader by file pattern when no plugin is named: File > Open,
+    drag and drop, ``napari x.inif`` and ``viewer.open(path, plugin=None)``.  A bare
+    ``viewer.open(path)`` means napari's own readers (``plugin="napari"`` is its
+    default); its error names this plugin."""
+    from pathlib import Path
+
+    import napari_inif
+
+    here = Path(__file__).resolve().parents[2]
+    assert Path(napari_inif.__file__).resolve().parents[2] == here  # this checkout's plugin
+    [layer] = shown.open(str(cells_inif), plugin=None)
+    _draw(qtbot, shown)
+    assert layer.name == "cells" and "inif_field" in layer.metadata
+    shown.window._qt_viewer._qt_open([str(cells_inif)], stack=False)  # File > Open
+    _draw(qtbot, shown)
+    assert "cells [1]" in shown.layers and "inif_field" in shown.layers["cells [1]"].metadata
+    with pytest.raises(Exception, match="napari-inif"):
+        shown.open(str(cells_inif))
