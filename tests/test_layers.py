@@ -93,3 +93,36 @@ def test_viewport_request_from_the_camera_and_canvas(cells_encoded):
         layer, [0.0, 0.0, 0.0], (1, 2), zoom=6.4, center=(0, 0, 0), canvas_size=(1000, 1000)
     )
     assert clipped.region[1:] == (slice(0, 48), slice(0, 40))  # never past the layer
+
+
+def test_tiled_views_slice_like_the_field_and_never_wait(cells_encoded):
+    """napari's levels in a window: lazy boxes assembled from background-decoded chunks."""
+    from napari_inif._layers import BackgroundDecoder, TiledView, lazy_levels
+
+    decoder = BackgroundDecoder()
+    try:
+        field = cells_encoded.array()
+        levels = lazy_levels(field, decoder)
+        assert all(isinstance(level, TiledView) for level in levels)
+        keys = [
+            (2,),
+            (slice(1, 4), slice(5, 30), slice(None)),
+            (-1, slice(3, 47), 7),
+            (Ellipsis, slice(2, 9)),
+            (slice(None), slice(0, 48, 3)),
+        ]
+        for level, exact in zip(levels, field.levels, strict=True):
+            for key in keys:
+                first = np.asarray(level[key])  # stand-ins: no waiting for a decode
+                assert first.shape == np.asarray(exact[key]).shape
+            decoder.idle()
+            for key in keys:
+                view = level[key]
+                assert view.shape == np.asarray(exact[key]).shape
+                np.testing.assert_array_equal(np.asarray(view), np.asarray(exact[key]))
+        # Slicing a view again composes the boxes (napari slices the displayed axes first).
+        view = levels[0][:, 10:40, 5:35][3, 2:20]
+        decoder.idle()
+        np.testing.assert_array_equal(np.asarray(view), np.asarray(field[3, 12:30, 5:35]))
+    finally:
+        decoder.close()

@@ -60,3 +60,26 @@ def test_without_a_window_layers_decode_on_demand(cells_encoded):
         np.testing.assert_array_equal(np.asarray(data[0][3]), cells_encoded.array()[3])
     finally:
         _layers.set_refresher(None, lambda: False)
+
+
+def test_a_tile_that_fails_to_decode_is_reported_once_per_layer(
+    viewer, qtbot, cells_inif, monkeypatch, notifications
+):
+    viewer.open(str(cells_inif), plugin=None)
+    decoder = _layers.background_decoder()
+    decoder.idle()
+    decoder.clear()  # nothing cached: every tile is decoded again
+
+    def broken(self, key):
+        raise RuntimeError("damaged weights")
+
+    monkeypatch.setattr(_layers.Tiles, "decode", broken)
+    for t in (1, 2, 3):
+        viewer.dims.set_current_step(0, t)
+        decoder.idle()
+        qtbot.wait(100)
+    qtbot.waitUntil(lambda: any("damaged weights" in m for m in notifications), timeout=5000)
+    qtbot.wait(200)
+    warned = [m for m in notifications if "damaged weights" in m]
+    assert len(warned) == 1 and "'cells'" in warned[0]
+    assert len(decoder.errors) >= 1

@@ -328,3 +328,42 @@ def test_the_preview_layer_becomes_the_result(viewer, qtbot, widget, source, mon
     assert "inif_preview" not in layer.metadata
     assert layer.metadata[LAZY_KEY] is layer.metadata[FIELD_KEY]
     np.testing.assert_array_equal(np.asarray(field_of(layer)), encoded.array()[...])
+
+
+def test_save_never_replaces_a_file_without_asking(
+    viewer, widget, cells_encoded, tmp_path, monkeypatch, notifications
+):
+    """The dialog asks about ``foo``; ``foo.inif`` (the name written) is asked about here."""
+    from types import SimpleNamespace
+
+    from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+    layer = SimpleNamespace(metadata={"inif": {"source_layer": "cells"}}, name="cells")
+    widget.result = (layer, cells_encoded)
+    mine = tmp_path / "foo.inif"
+    mine.write_bytes(b"the user's file")
+    typed = str(tmp_path / "foo")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (typed, ""))
+    asked: list[str] = []
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda _, __, text, *a: asked.append(text) or answer[0]
+    )
+
+    widget._save_dialog()  # "No": nothing written
+    assert asked and "foo.inif" in asked[0]
+    assert mine.read_bytes() == b"the user's file"
+
+    assert widget.save(typed) == ""  # a script, without overwrite=True: refused, said why
+    assert mine.read_bytes() == b"the user's file"
+    assert any("already exists" in m for m in notifications)
+
+    answer[0] = QMessageBox.StandardButton.Yes
+    widget._save_dialog()  # "Yes": replaced
+    assert load(mine).to_bytes() == cells_encoded.to_bytes()
+    assert layer.metadata["inif"]["file"] == str(mine)
+
+    typed = str(tmp_path / "new")  # a new name: no question
+    asked.clear()
+    widget._save_dialog()
+    assert not asked and load(tmp_path / "new.inif").to_bytes() == cells_encoded.to_bytes()

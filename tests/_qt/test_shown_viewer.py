@@ -92,3 +92,55 @@ def test_remove_layer_of_a_hidden_layer_is_safe(shown, qtbot):
     shown.add_image(np.random.default_rng(1).random((64, 64), np.float32), name="after")
     _draw(qtbot, shown)
     assert [layer.name for layer in shown.layers] == [keep.name, "after"]
+
+
+def test_removing_a_layer_side_by_side_hid_does_not_crash(shown, qtbot, cells_inif):
+    """Side by side hides the other layers (napari's grid leaves hidden layers out);
+    removing one of them then adding an image is napari's crashing sequence (it did not
+    crash on this machine's Xvfb when this test was written; the order is checked)."""
+    from napari_inif._qt.inspect_widget import InspectWidget
+
+    [decoded] = shown.open(str(cells_inif), plugin="napari-inif")
+    original = shown.add_image(np.zeros(decoded.data[0].shape, np.uint16), name="cells")
+    other = shown.add_image(np.ones((16, 130, 130), np.uint16), name="other")
+    widget = InspectWidget(shown)
+    shown.window.add_dock_widget(widget)
+    widget.original.select(original)
+    widget.decoded.select(decoded)
+    _draw(qtbot, shown)
+    widget.side_by_side(True)
+    _draw(qtbot, shown)
+    assert not other.visible
+    at_removal = []
+    shown.layers.events.removed.connect(lambda e: at_removal.append(e.value.visible))
+    shown.layers.remove(other)  # the user deletes a layer side by side left out
+    assert at_removal == [True]  # removed from the shown state (at opacity 0)
+    _draw(qtbot, shown)
+    assert not other.visible and other.opacity == 1.0  # the object is as it was
+    shown.add_image(np.random.default_rng(2).random((128, 128)), name="after")
+    _draw(qtbot, shown)
+    widget.side_by_side(False)
+    _draw(qtbot, shown)
+    assert {layer.name for layer in shown.layers} >= {decoded.name, "cells", "after"}
+    assert all(layer.visible for layer in shown.layers)
+
+
+def test_an_inif_file_opens_without_naming_the_plugin(shown, qtbot, cells_inif):
+    """napari 0.9 picks the reader by file pattern when no plugin is named: File > Open,
+    drag and drop, ``napari x.inif`` and ``viewer.open(path, plugin=None)``.  A bare
+    ``viewer.open(path)`` means napari's own readers (``plugin="napari"`` is its
+    default); its error names this plugin."""
+    from pathlib import Path
+
+    import napari_inif
+
+    here = Path(__file__).resolve().parents[2]
+    assert Path(napari_inif.__file__).resolve().parents[2] == here  # this checkout's plugin
+    [layer] = shown.open(str(cells_inif), plugin=None)
+    _draw(qtbot, shown)
+    assert layer.name == "cells" and "inif_field" in layer.metadata
+    shown.window._qt_viewer._qt_open([str(cells_inif)], stack=False)  # File > Open
+    _draw(qtbot, shown)
+    assert "cells [1]" in shown.layers and "inif_field" in shown.layers["cells [1]"].metadata
+    with pytest.raises(Exception, match="napari-inif"):
+        shown.open(str(cells_inif))

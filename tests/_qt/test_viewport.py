@@ -96,3 +96,27 @@ def test_quitting_stops_samplers_and_waits_for_requests(viewer, qtbot, decoded):
     from superqt.utils._qthreading import WorkerBase
 
     assert not any(w.is_running for w in WorkerBase._worker_set)  # waited for them
+
+
+def test_the_layers_menu_turns_sampling_off_and_on_for_the_selected_layers(
+    viewer, cells_inif, notifications
+):
+    from napari._app_model import get_app_model
+
+    app = get_app_model()
+    command = "napari-inif.toggle_viewport_sampling"
+    items = app.menus.get_menu("napari/layers/visualize")
+    assert any(getattr(getattr(i, "command", None), "id", None) == command for i in items)
+    [layer] = viewer.open(str(cells_inif), plugin="napari-inif")
+    plain = viewer.add_image(np.zeros((4, 4)), name="plain")
+    viewer.layers.selection = {layer, plain}
+    assert sampler_of(viewer, layer) is not None  # on by default
+    app.commands.execute_command(command).result()
+    assert sampler_of(viewer, layer) is None
+    assert any("'cells' off" in m for m in notifications)
+    app.commands.execute_command(command).result()
+    assert sampler_of(viewer, layer) is not None
+    viewer.layers.selection = {plain}
+    app.commands.execute_command(command).result()  # no INIF layer selected: says so
+    assert sampler_of(viewer, layer) is not None
+    assert any("Select an INIF layer" in m for m in notifications)

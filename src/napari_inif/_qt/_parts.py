@@ -10,7 +10,7 @@ from qtpy.QtCore import QEvent, QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QComboBox, QWidget
 
-__all__ = ["LayerCombo", "PsnrPlot", "alive", "remove_layer", "unwrap"]
+__all__ = ["LayerCombo", "PsnrPlot", "alive", "remove_layer", "show_before_removal", "unwrap"]
 
 
 def alive(widget: Any) -> bool:
@@ -80,6 +80,30 @@ def remove_layer(viewer: Any, layer: Any) -> None:
     layer.visible = True
     canvas.events.draw.connect(drawn)
     QTimer.singleShot(REMOVE_FALLBACK_MS, finish)
+
+
+def show_before_removal(viewer: Any, layer: Any) -> None:
+    """Call from ``layers.events.removing`` for a layer *we* hid that the user removes.
+
+    The removal cannot wait for a draw (:func:`remove_layer`), so the layer is made
+    visible at opacity 0 and the canvas repainted at once, before napari removes it: the
+    state napari removes layers from safely.  Its settings are put back afterwards.
+    """
+    layer = unwrap(layer)
+    if layer.visible:
+        return
+    canvas = _scene_canvas(viewer)
+    opacity = layer.opacity
+    layer.opacity = 0.0
+    layer.visible = True
+    if canvas is not None:
+        canvas.native.repaint()  # QOpenGLWidget: paintGL now, not at the next frame
+
+    def restore() -> None:
+        layer.visible = False
+        layer.opacity = opacity
+
+    QTimer.singleShot(0, restore)  # after the removal: the layer object is as it was
 
 
 class DockWidget(QWidget):

@@ -14,6 +14,7 @@ being removed (napari crashes on that; see :func:`._parts.remove_layer`).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -337,7 +339,9 @@ class CompressWidget(DockWidget):
             self.progress.setFormat(f"{done} · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}")
         else:
             phase = {"quantise": "quantising", "quality": "measuring"}.get(p.phase, p.phase)
-            self.progress.setFormat(f"{phase}… {_eta(p.elapsed)} elapsed · PSNR {p.psnr:.1f} dB")
+            self.progress.setFormat(
+                f"{phase}… {_eta(p.elapsed)} elapsed · PSNR {p.psnr:.1f} dB · ETA {_eta(p.eta)}"
+            )
         if p.preview is not None:
             self._show_preview(run, p.preview)
 
@@ -457,8 +461,28 @@ class CompressWidget(DockWidget):
         path, _ = QFileDialog.getSaveFileName(
             self, "Save INIF file", self.default_file_name(), "INIF files (*.inif)"
         )
-        if path:
-            self.save(path)
+        if not path:
+            return
+        final = _with_suffix(path)
+        # The dialog asked about replacing ``path``; the name with .inif added is another file.
+        asked = final == path
+        if not asked and os.path.exists(final):
+            if not self._confirm_overwrite(final):
+                return
+            asked = True
+        self.save(final, overwrite=asked)
+
+    def _confirm_overwrite(self, path: str) -> bool:
+        """Ask whether to replace the existing file ``path``."""
+        answer = QMessageBox.question(
+            self,
+            "Replace file?",
+            f"{os.path.basename(path)} already exists in {os.path.dirname(path)}.\n"
+            "Do you want to replace it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def default_file_name(self) -> str:
         """``<source>_<ratio>x.inif`` for the last result with the asked ratio, e.g.
@@ -469,15 +493,21 @@ class CompressWidget(DockWidget):
         source = layer.metadata[INFO_KEY].get("source_layer") or layer.name
         return file_name(str(source), self._asked_ratio or encoded.ratio)
 
-    def save(self, path: str) -> str:
-        """Write the last result to ``path`` (atomically) and record it on its layer."""
+    def save(self, path: str, *, overwrite: bool = False) -> str:
+        """Write the last result to ``path`` (``.inif`` added if missing; atomically) and
+        record it on its layer; returns the path, or ``""`` if nothing was written.
+
+        An existing file is replaced only with ``overwrite`` (the user was asked).
+        """
         if self.result is None:
             raise RuntimeError("nothing to save: run a compression first")
         layer, encoded = self.result
-        if not path.lower().endswith(".inif"):
-            path += ".inif"
+        path = _with_suffix(path)
         try:
-            encoded.save(path)
+            encoded.save(path, overwrite=overwrite)
+        except FileExistsError:
+            _notify_error(f"Not saved: {path} already exists (it was not replaced)")
+            return ""
         except OSError as exc:
             _notify_error(f"Could not save {path}: {exc}")
             return ""
@@ -495,6 +525,10 @@ class CompressWidget(DockWidget):
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.layer_combo.cleanup()
+
+
+def _with_suffix(path: str) -> str:
+    return path if path.lower().endswith(".inif") else path + ".inif"
 
 
 def _is_labels(layer: Any) -> bool:

@@ -4,7 +4,8 @@
   slice or the whole stack, computed in a worker thread.
 * A lazy difference layer (original - decoded, float32, multiscale).
 * Side by side: napari's grid mode with only the two layers shown (one camera, so
-  pan and zoom stay linked), and back to the previous view.
+  pan and zoom stay linked), and back to the previous view.  A layer it hid that the
+  user removes is shown invisibly first (napari's hidden-layer removal crash).
 * Viewport sampling (on by default for every decoded layer): the decoded layer sampled
   at screen resolution when zoomed in; the box turns it off (or on) for the chosen layer.
 * ROI decode: a rectangle of a Shapes layer (or the current view) decoded at the stored
@@ -41,7 +42,7 @@ from .._layers import (
     plane_psnr,
     visible_region,
 )
-from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, unwrap
+from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, show_before_removal, unwrap
 from .viewport import _camera, auto_sample, sampler_of
 
 __all__ = ["InspectWidget"]
@@ -298,6 +299,9 @@ class InspectWidget(DockWidget):
             )
             for layer in self.viewer.layers:
                 layer.visible = id(unwrap(layer)) in shown
+            # napari crashed drawing after a hidden layer was removed (see remove_layer):
+            # a layer hidden here that the user removes is shown (invisibly) first.
+            self.viewer.layers.events.removing.connect(self._removing)
             grid.stride = 1
             grid.shape = (1, 2)
             grid.enabled = True
@@ -305,6 +309,7 @@ class InspectWidget(DockWidget):
         elif not on and self._grid_saved is not None:
             settings, visibility = self._grid_saved
             self._grid_saved = None
+            self.viewer.layers.events.removing.disconnect(self._removing)
             for layer, visible in visibility:
                 if layer in self.viewer.layers:
                     layer.visible = visible
@@ -314,6 +319,12 @@ class InspectWidget(DockWidget):
             self.viewer.camera.center = settings["center"]
             self.viewer.camera.zoom = settings["zoom"]
         self.side_button.setChecked(self._grid_saved is not None)
+
+    def _removing(self, event: Any) -> None:
+        layer = unwrap(self.viewer.layers[event.index])
+        saved = self._grid_saved
+        if saved is not None and not layer.visible:  # hidden here (or before)
+            show_before_removal(self.viewer, layer)
 
     def _grid(self) -> Any:
         canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9

@@ -85,3 +85,25 @@ def test_a_constant_image_decodes_exactly_on_both_paths(streamed):
     )
     assert encoded.header.lo == encoded.header.hi == (1234.0,)
     np.testing.assert_array_equal(encoded.array()[...], data)
+
+
+def test_the_eta_counts_the_phases_after_the_last_step(cells_tyx):
+    """'ETA 0:00' while quantisation and the quality measurement still run was wrong."""
+    import time
+
+    from napari_inif.core.engine import fit
+
+    gen = fit(cells_tyx, CompressionConfig(ratio=16, steps=20, device="cpu"), axes="TYX")
+    reports = []
+    try:
+        while True:
+            reports.append((time.perf_counter(), next(gen)))
+    except StopIteration:
+        end = time.perf_counter()
+    fits = [p for _, p in reports if p.phase == "fit"]
+    assert fits[-1].step == 20 and fits[-1].eta > 0
+    [(at, quantise)] = [(t, p) for t, p in reports if p.phase == "quantise"]
+    assert quantise.eta > 0
+    # The estimate is of the right order: within 10x of what those phases took.
+    took = end - at
+    assert took / 10 < quantise.eta < took * 10

@@ -27,7 +27,7 @@ from napari_inif.core.codec.fitter import BlockFitter, flat_weights, normalise, 
 from napari_inif.core.codec.quant import rate_control
 from napari_inif.core.codec.render import WindowRenderer
 from napari_inif.core.config import CompressionConfig
-from napari_inif.core.engine.progress import Progress
+from napari_inif.core.engine.progress import Progress, finish_seconds
 from napari_inif.core.engine.record import PLACEHOLDER_QUALITY, fit_record
 from napari_inif.core.guidance.losses import make_guidance
 from napari_inif.core.hybrid import prior as _hybrid
@@ -119,6 +119,7 @@ def fit_array(
             _hybrid.quiet_head(group.net)  # start from the prior alone, not prior + init noise
     render = WindowRenderer(grid, fitter.groups) if guide is not None else None
     steps = config.steps
+    finish = finish_seconds(header.n_params, math.prod(layout.shape))  # after the last step
     ema = None
     last_preview = start
     step, mse, psnr = 0, float("nan"), float("nan")
@@ -139,6 +140,7 @@ def fit_array(
         remaining = (steps - step) * elapsed / step
         if config.time_limit:
             remaining = min(remaining, max(0.0, config.time_limit - elapsed))
+        remaining += finish
         preview = None
         if preview_every is not None and time.perf_counter() - last_preview >= preview_every:
             last_preview = time.perf_counter()
@@ -150,7 +152,7 @@ def fit_array(
         if config.target_psnr is not None and ema >= config.target_psnr:
             break
 
-    yield Progress(step, steps, mse, psnr, time.perf_counter() - start, 0.0, "quantise")
+    yield Progress(step, steps, mse, psnr, time.perf_counter() - start, finish, "quantise")
     fitter.finish()
     weights = flat_weights(fitter.weights(), grid.n_blocks)
     q, payload = rate_control(
