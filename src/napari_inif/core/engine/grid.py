@@ -75,10 +75,8 @@ def fit_grid_array(
     (:func:`grid_refusal`, unsupported input) and
     :class:`~napari_inif.core.errors.BudgetError` for a ratio that leaves too few bytes.
     """
-    import torch
 
-    from napari_inif.core.codec.grid import iter_fit_to_size
-    from napari_inif.core.codec.grid.fit import choose_spec
+    from napari_inif.core.codec.grid import choose_spec, iter_fit_to_size
 
     why = grid_refusal(config)
     if why is not None:
@@ -159,9 +157,6 @@ def fit_grid_array(
                 yield Progress(p.step + 1, p.steps, loss, psnr, elapsed, remaining, "quantise")
     finally:
         gen.close()
-        # the fit flushes subnormal floats to zero in this thread (for speed) and leaves it
-        # so; numpy then warns on its first float limits (an SSIM import did): undo it
-        torch.set_flush_denormal(False)
     steps_done += last_step + 1
     elapsed = time.perf_counter() - start
     yield Progress(steps_done, steps_done, loss, psnr, elapsed, 0.0, "quantise")

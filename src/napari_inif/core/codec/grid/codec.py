@@ -248,7 +248,7 @@ class GridDecoder:
     def __init__(self, code: GridCode | bytes):
         self.code = code if isinstance(code, GridCode) else GridCode(code)
         spec = self.code.spec
-        self.field = GridField(spec)
+        self.field = GridField(spec, latents=False)
         with torch.no_grad():
             syn = list(self.field.synthesis.parameters())
             for p, w in zip(syn, self.code.weights.tensors()[: len(syn)], strict=True):

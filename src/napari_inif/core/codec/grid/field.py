@@ -292,12 +292,16 @@ class GridField(nn.Module):
     ----------
     spec
         The grid's shape.
+    latents
+        Whether to make the (zero) latent grids: a fit does, a decoder does not.
     """
 
-    def __init__(self, spec: GridSpec):
+    def __init__(self, spec: GridSpec, *, latents: bool = True):
         super().__init__()
         self.spec = spec
-        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in spec.level_shapes])
+        # a decoder reads its latents from the stream: it makes none (``latents=False``)
+        shapes = spec.level_shapes if latents else []
+        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in shapes])
         self.log_scale = nn.Parameter(torch.zeros(spec.levels))
         layers: list[nn.Module] = []
         width = spec.levels

@@ -113,10 +113,51 @@ def iter_fit_grid(
     (its field, lambda and compiled step); ``overhead_bytes`` is the measured size of
     everything but the latents (header, weights, tile table), estimated when not given.
     """
-    torch.manual_seed(seed)
     # tiny Laplace masses and shrinking latents reach subnormal floats, 5-20x slower on
-    # CPU (steps went from 0.04 to 0.2-0.8 s on tinc-zyx); flush them to zero
+    # CPU (steps went from 0.04 to 0.2-0.8 s on tinc-zyx); flush them to zero while
+    # fitting (torch's default, off, is restored after: numpy warns under it)
     torch.set_flush_denormal(True)
+    try:
+        yield from _fit_steps(
+            data,
+            ratio,
+            steps=steps,
+            spec=spec,
+            lr=lr,
+            ste_fraction=ste_fraction,
+            seed=seed,
+            time_limit=time_limit,
+            report_every=report_every,
+            overhead_bytes=overhead_bytes,
+            init=init,
+            compile=compile,
+            gain=gain,
+            latent_lr=latent_lr,
+            control=control,
+        )
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _fit_steps(
+    data: np.ndarray,
+    ratio: float,
+    *,
+    steps: int,
+    spec: GridSpec | None,
+    lr: float,
+    ste_fraction: float,
+    seed: int,
+    time_limit: float | None,
+    report_every: int,
+    overhead_bytes: float | None,
+    init: GridFit | None,
+    compile: bool | None,
+    gain: float,
+    latent_lr: float,
+    control: str,
+) -> Iterator[GridProgress | GridFit]:
+    torch.manual_seed(seed)
     arr = np.asarray(data)
     raw_bytes = arr.nbytes
     target_bytes = max(1, int(raw_bytes / ratio))
