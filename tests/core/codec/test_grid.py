@@ -47,20 +47,24 @@ def test_laplace_bits_match_the_mass():
     torch.testing.assert_close(laplace_bits(y, b), ref, atol=1e-4, rtol=1e-4)
 
 
-def _random_code(shape, levels=4, hidden=(5,), seed=0):
+def _random_code(shape, levels=4, hidden=(5,), seed=0, context=0, finest=0):
     rng = np.random.default_rng(seed)
-    spec = GridSpec(shape, 1, levels, hidden)
+    spec = GridSpec(shape, 1, levels, hidden, context, finest)
     lat = [np.rint(rng.laplace(0, 0.6, s)).astype(np.int32) for s in spec.level_shapes]
     lat[-1][:] = 0  # an all-zero level
     fld = GridField(spec)
-    ints = [rng.integers(-40, 40, p.shape) for p in fld.synthesis.parameters()]
+    params = [*fld.synthesis.parameters(), *fld.context_tensors()]
+    ints = [rng.integers(-40, 40, p.shape) for p in params]
     w = QuantisedWeights(ints, [7] * len(ints))
     return spec, lat, w
 
 
+@pytest.mark.parametrize("context, finest", [(0, 0), (4, 0), (8, 1)])
 @pytest.mark.parametrize("shape", [(65, 257), (6, 40, 33)])
-def test_stream_round_trip_is_exact(shape):
-    spec, lat, w = _random_code(shape)
+def test_stream_round_trip_is_exact(shape, context, finest):
+    """Latents and weights decode exactly, with or without the context model (whose
+    means and scales the decoder recomputes from what it decoded)."""
+    spec, lat, w = _random_code(shape, context=context, finest=finest)
     enc = encode_grid(spec, lat, [0.6] * spec.levels, w, 10.0, 4000.0, "uint16", edge=16)
     code = GridCode(enc.data)
     assert code.spec == spec
@@ -69,10 +73,12 @@ def test_stream_round_trip_is_exact(shape):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(w.ints, code.weights.ints, strict=True):
         np.testing.assert_array_equal(a, b)
-    # a region decodes only the tiles it touches
+    # a region decodes only the tiles it touches (with a context model, also the one
+    # tile under it in each coarser level: its parents)
     code2 = GridCode(enc.data)
     code2.window(0, [0] * len(shape), [8] * len(shape))
-    assert len(code2._cache) == 1
+    coded = [lv for lv, z in enumerate(lat) if z.any()]  # an all-zero level is not read
+    assert sorted(key[0] for key in code2._cache) == (coded if context else [0])
 
 
 def test_header_is_compact():

@@ -3,7 +3,8 @@
 Layout (version 2; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
-    u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | v tile edge
+    u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | u8 finest
+    v tile edge
     f32 lo | f32 hi                                  intensity map of the output
     per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
     per weight tensor: u8 step exponent k | u8 scale code | v max |q|
@@ -339,7 +340,7 @@ def encode_grid(
     head.write(MAGIC + bytes([VERSION, ndim, spec.channels, DTYPES.index(dtype_name)]))
     for n in spec.shape:
         _put_varint(head, n)
-    head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context]))
+    head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context, spec.finest]))
     _put_varint(head, edge)
     head.write(struct.pack("<ff", lo, hi))
     context = weights.tensors()[len(_weight_shapes(spec)) :]
@@ -422,10 +423,10 @@ class GridCode:
         shape = tuple(r.varint(1 << 31) for _ in range(ndim))
         levels = r.u8()
         hidden = tuple(r.take(r.u8()))
-        context = r.u8()
-        if not 1 <= levels <= 16 or any(h == 0 for h in hidden) or min(shape) < 1:
-            raise InifFormatError("grid stream: bad levels, widths or shape")
-        self.spec = GridSpec(shape, channels, levels, hidden, context)
+        context, finest = r.u8(), r.u8()
+        if not 1 <= levels <= 16 or any(h == 0 for h in hidden) or min(shape) < 1 or finest > 8:
+            raise InifFormatError("grid stream: bad levels, widths, shape or finest level")
+        self.spec = GridSpec(shape, channels, levels, hidden, context, finest)
         if self.spec.num_latents > max_latents:
             raise InifFormatError(
                 f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"

@@ -62,6 +62,10 @@ class GridSpec:
     context
         Hidden width of the entropy model's context network (0: one zero-mean Laplace
         per level, no context).
+    finest
+        The finest level is ``2**finest`` coarser than the pixels (0: one latent per
+        pixel).  Small budgets leave a full-resolution level all zero; not having it
+        saves its compute.
     """
 
     shape: tuple[int, ...]
@@ -69,16 +73,23 @@ class GridSpec:
     levels: int = 7
     hidden: tuple[int, ...] = (16, 16)
     context: int = 0
+    finest: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.shape) <= 4:
             raise ValueError(f"a grid field has 1 to 4 coordinate axes, got {self.shape}")
-        if any(n < 1 for n in self.shape) or self.channels < 1 or self.levels < 1:
+        if (
+            any(n < 1 for n in self.shape)
+            or self.channels < 1
+            or self.levels < 1
+            or not 0 <= self.finest <= 8
+        ):
             raise ValueError(f"invalid grid spec {self}")
 
     def level_shape(self, level: int) -> tuple[int, ...]:
-        """Latent grid shape of ``level``: ``ceil(n / 2**level)`` per axis, at least 1."""
-        return tuple(max(1, -(-n // (1 << level))) for n in self.shape)
+        """Latent grid shape of ``level``: ``ceil(n / 2**(finest + level))`` per axis, at
+        least 1."""
+        return tuple(max(1, -(-n // (1 << (self.finest + level)))) for n in self.shape)
 
     @property
     def level_shapes(self) -> list[tuple[int, ...]]:

@@ -30,6 +30,9 @@ HEADER_ESTIMATE = 48
 WEIGHT_BITS_ESTIMATE = 7.0
 #: Context network width by byte budget (first whose least budget is met; else none).
 CONTEXT_WIDTHS = ((8, 1500), (4, 400))
+#: Bits per pixel under which the grid has no full-resolution level (fitted cells-tyx
+#: at 128x and tinc-zyx at 256x left theirs all zero).
+FULL_LEVEL_BPP = 0.3
 #: Pixels from which ``torch.compile`` of the training step is the default.
 COMPILE_MIN_PIXELS = 300_000
 
@@ -72,6 +75,8 @@ def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> Gri
     """
     longest = max(shape)
     levels = max(2, min(7, int(math.log2(max(longest, 4) / 4)) + 1))
+    finest = 1 if 8 * budget_bytes / math.prod(shape) < FULL_LEVEL_BPP and levels > 2 else 0
+    levels -= finest
     context = next((w for w, least in CONTEXT_WIDTHS if budget_bytes >= least), 0)
     for hidden in ((16, 16), (16,), (8,), (4,), ()):
         n = 0
@@ -81,8 +86,8 @@ def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> Gri
             width = h
         n += width * channels + channels
         if n * WEIGHT_BITS_ESTIMATE / 8 <= 0.12 * budget_bytes:
-            return GridSpec(tuple(shape), channels, levels, hidden, context)
-    return GridSpec(tuple(shape), channels, levels, (), context)
+            return GridSpec(tuple(shape), channels, levels, hidden, context, finest)
+    return GridSpec(tuple(shape), channels, levels, (), context, finest)
 
 
 def iter_fit_grid(
