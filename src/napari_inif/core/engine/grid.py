@@ -19,21 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from napari_inif.core.codec.decode import InifArray
 from napari_inif.core.codec.gridfile import GridEncoded, GridHeader
 from napari_inif.core.config import CompressionConfig
 from napari_inif.core.engine.progress import Progress
 from napari_inif.core.engine.record import PLACEHOLDER_QUALITY, fit_record
 from napari_inif.core.errors import BudgetError
 from napari_inif.core.layout import Layout
-from napari_inif.core.metrics.quality import Quality, QualityAccumulator, quality
 
 __all__ = ["MIN_STREAM_BYTES", "fit_grid_array", "grid_refusal"]
 
 #: Smallest grid stream worth fitting (its header alone is ~40 bytes).
 MIN_STREAM_BYTES = 64
-#: Voxels decoded at once to measure quality (as the SIREN path's slabs).
-QUALITY_SLAB_VOXELS = 1 << 22
 #: Steps a fit may add to ``config.steps`` (the stream's fine-tuning rounds); sizes the
 #: placeholder record.
 _EXTRA_STEPS = 99
@@ -77,6 +73,7 @@ def fit_grid_array(
     """
 
     from napari_inif.core.codec.grid import choose_spec, iter_fit_to_size
+    from napari_inif.core.engine.local import measure_quality
 
     why = grid_refusal(config)
     if why is not None:
@@ -161,30 +158,9 @@ def fit_grid_array(
     elapsed = time.perf_counter() - start
     yield Progress(steps_done, steps_done, loss, psnr, elapsed, 0.0, "quantise")
     encoded = GridEncoded(replace(header, fit={}), encoded_grid.data)
-    metrics = _quality(canon, encoded.array(), layout)
+    metrics = measure_quality(canon, encoded.array(), layout)
     seconds = time.perf_counter() - start
     record = fit_record(config, steps=steps_done, seconds=seconds, device="cpu", metrics=metrics)
     encoded = encoded.with_header(replace(header, fit=record))
     yield Progress(steps_done, steps_done, loss, metrics.psnr, seconds, 0.0, "done")
     return encoded
-
-
-def _quality(canon: np.ndarray, array: InifArray, layout: Layout) -> Quality:
-    """Quality of the decoded field: slab by slab along the first coordinate axis for a
-    stack of 2D planes (bounded memory), whole for 2D images and Z stacks (3D SSIM)."""
-    coords = len(layout.coord_axes)
-    if coords >= 3 and "Z" not in layout.axes:
-        acc = QualityAccumulator(float(canon.max()) - float(canon.min()), np.dtype(layout.dtype))
-        step = max(1, QUALITY_SLAB_VOXELS // canon[0].size)
-        for s0 in range(0, canon.shape[0], step):
-            key = [slice(None)] * len(layout.shape)
-            key[layout.coord_axes[0]] = slice(s0, s0 + step)
-            decoded = layout.to_canonical(array[tuple(key)])
-            acc.add(np.moveaxis(canon[s0 : s0 + step], -1, 0), np.moveaxis(decoded, -1, 0))
-        return acc.result()
-    decoded = layout.to_canonical(array[...])
-    return quality(
-        np.moveaxis(canon, -1, 0),
-        np.moveaxis(decoded, -1, 0),
-        plane_axes=3 if coords >= 3 and "Z" in layout.axes else 2,
-    )

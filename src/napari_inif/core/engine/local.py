@@ -34,7 +34,7 @@ from napari_inif.core.hybrid import prior as _hybrid
 from napari_inif.core.layout import Layout
 from napari_inif.core.metrics.quality import Quality, QualityAccumulator, quality
 
-__all__ = ["fit_array"]
+__all__ = ["fit_array", "measure_quality"]
 
 
 def fit_array(
@@ -159,8 +159,8 @@ def fit_array(
         weights, plan.payload_budget, header.tensor_kinds(), per_block=2 * header.depth
     )
     encoded = Encoded(header.with_halves(q.halves), q, payload, _hybrid.section_of(prior))
-    if guide is None and _by_slabs(layout):
-        metrics, canon_dec = _slab_quality(canon, encoded, layout), None
+    if guide is None:
+        metrics, canon_dec = measure_quality(canon, encoded.array(), layout), None
     else:
         canon_dec = layout.to_canonical(encoded.array()[...])
         metrics = quality(
@@ -197,11 +197,17 @@ def _by_slabs(layout: Layout) -> bool:
     return len(layout.coord_axes) >= 3 and "Z" not in layout.axes
 
 
-def _slab_quality(canon: np.ndarray, encoded: Encoded, layout: Layout) -> Quality:
-    """:func:`~napari_inif.core.metrics.quality.quality` of the decoded field, decoding a slab
-    at a time."""
+def measure_quality(canon: np.ndarray, array: InifArray, layout: Layout) -> Quality:
+    """:func:`~napari_inif.core.metrics.quality.quality` of a decoded field against the
+    canonical image: slab by slab along the first coordinate axis for a stack of 2D
+    planes (bounded memory), whole for 2D images and Z stacks (3D SSIM)."""
+    if not _by_slabs(layout):
+        return quality(
+            np.moveaxis(canon, -1, 0),
+            np.moveaxis(layout.to_canonical(array[...]), -1, 0),
+            plane_axes=3 if len(layout.coord_axes) >= 3 and "Z" in layout.axes else 2,
+        )
     acc = QualityAccumulator(float(canon.max()) - float(canon.min()), np.dtype(layout.dtype))
-    array = encoded.array()
     step = max(1, QUALITY_SLAB_VOXELS // canon[0].size)
     for s0 in range(0, canon.shape[0], step):
         key = [slice(None)] * len(layout.shape)
