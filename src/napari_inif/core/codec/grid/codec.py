@@ -206,6 +206,7 @@ def iter_fit_to_size(
                 ste_fraction=1.0,
                 lr=fit_kwargs.get("lr", 1e-2) * 0.3,
                 compile=fit_kwargs.get("compile"),
+                after_backward=fit_kwargs.get("after_backward"),
             )
         )
         enc = encode_fit(fit, data, budget=budget)

@@ -107,6 +107,7 @@ def iter_fit_grid(
     gain: float = 0.03,
     latent_lr: float = 4.0,
     control: str = "rounded",
+    after_backward: Callable[[GridField, int, float], None] | None = None,
 ) -> Iterator[GridProgress | GridFit]:
     """Fit ``data`` (``(*shape)`` or ``(*shape, C)`` with ``spec.channels == C``).
 
@@ -117,6 +118,9 @@ def iter_fit_grid(
     CPU; default: from :data:`COMPILE_MIN_PIXELS` pixels).  ``init`` continues a fit
     (its field, lambda and compiled step); ``overhead_bytes`` is the measured size of
     everything but the latents (header, weights, tile table), estimated when not given.
+    ``after_backward(field, step, fraction)`` runs after each step's backward pass and
+    before the optimiser's step: a loss of its own can add to the parameters' gradients
+    there (guidance does, on decoded windows).
     """
     # tiny Laplace masses and shrinking latents reach subnormal floats, 5-20x slower on
     # CPU (steps went from 0.04 to 0.2-0.8 s on tinc-zyx); flush them to zero while
@@ -139,6 +143,7 @@ def iter_fit_grid(
             gain=gain,
             latent_lr=latent_lr,
             control=control,
+            after_backward=after_backward,
         )
     finally:
         torch.set_flush_denormal(False)
@@ -161,6 +166,7 @@ def _fit_steps(
     gain: float,
     latent_lr: float,
     control: str,
+    after_backward: Callable[[GridField, int, float], None] | None,
 ) -> Iterator[GridProgress | GridFit]:
     torch.manual_seed(seed)
     arr = np.asarray(data)
@@ -250,6 +256,8 @@ def _fit_steps(
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:  # e.g. guidance adds its gradient (step, fraction)
+            after_backward(fld, step, frac)
         opt.step()
 
         with torch.no_grad():
