@@ -139,11 +139,10 @@ def encode_fit(
     context = _quantise_context(fld, ints, learned, fit.lam, edge)
     weights = QuantisedWeights(weights.ints + context.ints, weights.exponents + context.exponents)
 
-    # the levels' scale codes, chosen once on the untrimmed latents (trimming moves few)
-    scales = [scale_from_code(c) for c in _best_codes(ints, learned, context.tensors(), edge)]
-
     def write(k: int) -> EncodedGrid:
         latents = _trimmed(ints, order, k)
+        codes = _best_codes(latents, learned, context.tensors(), edge)
+        scales = [scale_from_code(c) for c in codes]
         return encode_grid(spec, latents, scales, weights, fit.lo, fit.hi, arr.dtype)
 
     enc = write(0)

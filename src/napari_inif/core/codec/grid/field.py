@@ -340,14 +340,23 @@ class GridField(nn.Module):
         return torch.exp(self.log_scale).clamp(min=1e-3)
 
     def rate(
-        self, latents: Sequence[torch.Tensor], scales: torch.Tensor, edge: int | None = None
+        self,
+        latents: Sequence[torch.Tensor],
+        scales: torch.Tensor,
+        edge: int | None = None,
+        *,
+        plain: bool = False,
     ) -> torch.Tensor:
         """Bits of ``latents`` (finest first; integers or their noisy training proxies)
         under the entropy model: the per-level Laplace, shifted and rescaled by the
-        context network when there is one (tiles of ``edge`` latents, as coded)."""
+        context network when there is one (tiles of ``edge`` latents, as coded).
+
+        ``plain``: the per-level Laplaces alone, even with a context network (what
+        the fit trains on, see :mod:`.fit`).
+        """
         total = torch.zeros(())
         for lv, y in enumerate(latents):
-            if self.context is None:
+            if self.context is None or plain:
                 total = total + laplace_bits(y, scales[lv]).sum()
                 continue
             parent = (
