@@ -1,17 +1,21 @@
-"""Latent-grid field vs HEVC (x265) at the grid file's exact size, per case and ratio.
+"""Latent-grid field vs classic codecs at the grid file's exact size, per case and ratio.
 
-For each case and ratio: fit the grid field under a wall-clock limit, write its stream,
-decode it, and code the same stack with HEVC (``core.classic``) at the largest setting
-that fits in the grid file's byte count.  Also: the default SIREN field's PSNR at that
-ratio from ``docs/benchmarks/results.md`` (same machine class, its own run), the mean
-squared error on pixels next to a level-0 tile border over the rest (seams), and the time
-to decode a 512 x 512 view of one plane (cold: tiles entropy-decoded; warm: cached).
+For each case and ratio: compress with ``--architecture grid`` through the engine (the
+whole ``.inif`` file: container, JSON, grid stream), decode it, and code the same image
+with every classic codec available here (``core.classic``; HEVC as one video of the
+planes, the image codecs plane by plane and, for stacks, as a mosaic) at the largest
+setting that fits in the grid file's byte count.  Also: the default SIREN field's PSNR
+at that ratio from ``docs/benchmarks/results.md``, the mean squared error on pixels next
+to a level-0 tile border over the rest (seams; the same mask on HEVC's error says what
+the content alone gives), and the time to decode a 512 x 512 view of one plane (cold:
+tiles entropy-decoded; warm: cached).
 
     PYTHONPATH=src python benchmarks/bench_grid.py --cases cells-tyx tinc-zyx \\
-        --ratios 64 128 256 512 --seconds 150 60 --out /tmp/grid_bench.jsonl
+        --ratios 64 128 256 512 --steps 400 600 --out /tmp/grid_bench.jsonl
 
-Rows are appended to ``--out`` as JSON lines as they finish (a long run can be read
-while it goes).
+``--steps`` (per case) fixes the work, so PSNR does not depend on the machine's load;
+``--seconds`` (per case) limits the wall clock instead.  Rows are appended to ``--out``
+as JSON lines as they finish (a long run can be read while it goes).
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import time
 import numpy as np
 import torch
 
-from napari_inif.bench.cases import DEFAULT_CASES, find_data_dir
+from napari_inif.bench.cases import DEFAULT_CASES, QUICK_CASES, Case, find_data_dir
 from napari_inif.core.classic import stack as classic_stack
-from napari_inif.core.classic.codec import get_codec
-from napari_inif.core.codec.grid.codec import GridDecoder, fit_to_size
-from napari_inif.core.codec.grid.coding import DEFAULT_EDGE
+from napari_inif.core.classic.codec import ClassicCodec, available_codecs, get_codec
+from napari_inif.core.codec.grid.codec import GridDecoder
+from napari_inif.core.codec.grid.coding import DEFAULT_EDGE, GridCode
+from napari_inif.core.config import CompressionConfig
+from napari_inif.core.engine import compress
 from napari_inif.core.metrics.quality import quality
 
 #: The default field's PSNR (dB) from docs/benchmarks/results.md ("inif" rows).
@@ -75,14 +81,98 @@ def view_times(stream: bytes) -> tuple[float, float]:
     return cold, time.perf_counter() - t0
 
 
+def measure(
+    case: Case,
+    data: np.ndarray,
+    ratio: float,
+    steps: int,
+    seconds: float | None,
+    codecs: list[ClassicCodec],
+) -> dict:
+    """One row: the grid file, and every classic codec at its size."""
+    config = CompressionConfig(architecture="grid", ratio=ratio, steps=steps, time_limit=seconds)
+    history: list[tuple] = []
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    encoded = compress(
+        data,
+        config,
+        axes=case.axes,
+        on_progress=lambda p: history.append((p.step, p.phase, round(p.psnr, 2), p.elapsed)),
+    )
+    fit_s = time.perf_counter() - t0
+    load1 = os.getloadavg()
+    stack = data if data.ndim == 3 else data[None]
+    decoded = encoded.array()[...].reshape(stack.shape)
+    q = quality(stack, decoded)
+    nbytes = encoded.nbytes
+    code = GridCode(encoded.stream)
+    classic: dict[str, tuple[int, float, float] | None] = {}
+    hevc_decoded = None
+    for codec in codecs:
+        for layout in ("plane",) if codec.video or data.ndim == 2 else ("plane", "mosaic"):
+            coded = classic_stack.match_size(codec, stack, nbytes, layout=layout)
+            key = f"{codec.name}-{layout}"
+            if coded is None:
+                classic[key] = None
+                continue
+            cq = quality(stack, coded.decoded)
+            classic[key] = (coded.nbytes, cq.psnr, cq.ssim)
+            if codec.name == "hevc":
+                hevc_decoded = coded.decoded
+    coded_rows = {k: v for k, v in classic.items() if v is not None}
+    best = max(coded_rows, key=lambda k: coded_rows[k][1]) if coded_rows else None
+    hevc = classic.get("hevc-plane")
+    cold, warm = view_times(encoded.stream)
+    edge = DEFAULT_EDGE[len(code.spec.shape)] << code.spec.finest  # pixels a tile spans
+    row = {
+        "case": case.name,
+        "ratio": ratio,
+        "bytes": nbytes,
+        "actual_ratio": data.nbytes / nbytes,
+        "container_and_json_bytes": nbytes - len(encoded.stream),
+        "stream_header_bytes": code.header_bytes,
+        "spec": repr(code.spec),
+        "grid_psnr": q.psnr,
+        "grid_ssim": q.ssim,
+        "classic": classic,
+        "best_classic": best,
+        "best_classic_psnr": coded_rows[best][1] if best else None,
+        "best_classic_ssim": coded_rows[best][2] if best else None,
+        "hevc_bytes": hevc[0] if hevc else None,
+        "hevc_psnr": hevc[1] if hevc else None,
+        "hevc_ssim": hevc[2] if hevc else None,
+        "default_field_psnr": DEFAULT_FIELD_PSNR.get((case.name, int(ratio))),
+        "steps": steps,
+        "fit_s": fit_s,
+        "fit_time_limit_s": seconds,
+        "history": history[:: max(1, len(history) // 20)] + history[-1:],
+        "seam_ratio": seam_ratio(stack, decoded, edge),
+        "seam_ratio_hevc": (
+            seam_ratio(stack, hevc_decoded, edge) if hevc_decoded is not None else None
+        ),
+        "view512_cold_s": cold,
+        "view512_warm_s": warm,
+        "load_before": load0,
+        "load_after": load1,
+    }
+    print(
+        f"{case.name} {ratio:g}x {nbytes} B grid {q.psnr:.2f} dB; best classic {best} "
+        f"{row['best_classic_psnr']}; hevc {row['hevc_psnr']}; fit {fit_s:.0f}s "
+        f"load {load0[0]:.1f}->{load1[0]:.1f}",
+        flush=True,
+    )
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["cells-tyx", "tinc-zyx"])
     parser.add_argument("--ratios", nargs="+", type=float, default=[64, 128, 256, 512])
+    parser.add_argument("--steps", nargs="+", type=int, default=[600], help="steps per case")
     parser.add_argument(
-        "--seconds", nargs="+", type=float, default=[150.0], help="fit time per case"
+        "--seconds", nargs="+", type=float, default=None, help="fit time limit per case"
     )
-    parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", default="grid_bench.jsonl")
@@ -91,77 +181,26 @@ def main(argv: list[str] | None = None) -> int:
     # tinc-zyx step took 1.5-1.9 s instead of 0.1 s (measured side by side)
     torch.set_num_threads(args.threads)
     data_dir = find_data_dir(args.data)
-    hevc = get_codec("hevc")
-    cases = {c.name: c for c in DEFAULT_CASES}
+    codecs = [get_codec(name) for name in available_codecs()]
+    cases = {c.name: c for c in (*DEFAULT_CASES, *QUICK_CASES)}
     with open(args.out, "a") as out:
-        out.write(
-            json.dumps(
-                {
-                    "machine": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(),
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                }
-            )
-            + "\n"
-        )
+        meta = {
+            "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "codecs": [c.name for c in codecs],
+        }
+        out.write(json.dumps(meta) + "\n")
         for i, name in enumerate(args.cases):
             case = cases[name]
             data = case.load(data_dir)
-            seconds = args.seconds[min(i, len(args.seconds) - 1)]
+            steps = args.steps[min(i, len(args.steps) - 1)]
+            seconds = args.seconds[min(i, len(args.seconds) - 1)] if args.seconds else None
             for ratio in args.ratios:
-                load0 = os.getloadavg()
-                t0 = time.perf_counter()
-                enc, fit = fit_to_size(data, ratio, steps=args.steps, time_limit=seconds)
-                fit_s = time.perf_counter() - t0
-                load1 = os.getloadavg()
-                dec = GridDecoder(enc.data)
-                decoded = dec.full()
-                q = quality(data, decoded)
-                nbytes = len(enc.data)
-                stack = data if data.ndim == 3 else data[None]
-                coded = classic_stack.match_size(hevc, stack, nbytes, layout="plane")
-                hq = quality(stack, coded.decoded) if coded is not None else None
-                cold, warm = view_times(enc.data)
-                edge = DEFAULT_EDGE[data.ndim]
-                row = {
-                    "case": name,
-                    "ratio": ratio,
-                    "bytes": nbytes,
-                    "actual_ratio": data.nbytes / nbytes,
-                    "header_bytes": enc.header_bytes,
-                    "weight_bytes": enc.weight_bytes,
-                    "latent_bytes": enc.latent_bytes,
-                    "spec": repr(fit.field.spec),
-                    "grid_psnr": q.psnr,
-                    "grid_ssim": q.ssim,
-                    "hevc_bytes": coded.nbytes if coded is not None else None,
-                    "hevc_psnr": hq.psnr if hq is not None else None,
-                    "hevc_ssim": hq.ssim if hq is not None else None,
-                    "default_field_psnr": DEFAULT_FIELD_PSNR.get((name, int(ratio))),
-                    "fit_s": fit_s,
-                    "fit_time_limit_s": seconds,
-                    "history": [
-                        (h.step, h.steps, round(h.psnr, 2), round(h.seconds, 1))
-                        for h in fit.history
-                    ],
-                    "seam_ratio": seam_ratio(data, decoded, edge),
-                    # the same mask on HEVC's error: what the content alone gives
-                    "seam_ratio_hevc": (
-                        seam_ratio(stack, coded.decoded, edge) if coded is not None else None
-                    ),
-                    "view512_cold_s": cold,
-                    "view512_warm_s": warm,
-                    "load_before": load0,
-                    "load_after": load1,
-                }
+                row = measure(case, data, ratio, steps, seconds, codecs)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
-                print(
-                    f"{name} {ratio:g}x {nbytes} B grid {q.psnr:.2f} dB, hevc "
-                    f"{row['hevc_psnr']} dB; fit {fit_s:.0f}s load {load0[0]:.1f}->{load1[0]:.1f}",
-                    flush=True,
-                )
     return 0
 
 
