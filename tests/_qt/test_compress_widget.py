@@ -393,3 +393,12 @@ def test_save_never_replaces_a_file_without_asking(
     asked.clear()
     widget._save_dialog()
     assert not asked and load(tmp_path / "new.inif").to_bytes() == cells_encoded.to_bytes()
+
+
+def test_adding_a_layer_keeps_the_typed_axes(viewer, widget, source):
+    # The layer list is rebuilt on every insertion (e.g. the preview added at Start): the
+    # chosen layer stays, so the axes typed for it stay and nothing is recomputed.
+    widget.axes_edit.setText("ZYX")
+    viewer.add_image(np.zeros((4, 4)), name="another")
+    assert widget.layer_combo.current() is source
+    assert widget.axes_edit.text() == "ZYX"

@@ -121,6 +121,7 @@ class CompressWidget(DockWidget):
         self._asked_ratio: float | None = None  # the ratio asked for that fit
         self._max_ratio = math.inf
         self._closed = False
+        self._chosen: Any = None  # the layer the axes field was filled for
 
         self.layer_combo = LayerCombo(napari_viewer, _is_candidate, self)
         self.axes_edit = QLineEdit(self)
@@ -216,6 +217,9 @@ class CompressWidget(DockWidget):
 
     def _on_layer_changed(self, *_: Any) -> None:
         layer = self.layer_combo.current()
+        if layer is self._chosen and layer is not None:
+            return  # the list changed around it (a layer added): keep the typed axes
+        self._chosen = layer
         text = ""
         if layer is not None and not _is_labels(layer):
             try:
