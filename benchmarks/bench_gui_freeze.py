@@ -7,8 +7,10 @@ A 20 ms ``QTimer`` heartbeat runs on the GUI thread; a freeze is the gap between
 beats minus the 20 ms period.  Each scenario reports the longest freeze, the 99th
 percentile and the wall time:
 
-* ``fit``: the Compress widget fits the packaged 16x130x130 time-lapse (``--steps``,
-  live previews every 0.5 s) to the end, result layer included.
+* ``start`` / ``fit``: the Compress widget fits the packaged 16x130x130 time-lapse
+  (``--steps``, live previews every 0.5 s): ``start`` is the click on Start and the
+  0.5 s after it, ``fit`` the rest, to the result layer on screen.  The fit starts once
+  the dock's warm-up (``compress_widget._WARMED``, where there is one) is done.
 * ``open``: ``viewer.open`` of a ``--planes`` x ``--size`` x ``--size`` .inif (tiled
   from the same time-lapse, fitted in a few steps: only the network size matters for
   decoding time) until its first plane is on screen.
@@ -61,8 +63,11 @@ class Heartbeat:
 
         while True:
             time.sleep(0.02)
-            if not self.timer.isActive() or not self.beats:
-                continue
+            try:
+                if not self.timer.isActive() or not self.beats:
+                    continue
+            except RuntimeError:  # Qt deleted the timer at exit
+                return
             late = (time.perf_counter() - self.beats[-1]) * 1000
             if late < self.why_ms:
                 continue
@@ -174,9 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         PRESETS["Quick (1000 steps)"] = args.steps
         widget.preset.setCurrentText("Quick (1000 steps)")
         widget.set_ratio(16)
+        warmed = getattr(compress_widget, "_WARMED", None)  # the dock's warm-up (if any)
+        _wait_until(app, lambda: warmed is None or warmed.is_set(), 60)
         _wait(app, 0.5)
         beat.start()
-        widget.start()
+        widget.start()  # the click on Start, and what it shows within 0.5 s
+        _wait(app, 0.5)
+        rows["start"] = beat.stop()
+        beat.start()
         _wait_until(app, lambda: widget._run is None and widget.result is not None, 600)
         _wait(app, 1.0)  # the result layer's first draw
         rows["fit"] = beat.stop()

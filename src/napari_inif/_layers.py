@@ -57,6 +57,7 @@ __all__ = [
     "layer_layout",
     "layer_shape",
     "lazy_levels",
+    "placeholder_levels",
     "plane_dims",
     "plane_psnr",
     "set_refresher",
@@ -536,6 +537,23 @@ def lazy_levels(field: InifArray, decoder: BackgroundDecoder | None = None) -> l
     coarse = Tiles(levels[-1], decoder, field, None)
     tiles = [Tiles(level, decoder, field, coarse) for level in levels[:-1]] + [coarse]
     return [TiledView(t) for t in tiles]
+
+
+def placeholder_levels(layout: Any) -> list[np.ndarray]:
+    """Zero levels shaped like the pyramid a field of ``layout`` will have.
+
+    Read-only broadcasts of one zero (no memory, nothing to decode), with the shapes of
+    ``InifArray.levels``: the Compress widget adds its preview layer with these when
+    *Start* is pressed, so during the fit the previews and the result only replace the
+    layer's data (a napari layer add costs ~0.1-0.3 s of GUI thread; a data swap a frame).
+    """
+    from types import SimpleNamespace
+
+    from .core.codec.decode import InifArray  # torch-free
+
+    stub = SimpleNamespace(header=SimpleNamespace(layout=layout))
+    zero = np.zeros((), np.dtype(layout.dtype))
+    return [np.broadcast_to(zero, level.shape) for level in InifArray(stub).levels]  # type: ignore[arg-type]
 
 
 def decoded_layer_data(

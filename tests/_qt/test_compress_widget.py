@@ -65,6 +65,29 @@ def test_compress_to_completion(viewer, qtbot, widget, source, cells_tyx, monkey
     assert load(path).to_bytes() == widget.result[1].to_bytes()
 
 
+def test_the_preview_layer_is_added_at_start_and_only_updated_during_the_fit(
+    viewer, qtbot, widget, source, monkeypatch
+):
+    # Adding a napari layer holds the GUI thread 0.1-0.3 s: it happens when Start is
+    # clicked (an empty, transparent layer); the previews and the result swap its data.
+    monkeypatch.setitem(PRESETS, QUICK, 60)
+    monkeypatch.setattr(compress_widget, "PREVIEW_EVERY", 0.2)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    widget.form["device"].value = "cpu"
+    widget.start()
+    [preview] = [layer for layer in viewer.layers if layer.name.endswith("(fitting…)")]
+    assert preview.opacity == 0.0 and preview.multiscale
+    assert tuple(preview.data[0].shape) == source.data.shape
+    inserted: list = []
+    viewer.layers.events.inserted.connect(lambda event: inserted.append(event.value))
+    qtbot.waitUntil(lambda: preview.opacity == 1.0, timeout=30_000)  # a preview, or the end
+    _wait_idle(qtbot, widget)
+    assert inserted == []
+    assert viewer.layers["cells [INIF 16x]"] is preview and preview.opacity == 1.0
+    assert "inif_preview" not in preview.metadata
+
+
 def test_cancel_stops_the_worker_and_leaves_no_layer(viewer, qtbot, widget, source, monkeypatch):
     monkeypatch.setitem(PRESETS, QUICK, 100_000)
     monkeypatch.setattr(compress_widget, "PREVIEW_EVERY", 0.3)
@@ -139,6 +162,8 @@ def test_close_cleans_up(viewer, qtbot, widget, source, monkeypatch):
     worker = widget._run.worker
     widget.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    # the preview (added at Start) goes when the worker's ``finished`` reaches the GUI
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == ["cells"], timeout=5000)
     viewer.add_image(np.zeros((3, 3)), name="after close")  # no handler of the closed widget runs
     assert [layer.name for layer in viewer.layers] == ["cells", "after close"]
 
@@ -152,7 +177,8 @@ def test_removing_the_dock_cancels_the_fit(viewer, qtbot, widget, source, monkey
     viewer.window.remove_dock_widget(widget)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     assert worker.abort_requested
-    assert [layer.name for layer in viewer.layers] == ["cells"]
+    # the preview (added at Start) goes when the worker's ``finished`` reaches the GUI
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == ["cells"], timeout=5000)
     widget.deleteLater()  # napari un-parents a removed dock's widget; it is ours to delete
     qtbot.wait(10)
 
@@ -367,3 +393,12 @@ def test_save_never_replaces_a_file_without_asking(
     asked.clear()
     widget._save_dialog()
     assert not asked and load(tmp_path / "new.inif").to_bytes() == cells_encoded.to_bytes()
+
+
+def test_adding_a_layer_keeps_the_typed_axes(viewer, widget, source):
+    # The layer list is rebuilt on every insertion (e.g. the preview added at Start): the
+    # chosen layer stays, so the axes typed for it stay and nothing is recomputed.
+    widget.axes_edit.setText("ZYX")
+    viewer.add_image(np.zeros((4, 4)), name="another")
+    assert widget.layer_combo.current() is source
+    assert widget.axes_edit.text() == "ZYX"

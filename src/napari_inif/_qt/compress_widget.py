@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +44,17 @@ from .._layers import (
     file_name,
     fit_layer,
     inif_info,
+    is_rgb,
     layer_axes,
     layer_layout,
     lazy_levels,
+    placeholder_levels,
 )
 from .._writer import CONFIG_KEY
 from ._config_form import ConfigForm
 from ._parts import DockWidget, LayerCombo, PsnrPlot, alive, remove_layer, unwrap
 
-__all__ = ["PRESETS", "CompressWidget"]
+__all__ = ["PRESETS", "CompressWidget", "warm_up_fitting"]
 
 #: Quality/speed presets: label -> steps (``None``: the time budget box decides).
 PRESETS: dict[str, int | None] = {
@@ -93,6 +96,7 @@ class _Run:
     preview: Any = None
     cancelled: bool = False
     encoded: Any = None
+    shown: bool = False  # the preview layer shows a field (not the Start placeholder)
 
 
 class CompressWidget(DockWidget):
@@ -108,6 +112,7 @@ class CompressWidget(DockWidget):
 
         self.viewer = napari_viewer
         self.config_cls = config_cls or CompressionConfig
+        warm_up_fitting()  # torch's import stalls the GUI thread: now, not during a fit
         self._decoder = install()  # previews and results decode off the GUI thread
         auto_sample(napari_viewer)  # results are sampled at screen resolution when zoomed
         self._run: _Run | None = None
@@ -116,6 +121,7 @@ class CompressWidget(DockWidget):
         self._asked_ratio: float | None = None  # the ratio asked for that fit
         self._max_ratio = math.inf
         self._closed = False
+        self._chosen: Any = None  # the layer the axes field was filled for
 
         self.layer_combo = LayerCombo(napari_viewer, _is_candidate, self)
         self.axes_edit = QLineEdit(self)
@@ -211,6 +217,9 @@ class CompressWidget(DockWidget):
 
     def _on_layer_changed(self, *_: Any) -> None:
         layer = self.layer_combo.current()
+        if layer is self._chosen and layer is not None:
+            return  # the list changed around it (a layer added): keep the typed axes
+        self._chosen = layer
         text = ""
         if layer is not None and not _is_labels(layer):
             try:
@@ -301,6 +310,7 @@ class CompressWidget(DockWidget):
         self.progress.setFormat("reading the layer…")
         self._update_buttons()
         run.worker.start()
+        self._add_placeholder(run)
 
     def cancel(self) -> None:
         """Stop the running fit (between two steps); its preview layer goes when it has."""
@@ -345,13 +355,43 @@ class CompressWidget(DockWidget):
         if p.preview is not None:
             self._show_preview(run, p.preview)
 
+    def _add_placeholder(self, run: _Run) -> None:
+        """Add the preview layer at *Start*, empty and transparent (the click's response).
+
+        Adding a napari layer holds the GUI thread 0.1-0.3 s (controls, visuals, first
+        draw); done here, the fit itself only swaps the layer's data (previews, result).
+        Per-channel previews (one layer per channel) are added with the first preview.
+        """
+        try:
+            layout = layer_layout(run.source, self.axes())
+        except ValueError:
+            return
+        if layout.channel_axis is not None and not is_rgb(layout):
+            return
+        meta = {
+            "name": f"{decoded_name(run.source.name, run.config.ratio)} (fitting…)",
+            "multiscale": True,
+            "rgb": is_rgb(layout),
+            "opacity": 0.0,  # shown by the first preview
+            "cache": False,
+            "metadata": {PREVIEW_KEY: True},
+        }
+        run.preview = self._add_beside(run.source, placeholder_levels(layout), meta)
+
     def _show_preview(self, run: _Run, preview: Any) -> None:
         # Decoded in the background (_qt/_background): handing it over costs no decoding.
         levels = lazy_levels(preview, self._decoder)
-        if run.preview is not None and run.preview in self.viewer.layers:
-            run.preview.metadata[LAZY_KEY] = preview
-            run.preview.data = levels
-            return
+        layer = run.preview
+        if layer is not None and layer in self.viewer.layers:
+            if _same_levels(layer, levels):
+                layer.metadata[LAZY_KEY] = preview
+                layer.data = levels
+                if not run.shown:
+                    run.shown = True
+                    layer.opacity = 1.0
+                return
+            remove_layer(self.viewer, layer)  # a placeholder of another shape
+            run.preview = None
         if run.preview is not None:  # the user deleted the preview: do not bring it back
             return
         name = f"{decoded_name(run.source.name, run.config.ratio)} (fitting…)"
@@ -362,6 +402,7 @@ class CompressWidget(DockWidget):
             "metadata": {PREVIEW_KEY: True, LAZY_KEY: preview},
         }
         run.preview = self._add_beside(run.source, levels, meta)
+        run.shown = True
 
     def _on_returned(self, run: _Run, encoded: Any) -> None:
         if run is not self._run or encoded is None:
@@ -424,16 +465,18 @@ class CompressWidget(DockWidget):
         CPU; the preview already sits where the result goes, with the same display.
         """
         preview = run.preview
-        if preview is None or preview not in self.viewer.layers or preview.opacity == 0:
+        if preview is None or preview not in self.viewer.layers:
             return None
         if meta.get("channel_axis") is not None or bool(meta.get("rgb")) != preview.rgb:
             return None
-        if preview.ndim != len(data[0].shape) - (1 if meta.get("rgb") else 0):
+        if not _same_levels(preview, data):
             return None
         metadata = meta["metadata"]
         preview.metadata.clear()
         preview.metadata.update(metadata)  # LAZY_KEY first: refreshes find the new field
         preview.data = data
+        if not run.shown:  # no preview came (a short fit): the placeholder is transparent
+            preview.opacity = 1.0
         preview.axis_labels = meta["axis_labels"]
         preview.name = meta["name"]
         run.preview = None
@@ -525,6 +568,49 @@ class CompressWidget(DockWidget):
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.layer_combo.cleanup()
+
+
+def _same_levels(layer: Any, levels: list[Any]) -> bool:
+    """Whether a multiscale ``layer`` has levels of the shapes of ``levels``."""
+    data = layer.data if layer.multiscale else [layer.data]
+    return len(data) == len(levels) and all(
+        tuple(a.shape) == tuple(b.shape) for a, b in zip(data, levels, strict=True)
+    )
+
+
+_WARMED = threading.Event()
+_WARMING = False
+
+
+def warm_up_fitting() -> None:
+    """Import torch and the fitting code, and run a 2-step fit, in a background thread,
+    once per process (``_WARMED`` is set when done).
+
+    Importing torch holds the GIL for up to 0.2-0.4 s at a time (its C extension's
+    initialisation), which freezes the GUI thread wherever the import runs; the first
+    fit also imports sympy and more through torch.  Done when the dock opens, a moment the
+    user spends choosing settings, the first fit does not stall the window.
+    """
+    global _WARMING
+    if _WARMING:
+        return
+    _WARMING = True
+
+    def work() -> None:
+        try:
+            import dask.array  # noqa: F401 - fit_layer's first import
+            import numpy as np
+
+            from ..core import CompressionConfig, compress
+
+            tiny = np.random.default_rng(0).random((2, 32, 32), np.float32)
+            compress(tiny, CompressionConfig(ratio=8, steps=2, device="cpu"), axes="TYX")
+        except Exception:  # a warm-up only: the fit reports real errors
+            pass
+        finally:
+            _WARMED.set()
+
+    threading.Thread(target=work, name="inif-warm-up", daemon=True).start()
 
 
 def _with_suffix(path: str) -> str:
