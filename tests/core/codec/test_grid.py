@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,33 @@ def test_regions_across_tile_borders_equal_the_whole_decode():
     # a 2x zoom: coordinates between pixels
     zoom = region.render([np.array([1.0]), np.arange(10, 12.01, 0.5), np.array([20.0])])
     assert zoom.shape == (1, 5, 1)
+
+
+def test_context_coder_spends_fewer_bits_on_fitted_latents():
+    """On latents fitted to a real crop, the context coder (parents + checkerboard
+    neighbours) codes the same integers in fewer bytes than per-level Laplaces."""
+    import tifffile
+
+    from napari_inif.core.codec.grid.codec import _best_codes, encode_fit
+    from napari_inif.core.codec.grid.coding import DEFAULT_EDGE, scale_from_code
+    from napari_inif.core.codec.grid.fit import fit_grid
+
+    data = tifffile.imread(SAMPLE)[:8, :64, :64]
+    fit = fit_grid(data, 24.0, steps=150, compile=False, seed=0)
+    spec = fit.field.spec
+    assert spec.context > 0
+    assert fit.saving < 1.0
+    code = GridCode(encode_fit(fit, data).data)
+    latents = code.latents()
+    assert sum(int(np.count_nonzero(z)) for z in latents) > 100
+    n_syn = 2 * (len(spec.hidden) + 1)
+    plain_spec = dataclasses.replace(spec, context=0)
+    weights = QuantisedWeights(code.weights.ints[:n_syn], code.weights.exponents[:n_syn])
+    codes = _best_codes(latents, code.scales, [], DEFAULT_EDGE[3])
+    plain = encode_grid(
+        plain_spec, latents, [scale_from_code(c) for c in codes], weights, 0.0, 1.0, "uint16"
+    )
+    with_context = encode_grid(spec, latents, code.scales, code.weights, 0.0, 1.0, "uint16")
+    # measured 3301 vs 3561 bytes (seed 0, 150 steps): 7% at this high rate (1.3 bits a
+    # pixel); 16-27% at 0.06-0.13 bits a pixel on the benchmark stacks
+    assert sum(with_context.latent_bytes) < 0.96 * sum(plain.latent_bytes)
