@@ -154,12 +154,15 @@ def fit_grid_array(
     fit_ratio = values.nbytes / (layout.raw_bytes / config.ratio)
     # PSNR of the image (data range) from the fit's PSNR of its array (its own range)
     shift = 0.0 if prior is None else -20 * math.log10(max(v_hi - v_lo, 1e-12) * prior.scale / 2)
+    time_left = None  # the time limit counts coding the prior, as on the SIREN path
+    if config.time_limit:
+        time_left = max(0.0, config.time_limit - (time.perf_counter() - start))
     gen = iter_fit_to_size(
         values,
         fit_ratio,
         overhead=overhead,
         steps=config.steps,
-        time_limit=config.time_limit,
+        time_limit=time_left,
         seed=config.seed,
         report_every=10,
         **options,
