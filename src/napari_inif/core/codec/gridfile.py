@@ -198,15 +198,17 @@ class GridHeader:
         if prior is None:
             lo, hi = (stream_lo,) * n, (stream_hi,) * n
         else:
-            lo, hi = obj.get(_KEYS["lo"]), obj.get(_KEYS["hi"])
+            lo_in, hi_in = obj.get(_KEYS["lo"]), obj.get(_KEYS["hi"])
             if not (
-                isinstance(lo, list)
-                and isinstance(hi, list)
-                and len(lo) == len(hi) == n
-                and all(_finite(a) and _finite(b) and a <= b for a, b in zip(lo, hi, strict=True))
+                isinstance(lo_in, list)
+                and isinstance(hi_in, list)
+                and len(lo_in) == len(hi_in) == n
+                and all(
+                    _finite(a) and _finite(b) and a <= b for a, b in zip(lo_in, hi_in, strict=True)
+                )
             ):
                 raise InifFormatError("a hybrid file needs a finite lo <= hi per channel")
-            lo, hi = tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+            lo, hi = tuple(float(v) for v in lo_in), tuple(float(v) for v in hi_in)
         scale = obj.get(_KEYS["scale"])
         if scale is not None and not (
             isinstance(scale, list)
