@@ -85,23 +85,23 @@ def test_grid_compress_info_decompress(stack_tif, tmp_path, capsys):
     before = tif.read_bytes()
     assert main(["decompress", str(out), "-o", str(tif)]) == 2  # never replaces a file
     assert "exists" in capsys.readouterr().err and tif.read_bytes() == before
-    assert (
-        main(
-            [
-                "compress",
-                str(stack_tif),
-                "-o",
-                str(tmp_path / "h.inif"),
-                "--architecture",
-                "grid",
-                "--mode",
-                "hybrid",
-                "--quiet",
-            ]
-        )
-        == 2
-    )
-    assert "not available with the grid field" in capsys.readouterr().err
+    args = ["compress", str(stack_tif), "-o", str(tmp_path / "t.inif"), "--architecture", "grid"]
+    assert main([*args, "--target-psnr", "30", "--quiet"]) == 2
+    assert "not to a PSNR" in capsys.readouterr().err
+
+
+def test_grid_hybrid_compress_and_info(stack_tif, tmp_path, capsys):
+    out = tmp_path / "h.inif"
+    args = ["compress", str(stack_tif), "-o", str(out), "--ratio", "16", "--steps", "30"]
+    hybrid = ["--architecture", "grid", "--mode", "hybrid", "--prior", "jpegxl", "--quiet"]
+    assert main([*args, *hybrid]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    enc = load(out)
+    assert 16 * 0.9 <= enc.ratio <= 16 * 1.1
+    assert enc.header.prior["codec"] == "jpegxl" and len(enc.prior) == enc.header.prior["nbytes"]
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "latent grid" in info and "prior       hybrid: jpegxl codes the image" in info
 
 
 def _error_line(capsys) -> str:

@@ -504,7 +504,7 @@ def _field_line(encoded) -> str:
         return (
             f"latent grid, {spec.levels} levels, {spec.num_latents} latents, synthesis "
             f"{hidden}; stream {len(encoded.stream)} bytes, container and JSON "
-            f"{encoded.nbytes - len(encoded.stream)} bytes"
+            f"{encoded.nbytes - len(encoded.stream) - len(encoded.prior)} bytes"
         )
     h = encoded.header
     levels = {k: 2 * q + 1 for k, q in zip(h.tensor_kinds(), h.tensor_halves(), strict=True)}

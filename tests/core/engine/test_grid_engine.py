@@ -98,12 +98,11 @@ def _drive(gen):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"mode": "hybrid"}, "mode 'hybrid' is not available with the grid field"),
-        ({"guidance": "ssim"}, "guidance 'ssim' is not available with the grid field"),
         ({"target_psnr": 30.0}, "not to a PSNR"),
+        ({"device": "cuda"}, "fits on the CPU"),
     ],
 )
-def test_hybrid_guidance_and_target_psnr_refused_before_any_work(cells_tyx, change, match):
+def test_target_psnr_and_device_refused_before_any_work(cells_tyx, change, match):
     config = CompressionConfig(ratio=16, architecture="grid", **change)
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=match):

@@ -4,8 +4,10 @@
 surface ``InifArray`` uses of a :class:`~napari_inif.core.codec.decode.FieldDecoder`
 (``header.layout``, ``region``, ``points``, ``check_budget``, ``budget``), so pyramid
 levels, zoom, ``sample`` and indexing, the dask layers and the napari reader work on grid
-files unchanged.  Views are rendered in chunks of :data:`RENDER_CHUNK` pixels, so the
-synthesis network's activations stay bounded whatever the selection.
+files unchanged.  In hybrid mode the grid holds the residual of a classic-codec prior:
+the decoded prior of the same pixels is added, as :class:`~.decode.FieldDecoder` does.
+Views are rendered in chunks of :data:`RENDER_CHUNK` pixels, so the synthesis network's
+activations stay bounded whatever the selection.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 if TYPE_CHECKING:
     from napari_inif.core.codec.grid import GridCode, GridDecoder
     from napari_inif.core.codec.gridfile import GridHeader
+    from napari_inif.core.hybrid.prior import PriorDecoder
 
 __all__ = ["RENDER_CHUNK", "GridFieldDecoder"]
 
@@ -42,9 +45,24 @@ class GridFieldDecoder:
         The parsed grid stream.
     budget
         Decode memory budget in bytes (:func:`~.decode.decode_budget` when ``None``).
+    prior
+        Hybrid mode (``header.prior`` set): the prior section of the file, or an already
+        built :class:`~napari_inif.core.hybrid.prior.PriorDecoder`.  The grid then holds
+        the residual ``(image - prior) / prior.scale`` in the header's normalised units.
+
+    Raises
+    ------
+    InifFormatError
+        Also when the prior's codec is unknown or not installed here.
     """
 
-    def __init__(self, header: GridHeader, code: GridCode, budget: int | None = None):
+    def __init__(
+        self,
+        header: GridHeader,
+        code: GridCode,
+        budget: int | None = None,
+        prior: bytes | PriorDecoder | None = None,
+    ):
         from napari_inif.core.codec.grid import GridDecoder
 
         self.header = header
@@ -54,6 +72,22 @@ class GridFieldDecoder:
             self.field: GridDecoder = GridDecoder(code)
         except MemoryError:
             raise DecodeBudgetError("out of memory building the grid decoder") from None
+        self.prior: PriorDecoder | None = None
+        if header.prior is not None:
+            from napari_inif.core.hybrid.prior import PriorDecoder
+
+            try:
+                self.prior = (
+                    prior
+                    if isinstance(prior, PriorDecoder)
+                    else PriorDecoder(header.layout, header.prior, prior or b"")
+                )
+            except InifFormatError:
+                raise
+            except ValueError as exc:  # unknown codec or one not installed here
+                raise InifFormatError(f"cannot decode the codec prior: {exc}") from None
+            lo, hi = np.asarray(header.lo, np.float64), np.asarray(header.hi, np.float64)
+            self._span, self._mid = (hi - lo) / 2.0, (hi + lo) / 2.0
 
     def check_budget(self, n_values: int, what: str = "this selection") -> None:
         """Refuse (:class:`DecodeBudgetError`) to decode ``n_values`` output values when
@@ -82,6 +116,9 @@ class GridFieldDecoder:
             values = _guarded(self.field.render, coords)
             values = values.reshape(*values.shape[: len(shape)], -1)
             out[box] = values[..., channels]
+        if self.prior is not None:
+            out = self.prior.region(positions, channels) + np.float32(self.prior.scale) * out
+            out = self._denormalise(out, channels)
         return out
 
     def points(self, coords: np.ndarray) -> np.ndarray:
@@ -94,7 +131,14 @@ class GridFieldDecoder:
             rows = coords[at : at + RENDER_CHUNK]
             values = _guarded(self.field.sample, rows)
             out[at : at + RENDER_CHUNK] = values.reshape(len(rows), channels)
+        if self.prior is not None:
+            out = self.prior.points(coords) + np.float32(self.prior.scale) * out
+            out = self._denormalise(out, np.arange(channels))
         return out
+
+    def _denormalise(self, values: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        """Intensities from values normalised by the header's range (hybrid mode)."""
+        return (values * self._span[channels] + self._mid[channels]).astype(np.float32)
 
 
 def _guarded(evaluate: Callable[..., np.ndarray], where: Any) -> np.ndarray:

@@ -1,5 +1,10 @@
 """The ``.inif`` file of a latent-grid field: container 3.0, a compact JSON, a grid stream.
 
+In hybrid mode the body is ``[prior section][grid stream]``: a classic-codec prior
+(:mod:`napari_inif.core.hybrid.prior`, the same section as in SIREN files) codes the image
+and the grid its residual; the JSON then says how (``p``) and holds the image's dtype and
+intensity range (``d``, ``l``, ``h``), which the stream, coding the residual, does not.
+
 The container is the one of every ``.inif`` file (:mod:`.container`) at format version
 3.0, so that 2.x readers refuse it by its version instead of misreading it.  Its JSON
 holds only what people read and what the layout needs, under one-letter keys (the
@@ -55,7 +60,23 @@ _KEYS = {
     "unit": "u",
     "metadata": "m",
     "fit": "r",
+    "prior": "p",
+    "dtype": "d",
+    "lo": "l",
+    "hi": "h",
 }
+#: Keys of the ``prior`` object (:func:`~napari_inif.core.hybrid.prior.encode_prior`)
+#: stored short.
+_PRIOR_KEYS = {
+    "codec": "c",
+    "nbytes": "n",
+    "tile": "t",
+    "planes": "p",
+    "bits": "b",
+    "quality": "q",
+    "scale": "s",
+}
+_PRIOR_NAMES = {v: k for k, v in _PRIOR_KEYS.items()}
 #: Fit-record keys (:func:`~napari_inif.core.engine.record.fit_record`) stored short.
 _FIT_KEYS = {
     "architecture": "A",
@@ -82,13 +103,18 @@ class GridHeader:
     layout
         Shape, axes and dtype of the original array.
     lo, hi
-        Per-channel intensity range (the stream stores one range for all channels).
+        Per-channel intensity range (the stream stores one range for all channels; in
+        hybrid mode, the range the prior and the residual are normalised by).
     scale, unit
         Physical pixel size per original axis (``None`` if unknown) and its unit.
     fit
         The fit record (steps, seconds, psnr, ssim, ...).
     metadata
         Small free-form JSON (source name, ...).
+    prior
+        Hybrid mode: the classic-codec prior's description (the ``info`` of
+        :class:`~napari_inif.core.hybrid.prior.Prior`; ``nbytes`` is the size of its
+        section), else ``None``.
     """
 
     layout: Layout
@@ -98,12 +124,13 @@ class GridHeader:
     unit: str | None = None
     fit: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    prior: dict[str, Any] | None = None
     kind: str = FIELD_KIND
 
     @property
-    def prior(self) -> None:
-        """No classic-codec prior: hybrid mode is not available with the grid field."""
-        return None
+    def prior_bytes(self) -> int:
+        """Bytes of the prior section (0 without a prior)."""
+        return 0 if self.prior is None else int(self.prior["nbytes"])
 
     def with_fit(self, **values: Any) -> GridHeader:
         """A copy with ``fit`` updated."""
@@ -122,6 +149,7 @@ class GridHeader:
             "unit": self.unit,
             "fit": json_safe(self.fit),
             "metadata": self.metadata,
+            "prior": self.prior,
         }
 
     def to_file_json(self) -> dict[str, Any]:
@@ -141,21 +169,46 @@ class GridHeader:
             "metadata": self.metadata or None,
             "fit": fit or None,
         }
+        if self.prior is not None:  # the stream codes the residual: the image's own map
+            values |= {
+                "prior": {_PRIOR_KEYS.get(k, k): v for k, v in self.prior.items()},
+                "dtype": self.layout.dtype,
+                "lo": [_compact(v) for v in self.lo],
+                "hi": [_compact(v) for v in self.hi],
+            }
         return {_KEYS[k]: v for k, v in values.items() if v is not None}
 
     @classmethod
     def from_file_json(cls, obj: dict[str, Any], code: GridCode) -> GridHeader:
         """Validate a file's JSON against its parsed stream; raises :class:`InifFormatError`."""
-        layout = layout_of(obj, code.dtype.name)
+        prior = prior_of(obj)
+        layout = layout_of(obj, code.dtype.name if prior is None else obj.get(_KEYS["dtype"]))
         spec = code.spec
         if layout.coord_shape != spec.shape or layout.channels != spec.channels:
             raise InifFormatError(
                 f"the grid stream's field {spec.shape} x {spec.channels} channel(s) does not "
                 f"match the image {layout.shape} {layout.axes!r}"
             )
-        lo, hi = float(code.lo), float(code.hi)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise InifFormatError(f"invalid intensity range {lo}..{hi} in the grid stream")
+        n = layout.channels
+        stream_lo, stream_hi = float(code.lo), float(code.hi)
+        if not (math.isfinite(stream_lo) and math.isfinite(stream_hi) and stream_lo <= stream_hi):
+            raise InifFormatError(
+                f"invalid intensity range {stream_lo}..{stream_hi} in the grid stream"
+            )
+        if prior is None:
+            lo, hi = (stream_lo,) * n, (stream_hi,) * n
+        else:
+            lo_in, hi_in = obj.get(_KEYS["lo"]), obj.get(_KEYS["hi"])
+            if not (
+                isinstance(lo_in, list)
+                and isinstance(hi_in, list)
+                and len(lo_in) == len(hi_in) == n
+                and all(
+                    _finite(a) and _finite(b) and a <= b for a, b in zip(lo_in, hi_in, strict=True)
+                )
+            ):
+                raise InifFormatError("a hybrid file needs a finite lo <= hi per channel")
+            lo, hi = tuple(float(v) for v in lo_in), tuple(float(v) for v in hi_in)
         scale = obj.get(_KEYS["scale"])
         if scale is not None and not (
             isinstance(scale, list)
@@ -172,15 +225,15 @@ class GridHeader:
             raise InifFormatError("fit and metadata must be objects")
         record = {str(_FIT_NAMES.get(k, k)): from_json_safe(v) for k, v in fit.items()}
         record.setdefault("architecture", FIELD_KIND)
-        n = layout.channels
         return cls(
             layout,
-            (lo,) * n,
-            (hi,) * n,
+            lo,
+            hi,
             None if scale is None else tuple(float(v) for v in scale),
             unit,
             record,
             metadata,
+            prior,
         )
 
 
@@ -188,12 +241,37 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def layout_of(obj: dict[str, Any], dtype: str) -> Layout:
+def _compact(v: float) -> int | float:
+    """``v`` as the JSON int it is (uint8/uint16 ranges), else the float."""
+    return int(v) if float(v).is_integer() and abs(v) < 2**53 else float(v)
+
+
+def prior_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The readable ``prior`` object of a grid file's JSON (``None``: no prior).
+
+    Only its shape is checked here; :func:`~napari_inif.core.hybrid.prior.check_section`
+    checks it against the image and the section.
+    """
+    short = obj.get(_KEYS["prior"])
+    if short is None:
+        return None
+    if not isinstance(short, dict):
+        raise InifFormatError("prior must be an object")
+    prior = {str(_PRIOR_NAMES.get(k, k)): v for k, v in short.items()}
+    n = prior.get("nbytes")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        raise InifFormatError(f"invalid prior section size {n!r}")
+    return prior
+
+
+def layout_of(obj: dict[str, Any], dtype: Any) -> Layout:
     """The image layout a grid file's JSON declares; raises :class:`InifFormatError`."""
     kind = obj.get(_KEYS["kind"])
     if kind != FIELD_KIND:
         raise InifFormatError(f"unknown field kind {kind!r} in a format 3 file")
     axes, shape = obj.get(_KEYS["axes"]), obj.get(_KEYS["shape"])
+    if dtype not in ("uint8", "uint16", "float32"):
+        raise InifFormatError(f"unsupported dtype {dtype!r}")
     if not (isinstance(axes, str) and axes.isascii() and axes.isalpha() and axes.isupper()):
         raise InifFormatError(f"axes must be upper-case letters, got {axes!r}")
     if not (
@@ -220,24 +298,29 @@ class GridEncoded:
     header
         What the file says about the image (:class:`GridHeader`).
     stream
-        The grid stream (:mod:`napari_inif.core.codec.grid.coding`), the file's payload.
+        The grid stream (:mod:`napari_inif.core.codec.grid.coding`).
+    prior
+        Hybrid mode: the bytes of the classic-codec prior section
+        (:mod:`napari_inif.core.hybrid.prior`), which the file's body starts with; else
+        empty.
     budget
         Decode memory budget in bytes (``None``: :func:`.decode.decode_budget`).
     """
 
     header: GridHeader
     stream: bytes
+    prior: bytes = b""
     budget: int | None = field(default=None, compare=False)
     _decoder: list[GridFieldDecoder] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def payload(self) -> bytes:
-        """The file's payload: the grid stream."""
-        return self.stream
+        """The file's body: the prior section (hybrid mode), then the grid stream."""
+        return self.prior + self.stream
 
     def to_bytes(self) -> bytes:
         """The complete ``.inif`` file."""
-        return pack(self.header.to_file_json(), self.stream, GRID_VERSION)
+        return pack(self.header.to_file_json(), self.payload, GRID_VERSION)
 
     @cached_property
     def nbytes(self) -> int:
@@ -251,8 +334,9 @@ class GridEncoded:
 
     @staticmethod
     def overhead(header: GridHeader) -> int:
-        """Bytes a file with ``header`` spends besides its stream (container + JSON)."""
-        return OVERHEAD_BYTES + len(header_bytes(header.to_file_json()))
+        """Bytes a file with ``header`` spends besides its grid stream (container, JSON
+        and, in hybrid mode, the prior section)."""
+        return OVERHEAD_BYTES + len(header_bytes(header.to_file_json())) + header.prior_bytes
 
     def with_header(self, header: GridHeader) -> GridEncoded:
         """The same stream under another header (e.g. with fit results)."""
@@ -264,7 +348,7 @@ class GridEncoded:
             from napari_inif.core.codec.griddecode import GridFieldDecoder
 
             code = parse_stream(self.stream, self.header.layout, decode_budget(self.budget))
-            self._decoder.append(GridFieldDecoder(self.header, code, self.budget))
+            self._decoder.append(GridFieldDecoder(self.header, code, self.budget, self.prior))
         return self._decoder[0]
 
     def array(self) -> InifArray:
@@ -286,12 +370,21 @@ class GridEncoded:
         limit = decode_budget(budget)
         # the stream's dtype is not known yet: check the layout with a placeholder first
         layout = layout_of(obj, "uint8")
-        code = parse_stream(body, layout, limit)
+        info = prior_of(obj)
+        n_prior = 0 if info is None else info["nbytes"]
+        if n_prior > len(body):
+            raise InifFormatError(f"codec prior size {n_prior} does not fit the body")
+        prior, stream = body[:n_prior], body[n_prior:]
+        code = parse_stream(stream, layout, limit)
         header = GridHeader.from_file_json(obj, code)
-        encoded = cls(header, body, limit)
+        if header.prior is not None:
+            from napari_inif.core.hybrid.prior import check_section
+
+            check_section(header.layout, header.prior, prior)
+        encoded = cls(header, stream, prior, limit)
         from napari_inif.core.codec.griddecode import GridFieldDecoder
 
-        encoded._decoder.append(GridFieldDecoder(header, code, limit))
+        encoded._decoder.append(GridFieldDecoder(header, code, limit, prior))
         return encoded
 
 

@@ -4,19 +4,52 @@ Guidance losses (:mod:`napari_inif.core.guidance.losses`) need whole image patch
 scattered pixels: a :class:`WindowRenderer` evaluates the block networks on the pixel grid of
 one window of one plane and returns the normalised values with their gradient, stitched across
 blocks. Only the blocks the window touches are evaluated, each on its own pixels only.
+A :class:`GridWindowRenderer` does the same for a latent-grid field: the window's latents
+are upsampled and synthesised, with straight-through rounding (the decoder's latents).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from napari_inif.core.codec.blocks import BlockGrid
 
-__all__ = ["WindowRenderer"]
+if TYPE_CHECKING:
+    from napari_inif.core.codec.grid import GridField
+
+__all__ = ["GridWindowRenderer", "WindowRenderer"]
+
+
+def _window(
+    shape: Sequence[int],
+    index: Sequence[int],
+    y0: int,
+    x0: int,
+    h: int,
+    w: int,
+    size: tuple[int, int] | None,
+) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``(sh, sw, ys, xs)``: the sampling grid of a window (see :meth:`WindowRenderer.__call__`);
+    ``ValueError`` for a window outside an image of coordinate ``shape``."""
+    d = len(shape)
+    if len(index) != d - 2:
+        raise ValueError(f"plane index needs {d - 2} positions, got {len(index)}")
+    ranges = [(int(i), int(i) + 1) for i in index] + [(y0, y0 + h), (x0, x0 + w)]
+    for (lo, hi), n in zip(ranges, shape, strict=True):
+        if not 0 <= lo < hi <= n:
+            raise ValueError(f"window {ranges} is outside the image {tuple(shape)}")
+    sh, sw = (h, w) if size is None else (int(size[0]), int(size[1]))
+    if size is None:
+        ys = np.arange(y0, y0 + h, dtype=np.float64)
+        xs = np.arange(x0, x0 + w, dtype=np.float64)
+    else:
+        ys = y0 - 0.5 + (np.arange(sh) + 0.5) * (h / sh)
+        xs = x0 - 0.5 + (np.arange(sw) + 0.5) * (w / sw)
+    return sh, sw, ys, xs
 
 
 class WindowRenderer:
@@ -67,19 +100,7 @@ class WindowRenderer:
         """
         grid = self.grid
         d = len(grid.shape)
-        if len(index) != d - 2:
-            raise ValueError(f"plane index needs {d - 2} positions, got {len(index)}")
-        ranges = [(int(i), int(i) + 1) for i in index] + [(y0, y0 + h), (x0, x0 + w)]
-        for (lo, hi), n in zip(ranges, grid.shape, strict=True):
-            if not 0 <= lo < hi <= n:
-                raise ValueError(f"window {ranges} is outside the image {grid.shape}")
-        sh, sw = (h, w) if size is None else (int(size[0]), int(size[1]))
-        if size is None:
-            ys = np.arange(y0, y0 + h, dtype=np.float64)
-            xs = np.arange(x0, x0 + w, dtype=np.float64)
-        else:
-            ys = y0 - 0.5 + (np.arange(sh) + 0.5) * (h / sh)
-            xs = x0 - 0.5 + (np.arange(sw) + 0.5) * (w / sw)
+        sh, sw, ys, xs = _window(grid.shape, index, y0, x0, h, w, size)
         outer = [int(grid.block_of(np.array([float(i)]), a)[0]) for a, i in enumerate(index)]
         own_y, own_x = grid.block_of(ys, d - 2), grid.block_of(xs, d - 1)
         out: torch.Tensor | None = None
@@ -104,3 +125,47 @@ class WindowRenderer:
                 )
         assert out is not None  # the window is inside the image, so some block holds it
         return out
+
+
+class GridWindowRenderer:
+    """``render(index, y0, x0, h, w) -> (C, h, w)`` of a latent-grid field being fitted.
+
+    The interface of :class:`WindowRenderer` (same arguments, same sampling of ``size``).
+    The field's current latents are rounded with a straight-through gradient (the values
+    the decoder will see, the gradient of the unrounded ones), upsampled on the window's
+    coordinates only and synthesised; the output is mapped to the normalised units of
+    the guidance (``[-1, 1]`` per channel): ``values * gain + offset``.
+
+    Parameters
+    ----------
+    field
+        The :class:`~napari_inif.core.codec.grid.GridField` being fitted.
+    gain, offset
+        Per-channel affine map from the field's output to normalised values.
+    """
+
+    def __init__(self, field: GridField, gain: Sequence[float], offset: Sequence[float]):
+        if len(field.spec.shape) < 2:
+            raise ValueError("rendering a 2D window needs at least two coordinate axes")
+        self.field = field
+        self._gain = torch.tensor(list(gain), dtype=torch.float32)
+        self._offset = torch.tensor(list(offset), dtype=torch.float32)
+
+    def __call__(
+        self,
+        index: Sequence[int],
+        y0: int,
+        x0: int,
+        h: int,
+        w: int,
+        size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Values of the window ``[y0:y0+h, x0:x0+w]`` of the plane at ``index``; see
+        :meth:`WindowRenderer.__call__`.  Returns ``(C, sh, sw)``."""
+        field = self.field
+        sh, sw, ys, xs = _window(field.spec.shape, index, y0, x0, h, w, size)
+        coords = [torch.tensor([float(i)], dtype=torch.float64) for i in index]
+        coords += [torch.from_numpy(ys), torch.from_numpy(xs)]
+        latents = [z + (torch.round(z) - z).detach() for z in field.latents]
+        values = field.synthesize(field.features_dense(latents, coords)).reshape(sh, sw, -1)
+        return (values * self._gain + self._offset).permute(2, 0, 1)

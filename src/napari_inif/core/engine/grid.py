@@ -5,8 +5,14 @@
 (phases ``fit``, ``quantise``, ``done``) and returns a
 :class:`~napari_inif.core.codec.gridfile.GridEncoded` (``StopIteration.value``).  Rate
 control counts the whole file: the container and the JSON, sized with a fit record of
-full length before fitting, are the stream's ``overhead``.  Cancelling is closing the
-generator.  Use it through :func:`napari_inif.core.engine.fit`.
+full length before fitting, and the prior section of hybrid mode are the stream's
+``overhead``.  Cancelling is closing the generator.  Use it through
+:func:`napari_inif.core.engine.fit`.
+
+As on the SIREN path, hybrid mode codes the image with a classic-codec prior
+(:func:`napari_inif.core.hybrid.prior.prepare`) and fits the grid to its residual, and
+guidance adds its gradient after each step's backward pass, on windows rendered from the
+grid being fitted (:class:`~napari_inif.core.codec.render.GridWindowRenderer`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import math
 import time
 from collections.abc import Generator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +31,13 @@ from napari_inif.core.engine.progress import Progress
 from napari_inif.core.engine.record import PLACEHOLDER_QUALITY, fit_record
 from napari_inif.core.errors import BudgetError
 from napari_inif.core.layout import Layout
+from napari_inif.core.metrics.quality import Quality, quality
+
+if TYPE_CHECKING:
+    from napari_inif.core.codec.grid import GridField
+    from napari_inif.core.codec.render import GridWindowRenderer
+    from napari_inif.core.guidance.losses import Guidance
+    from napari_inif.core.guidance.segmentation import Agreement
 
 __all__ = ["MIN_STREAM_BYTES", "fit_grid_array", "grid_refusal"]
 
@@ -33,20 +46,12 @@ MIN_STREAM_BYTES = 64
 #: Steps a fit may add to ``config.steps`` (the stream's fine-tuning rounds); sizes the
 #: placeholder record.
 _EXTRA_STEPS = 99
+#: Deflated JSON bytes of a prior entry with the image's dtype and range, bound.
+_PRIOR_JSON_BYTES = 120
 
 
 def grid_refusal(config: CompressionConfig) -> str | None:
     """Why the grid field cannot honour ``config`` (one line), or ``None`` if it can."""
-    if config.mode != "field":
-        return (
-            f"mode {config.mode!r} is not available with the grid field yet; use mode "
-            "'field' or a SIREN architecture (inif, siren)"
-        )
-    if config.guidance != "none":
-        return (
-            f"guidance {config.guidance!r} is not available with the grid field yet; use "
-            "guidance 'none' or a SIREN architecture (inif, siren)"
-        )
     if config.target_psnr is not None:
         return "the grid field fits to a size, not to a PSNR: drop target_psnr"
     if config.device not in ("auto", "cpu"):
@@ -67,13 +72,17 @@ def fit_grid_array(
     :class:`GridEncoded`.
 
     ``config.steps`` and ``config.time_limit`` bound the fit; ``ratio`` is met with the
-    whole file counted.  Raises ``ValueError`` for what the grid field cannot do
-    (:func:`grid_refusal`, unsupported input) and
+    whole file counted (in hybrid mode, the prior section too).  Raises ``ValueError``
+    for what the grid field cannot do (:func:`grid_refusal`, unsupported input) and
     :class:`~napari_inif.core.errors.BudgetError` for a ratio that leaves too few bytes.
     """
 
+    import torch
+
+    from napari_inif.core.codec.fitter import normalise
     from napari_inif.core.codec.grid import choose_spec, iter_fit_to_size
-    from napari_inif.core.engine.local import measure_quality
+    from napari_inif.core.guidance.losses import make_guidance
+    from napari_inif.core.hybrid import prior as _hybrid
 
     why = grid_refusal(config)
     if why is not None:
@@ -87,44 +96,73 @@ def fit_grid_array(
     if layout.channels > 255:
         raise ValueError(f"the grid field codes at most 255 channels, got {layout.channels}")
     canon = layout.to_canonical(data)
-    values = canon[..., 0] if layout.channels == 1 else canon
+    start = time.perf_counter()  # the clock includes coding the prior (hybrid mode)
     lo, hi = float(canon.min()), float(canon.max())
-    start = time.perf_counter()
+    header = GridHeader(
+        layout, (lo,) * layout.channels, (hi,) * layout.channels, scale, unit, {}, metadata or {}
+    )
+    norm = None
+    if config.mode == "hybrid" or config.guidance != "none":
+        norm, lo_c, hi_c = normalise(canon)  # the [-1, 1] units of the prior and guidance
+    guide = (
+        make_guidance(config, norm, torch.device("cpu"), config.seed) if norm is not None else None
+    )
+    # Size the JSON with the fit record it will carry (placeholder numbers of full length).
     placeholder = fit_record(
         config,
         steps=config.steps + _EXTRA_STEPS,
         seconds=99999.99,
         device="cpu",
         metrics=PLACEHOLDER_QUALITY,
+        guidance=None if guide is None else guide.record(None, placeholder=True),
     )
-    header = GridHeader(
-        layout,
-        (lo,) * layout.channels,
-        (hi,) * layout.channels,
-        scale,
-        unit,
-        placeholder,
-        metadata or {},
-    )
-    overhead = GridEncoded.overhead(header)
+    header = replace(header, fit=placeholder)
+    # Hybrid mode: a codec prior takes its share of the budget, the grid fits the residual.
+    prior = None
+    if config.mode == "hybrid":
+        assert norm is not None
+        floor = GridEncoded.overhead(header) + _PRIOR_JSON_BYTES + MIN_STREAM_BYTES
+        prior = _hybrid.prepare(norm, layout, config, field_floor=floor)
+        assert prior is not None
+        header = replace(header, lo=lo_c, hi=hi_c, prior=prior.info)
+        target = prior.residual(norm)
+    else:
+        target = canon
+    values = target[..., 0] if layout.channels == 1 else target
+    overhead = GridEncoded.overhead(header)  # container, JSON and prior section
     stream_budget = layout.raw_bytes / config.ratio - overhead
     if stream_budget < MIN_STREAM_BYTES:
-        max_ratio = layout.raw_bytes / (overhead + MIN_STREAM_BYTES)
+        if prior is None:
+            max_ratio = layout.raw_bytes / (overhead + MIN_STREAM_BYTES)
+            besides, advice = "container and header", f"ask at most {max_ratio:.0f}x"
+        else:  # the prior grows with the budget: no ratio to suggest
+            max_ratio = math.nan
+            besides, advice = "container, header and prior", "lower the prior fraction"
         raise BudgetError(
             f"{config.ratio:g}x leaves {stream_budget:.0f} bytes for the grid stream of this "
-            f"{layout.raw_bytes}-byte image ({overhead} bytes of container and header); "
-            f"ask at most {max_ratio:.0f}x",
+            f"{layout.raw_bytes}-byte image ({overhead} bytes of {besides}); {advice}",
             max_ratio,
         )
     options: dict[str, Any] = {}
     if layout.channels > 1:  # the fit's own spec choice sees a channel axis as coordinates
         options["spec"] = choose_spec(layout.coord_shape, layout.channels, int(stream_budget))
+    v_lo, v_hi = float(values.min()), float(values.max())  # the stream's intensity map
+    if guide is not None:
+        options["after_backward"] = _GuidanceHook(guide, *_to_norm(v_lo, v_hi, lo_c, hi_c))
+    # The fit sizes the stream from its array's bytes: a float32 residual of a uint8
+    # image is 4x as many, so ask the ratio that leaves the image's budget.
+    fit_ratio = values.nbytes / (layout.raw_bytes / config.ratio)
+    # PSNR of the image (data range) from the fit's PSNR of its array (its own range)
+    shift = 0.0 if prior is None else -20 * math.log10(max(v_hi - v_lo, 1e-12) * prior.scale / 2)
+    time_left = None  # the time limit counts coding the prior, as on the SIREN path
+    if config.time_limit:
+        time_left = max(0.0, config.time_limit - (time.perf_counter() - start))
     gen = iter_fit_to_size(
         values,
-        config.ratio,
+        fit_ratio,
         overhead=overhead,
         steps=config.steps,
-        time_limit=config.time_limit,
+        time_limit=time_left,
         seed=config.seed,
         report_every=10,
         **options,
@@ -141,7 +179,7 @@ def fit_grid_array(
                 steps_done += last_step + 1
                 runs += 1
             last_step = p.step
-            psnr = p.psnr
+            psnr = p.psnr + shift
             loss = 4.0 * 10 ** (-psnr / 10)  # MSE on [-1, 1], as the SIREN path reports
             elapsed = time.perf_counter() - start
             if runs == 0:
@@ -157,10 +195,77 @@ def fit_grid_array(
     steps_done += last_step + 1
     elapsed = time.perf_counter() - start
     yield Progress(steps_done, steps_done, loss, psnr, elapsed, 0.0, "quantise")
-    encoded = GridEncoded(replace(header, fit={}), encoded_grid.data)
-    metrics = measure_quality(canon, encoded.array(), layout)
+    encoded = GridEncoded(replace(header, fit={}), encoded_grid.data, _hybrid.section_of(prior))
+    metrics, agreement = _quality(canon, encoded, layout, guide)
     seconds = time.perf_counter() - start
-    record = fit_record(config, steps=steps_done, seconds=seconds, device="cpu", metrics=metrics)
+    record = fit_record(
+        config,
+        steps=steps_done,
+        seconds=seconds,
+        device="cpu",
+        metrics=metrics,
+        guidance=None if guide is None else guide.record(agreement),
+    )
     encoded = encoded.with_header(replace(header, fit=record))
     yield Progress(steps_done, steps_done, loss, metrics.psnr, seconds, 0.0, "done")
     return encoded
+
+
+def _to_norm(
+    v_lo: float, v_hi: float, lo: tuple[float, ...], hi: tuple[float, ...]
+) -> tuple[list[float], list[float]]:
+    """``(gain, offset)`` per channel from the grid's output (``[0, 1]`` over the stream's
+    range ``v_lo..v_hi``) to the ``[-1, 1]`` units of
+    :func:`~napari_inif.core.codec.fitter.normalise` (range ``lo..hi`` per channel)."""
+    from napari_inif.core.codec.fitter import unit_span
+
+    span = unit_span(lo, hi)
+    width = max(v_hi - v_lo, 1e-12)  # the fit's own map
+    gain = [float(2 * width / s) for s in span]
+    offset = [float(2 * (v_lo - a) / s - 1) for a, s in zip(lo, span, strict=True)]
+    return gain, offset
+
+
+class _GuidanceHook:
+    """The fit's ``after_backward``: adds the guidance gradient to the grid's latents and
+    synthesis weights (what a rendered window depends on).
+
+    The rate control's fine-tuning rounds restart the step count; they run at the end
+    of the fit, so the guidance keeps its full weight there (``frac`` 1).
+    """
+
+    def __init__(self, guide: Guidance, gain: list[float], offset: list[float]):
+        self.guide = guide
+        self.gain, self.offset = gain, offset
+        self.render: GridWindowRenderer | None = None
+        self.last_step = -1
+        self.rounds = 0
+
+    def __call__(self, field: GridField, step: int, frac: float) -> None:
+        from napari_inif.core.codec.render import GridWindowRenderer
+
+        if step <= self.last_step:
+            self.rounds += 1
+        self.last_step = step
+        if self.render is None or self.render.field is not field:
+            self.render = GridWindowRenderer(field, self.gain, self.offset)
+        params = [*field.latents, *field.synthesis.parameters()]
+        self.guide.add_gradient(self.render, params, step, 1.0 if self.rounds else frac)
+
+
+def _quality(
+    canon: np.ndarray, encoded: GridEncoded, layout: Layout, guide: Guidance | None
+) -> tuple[Quality, Agreement | None]:
+    """The decoded file's quality, and with guidance its segmentation agreement (on the
+    whole decoded image, as the SIREN path measures it)."""
+    from napari_inif.core.engine.local import measure_quality
+
+    if guide is None:
+        return measure_quality(canon, encoded.array(), layout), None
+    canon_dec = layout.to_canonical(encoded.array()[...])
+    metrics = quality(
+        np.moveaxis(canon, -1, 0),
+        np.moveaxis(canon_dec, -1, 0),
+        plane_axes=3 if len(layout.coord_axes) >= 3 and "Z" in layout.axes else 2,
+    )
+    return metrics, guide.agreement(canon, canon_dec)

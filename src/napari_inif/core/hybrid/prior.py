@@ -249,13 +249,20 @@ def encode_prior(
     return Prior(section, info, decoded, decoder)
 
 
-def prepare(norm: np.ndarray, layout: Layout, config: CompressionConfig) -> Prior | None:
+def prepare(
+    norm: np.ndarray,
+    layout: Layout,
+    config: CompressionConfig,
+    *,
+    field_floor: float | None = None,
+) -> Prior | None:
     """The prior for a :class:`~napari_inif.core.config.CompressionConfig`, or ``None`` in
     field mode.
 
     The prior's share of the budget ``raw bytes / ratio`` is ``prior_fraction``; the
     automatic split (``None``) gives it :data:`AUTO_PRIOR_FRACTION` but always leaves
-    the field room for a small network and the header.
+    the field ``field_floor`` bytes (default: the smallest SIREN file, its prior entry
+    and a little room to learn).
     """
     if config.mode != "hybrid":
         return None
@@ -263,7 +270,8 @@ def prepare(norm: np.ndarray, layout: Layout, config: CompressionConfig) -> Prio
     if config.prior_fraction is not None:
         target = int(config.prior_fraction * budget)
     else:
-        target = int(min(AUTO_PRIOR_FRACTION * budget, budget - _field_floor(layout)))
+        floor = _field_floor(layout) if field_floor is None else field_floor
+        target = int(min(AUTO_PRIOR_FRACTION * budget, budget - floor))
     return encode_prior(norm, layout, config.prior, max(target, 0))
 
 
