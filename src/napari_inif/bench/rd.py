@@ -25,6 +25,7 @@ from .methods import Method
 
 if TYPE_CHECKING:
     from ..core import CompressionConfig, Encoded, Progress
+    from ..core.codec.gridfile import GridEncoded
 
 __all__ = ["RDRow", "run_case"]
 
@@ -140,7 +141,9 @@ class _Watcher:
             self.preview = p.preview
 
 
-def _fit(case: Case, data: np.ndarray, config: CompressionConfig) -> tuple[Encoded, dict]:
+def _fit(
+    case: Case, data: np.ndarray, config: CompressionConfig
+) -> tuple[Encoded | GridEncoded, dict]:
     """Compress, keeping what explains the result (see :class:`RDRow`'s last fields).
 
     The fit generator is asked for a preview every step; the last one is the field just

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from napari_inif.core.errors import Cancelled
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from napari_inif.core.codec.decode import InifArray
-    from napari_inif.core.codec.encoded import Encoded
 
 __all__ = ["QUALITY_SECONDS_PER_VOXEL", "QUANTISE_SECONDS", "Progress", "drive", "finish_seconds"]
 
@@ -48,10 +49,10 @@ def finish_seconds(n_weights: int, n_voxels: int) -> float:
 
 
 def drive(
-    gen: Generator[Progress, None, Encoded],
+    gen: Generator[Progress, None, T],
     on_progress: Callable[[Progress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> Encoded:
+) -> T:
     """Run a fit generator (:func:`napari_inif.core.engine.fit`) to the end; its result.
 
     ``cancel()`` is polled after every progress report; when it returns true the generator

@@ -210,8 +210,8 @@ def level_bits(
     m = int(np.abs(values).max())
     parent = None
     if coarser is not None and context:
-        parent = gather_parents(torch.from_numpy(coarser), values.shape, [0] * values.ndim)
-        parent = parent.numpy()
+        zeros = [0] * values.ndim
+        parent = gather_parents(torch.from_numpy(coarser), values.shape, zeros).numpy()
     mu, steps = _context_params(values, parent, [0] * values.ndim, m, context, edge)
     y = torch.from_numpy(values.astype(np.float64) - mu)
     out = []

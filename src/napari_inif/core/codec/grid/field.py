@@ -212,7 +212,9 @@ def context_features(
     """
     nd = level.ndim
     idx = [torch.arange(n) + (offset[a] if offset else 0) for a, n in enumerate(level.shape)]
-    parity = sum(i.view([-1 if b == a else 1 for b in range(nd)]) for a, i in enumerate(idx))
+    parity = torch.zeros([1] * nd, dtype=torch.long)
+    for a, i in enumerate(idx):
+        parity = parity + i.view([-1 if b == a else 1 for b in range(nd)])
     anchor = (parity % 2 == 0).to(level.dtype)
     cols = [parent if parent is not None else torch.zeros_like(level)]
     for a in range(nd):
