@@ -24,8 +24,16 @@ from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 
 if TYPE_CHECKING:
     from napari_inif.core.hybrid.prior import PriorDecoder
+    from napari_inif.core.layout import Layout
 
-__all__ = ["DEFAULT_DECODE_BUDGET", "FieldDecoder", "InifArray", "decode_budget"]
+__all__ = [
+    "DEFAULT_DECODE_BUDGET",
+    "FieldDecoder",
+    "InifArray",
+    "check_budget",
+    "decode_budget",
+    "prior_decoder",
+]
 
 _CHUNK = 1 << 14  # points per forward pass: bounds decoder memory
 #: Bytes a decode may allocate unless ``INIF_DECODE_BUDGET`` or ``load(budget=)`` says.
@@ -65,6 +73,39 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def check_budget(n_values: int, budget: int, what: str = "this selection") -> None:
+    """Refuse (:class:`DecodeBudgetError`) to decode ``n_values`` output values when they
+    would take more than ``budget`` bytes; nothing is allocated before the check."""
+    need = int(n_values) * BYTES_PER_VALUE
+    if need > budget:
+        raise DecodeBudgetError(
+            f"decoding {what} ({n_values} values) would take about {_human(need)}, "
+            f"over the decode budget of {_human(budget)}; decode a region "
+            "instead (e.g. arr[0, :512, :512] or inif decompress --roi), or raise "
+            "INIF_DECODE_BUDGET"
+        )
+
+
+def prior_decoder(
+    layout: Layout, description: dict[str, Any] | None, prior: bytes | PriorDecoder | None
+) -> PriorDecoder | None:
+    """The hybrid prior's decoder of a file (``None`` without a prior): ``prior`` is the
+    file's prior section or an already built decoder.  An unknown codec, or one not
+    installed here, is an :class:`InifFormatError` that names it."""
+    if description is None:
+        return None
+    from napari_inif.core.hybrid.prior import PriorDecoder
+
+    if isinstance(prior, PriorDecoder):
+        return prior
+    try:
+        return PriorDecoder(layout, description, prior or b"")
+    except InifFormatError:
+        raise
+    except ValueError as exc:  # unknown codec or one not installed here
+        raise InifFormatError(f"cannot decode the codec prior: {exc}") from None
 
 
 class FieldDecoder:
@@ -113,32 +154,12 @@ class FieldDecoder:
         lo, hi = np.asarray(header.lo), np.asarray(header.hi)
         self._span = ((hi - lo) / 2.0).astype(np.float64)
         self._mid = ((hi + lo) / 2.0).astype(np.float64)
-        self.prior: PriorDecoder | None = None
-        if header.prior is not None:
-            from napari_inif.core.hybrid.prior import PriorDecoder
-
-            try:
-                self.prior = (
-                    prior
-                    if isinstance(prior, PriorDecoder)
-                    else PriorDecoder(header.layout, header.prior, prior or b"")
-                )
-            except InifFormatError:
-                raise
-            except ValueError as exc:  # unknown codec or one not installed here
-                raise InifFormatError(f"cannot decode the codec prior: {exc}") from None
+        self.prior = prior_decoder(header.layout, header.prior, prior)
 
     def check_budget(self, n_values: int, what: str = "this selection") -> None:
         """Refuse (:class:`DecodeBudgetError`) to decode ``n_values`` output values when
         they would take more than the budget; nothing is allocated before the check."""
-        need = int(n_values) * BYTES_PER_VALUE
-        if need > self.budget:
-            raise DecodeBudgetError(
-                f"decoding {what} ({n_values} values) would take about {_human(need)}, "
-                f"over the decode budget of {_human(self.budget)}; decode a region "
-                "instead (e.g. arr[0, :512, :512] or inif decompress --roi), or raise "
-                "INIF_DECODE_BUDGET"
-            )
+        check_budget(n_values, self.budget, what)
 
     def _layers(self, block: int) -> list[tuple[Any, Any]]:
         import torch

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_inif.core.codec.decode import BYTES_PER_VALUE, _human, decode_budget
+from napari_inif.core.codec.decode import check_budget, decode_budget, prior_decoder
 from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 
 if TYPE_CHECKING:
@@ -72,34 +72,15 @@ class GridFieldDecoder:
             self.field: GridDecoder = GridDecoder(code)
         except MemoryError:
             raise DecodeBudgetError("out of memory building the grid decoder") from None
-        self.prior: PriorDecoder | None = None
-        if header.prior is not None:
-            from napari_inif.core.hybrid.prior import PriorDecoder
-
-            try:
-                self.prior = (
-                    prior
-                    if isinstance(prior, PriorDecoder)
-                    else PriorDecoder(header.layout, header.prior, prior or b"")
-                )
-            except InifFormatError:
-                raise
-            except ValueError as exc:  # unknown codec or one not installed here
-                raise InifFormatError(f"cannot decode the codec prior: {exc}") from None
+        self.prior = prior_decoder(header.layout, header.prior, prior)
+        if self.prior is not None:
             lo, hi = np.asarray(header.lo, np.float64), np.asarray(header.hi, np.float64)
             self._span, self._mid = (hi - lo) / 2.0, (hi + lo) / 2.0
 
     def check_budget(self, n_values: int, what: str = "this selection") -> None:
         """Refuse (:class:`DecodeBudgetError`) to decode ``n_values`` output values when
         they would take more than the budget; nothing is allocated before the check."""
-        need = int(n_values) * BYTES_PER_VALUE
-        if need > self.budget:
-            raise DecodeBudgetError(
-                f"decoding {what} ({n_values} values) would take about {_human(need)}, "
-                f"over the decode budget of {_human(self.budget)}; decode a region "
-                "instead (e.g. arr[0, :512, :512] or inif decompress --roi), or raise "
-                "INIF_DECODE_BUDGET"
-            )
+        check_budget(n_values, self.budget, what)
 
     def region(self, positions: Sequence[np.ndarray], channels: np.ndarray) -> np.ndarray:
         """Intensities on the grid ``positions[0] x positions[1] x ...`` (pixel coordinates).
