@@ -63,7 +63,10 @@ def _trimmed(ints: list[np.ndarray], order: np.ndarray, k: int) -> list[np.ndarr
 
 
 def _best_codes(
-    latents: list[np.ndarray], learned: list[float], context: list[torch.Tensor], edge: int
+    latents: list[np.ndarray],
+    learned: list[float],
+    context: QuantisedWeights | None,
+    edge: Sequence[int],
 ) -> list[int]:
     """Per level, the scale code near the learned one that codes it in the fewest bits."""
     codes = []
@@ -80,7 +83,7 @@ def _best_codes(
 
 
 def _quantise_context(
-    fld: GridField, latents: list[np.ndarray], learned: list[float], lam: float, edge: int
+    fld: GridField, latents: list[np.ndarray], learned: list[float], lam: float, edge: Sequence[int]
 ) -> QuantisedWeights:
     """The context weights at one step ``2**-k`` for all four tensors, ``k`` minimising
     the latents' coded bits plus the weights' (the distortion does not depend on it)."""
@@ -92,9 +95,8 @@ def _quantise_context(
     for k in range(3, 13):
         ints = [torch.round(t * 2.0**k).numpy().astype(np.int64) for t in tensors]
         q = QuantisedWeights(ints, [k] * len(ints))
-        ctx = q.tensors()
         bits = sum(
-            level_bits(z, latents[lv + 1] if lv + 1 < len(latents) else None, [c], ctx, edge)[0]
+            level_bits(z, latents[lv + 1] if lv + 1 < len(latents) else None, [c], q, edge)[0]
             for lv, (z, c) in enumerate(zip(latents, codes, strict=True))
         ) + sum(weight_bits(i) for i in ints)
         if best is None or bits < best[0]:
@@ -141,7 +143,7 @@ def encode_fit(
 
     def write(k: int) -> EncodedGrid:
         latents = _trimmed(ints, order, k)
-        codes = _best_codes(latents, learned, context.tensors(), edge)
+        codes = _best_codes(latents, learned, context, edge)
         scales = [scale_from_code(c) for c in codes]
         return encode_grid(spec, latents, scales, weights, fit.lo, fit.hi, arr.dtype)
 

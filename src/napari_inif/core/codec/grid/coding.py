@@ -4,7 +4,7 @@ Layout (version 2; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
     u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | u8 finest
-    v tile edge
+    v tile edge[ndim]
     f32 lo | f32 hi                                  intensity map of the output
     per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
     per weight tensor: u8 step exponent k | u8 scale code | v max |q|
@@ -18,7 +18,7 @@ width 0) it is the per-level model the fit learned: mean 0, scale ``2 ** ((code 
 16)``.  With one, each latent's mean and scale code come from the context network (a
 ``2d + 2 -> width -> 2`` leaky-ReLU MLP, :class:`~.field.ContextModel`) over its parent
 (the coarser level at ``index // 2``) and its face neighbours in the same tile, evaluated
-exactly (:meth:`~.field.ContextModel.exact`): mean rounded to 1/64, scale code = level
+exactly, in integers (:func:`context_exact`): mean rounded to 1/64, scale code = level
 code + 16 x the offset, clipped to 0..255.  Each level is cut into tiles of ``edge``
 latents per axis, coded independently (a neighbour in another tile reads as 0), each as
 two runs: its *anchors* (even sum of indices; they see only their parents) then the
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from napari_inif.core.codec.grid.field import (
-    ContextModel,
+    MU_STEPS,
     GridField,
     GridSpec,
     context_features,
@@ -68,8 +68,10 @@ __all__ = [
 MAGIC = b"IG"
 VERSION = 2
 DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
-#: Tile edge (latent cells per axis) by number of coordinate axes: ~64k latents a tile.
-DEFAULT_EDGE = {1: 65536, 2: 256, 3: 64, 4: 32}
+#: Tile edges (latent cells per axis) by number of coordinate axes: ~64k latents a tile,
+#: thin along the leading (T, Z) axes so that a plane decodes few latents besides its own
+#: (cubic 64^3 tiles made a cold 512^2 view of one plane decode 64 planes: 0.9 s).
+DEFAULT_EDGE = {1: (65536,), 2: (256, 256), 3: (16, 64, 64), 4: (2, 8, 64, 64)}
 MAX_SYMBOL = 1 << 20
 MAX_LATENTS = 1 << 31
 MAX_STEP_EXPONENT = 20
@@ -134,14 +136,25 @@ class _Reader:
 
 
 # -- tiles ---------------------------------------------------------------------------
-def tile_grid(shape: Sequence[int], edge: int) -> tuple[int, ...]:
+def edges_of(edge: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    """Tile edges per axis: ``edge`` on every axis, or one edge per axis."""
+    return (int(edge),) * ndim if isinstance(edge, int) else tuple(int(e) for e in edge)
+
+
+def tile_grid(shape: Sequence[int], edge: int | Sequence[int]) -> tuple[int, ...]:
     """Tiles per axis of a level of ``shape``."""
-    return tuple(-(-n // edge) for n in shape)
+    edges = edges_of(edge, len(shape))
+    return tuple(-(-n // e) for n, e in zip(shape, edges, strict=True))
 
 
-def tile_slices(shape: Sequence[int], edge: int, index: Sequence[int]) -> tuple[slice, ...]:
+def tile_slices(
+    shape: Sequence[int], edge: int | Sequence[int], index: Sequence[int]
+) -> tuple[slice, ...]:
     """The slices of tile ``index`` of a level."""
-    return tuple(slice(i * edge, min((i + 1) * edge, n)) for i, n in zip(index, shape, strict=True))
+    edges = edges_of(edge, len(shape))
+    return tuple(
+        slice(i * e, min((i + 1) * e, n)) for i, n, e in zip(index, shape, edges, strict=True)
+    )
 
 
 def _model(maxabs: int, scale: float) -> constriction.stream.model.QuantizedLaplace:
@@ -160,18 +173,20 @@ def latent_params(
     offset: Sequence[int],
     level_code: int,
     maxabs: int,
-    context: Sequence[torch.Tensor],
-    edge: int | None = None,
+    context: QuantisedWeights | None,
+    edge: Sequence[int] | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The coded ``(means, scales)`` of a window of a level (both float64, its shape).
+    """The coded ``(means, scales)`` of a window of a level (float64, its shape; or the
+    entries where ``mask`` is true, in C order).
 
     ``values`` are the window's latents as far as known (anchors' parameters do not
     depend on them), ``parent`` the coarser level gathered to the window
     (:func:`~.field.gather_parents`) or ``None`` for the coarsest level, ``context`` the
-    dequantised context weights (empty: mean 0 and the level's scale everywhere).
+    quantised context weights (``None``: mean 0 and the level's scale everywhere).
     ``edge`` masks neighbours across tile borders when the window spans several tiles.
     """
-    mu, steps = _context_params(values, parent, offset, maxabs, context, edge)
+    mu, steps = _context_params(values, parent, offset, maxabs, context, edge, mask)
     return mu, SCALES[np.clip(level_code + steps, 0, 255)]
 
 
@@ -180,28 +195,51 @@ def _context_params(
     parent: np.ndarray | None,
     offset: Sequence[int],
     maxabs: int,
-    context: Sequence[torch.Tensor],
-    edge: int | None,
+    context: QuantisedWeights | None,
+    edge: Sequence[int] | None,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Means and scale-code offsets (sixteenths of an octave) of :func:`latent_params`."""
-    if not context:
-        return np.zeros(values.shape), np.zeros(values.shape, np.int64)
+    shape = values.shape if mask is None else (int(np.count_nonzero(mask)),)
+    if context is None or not context.ints:
+        return np.zeros(shape), np.zeros(shape, np.int64)
     feats = context_features(
         torch.from_numpy(values.astype(np.float64)),
         None if parent is None else torch.from_numpy(parent.astype(np.float64)),
         offset,
         edge,
-    )
-    mu, off = ContextModel.exact(feats, context)
-    return np.clip(mu.numpy(), -maxabs, maxabs), np.rint(off.numpy() * 16).astype(np.int64)
+    ).numpy()
+    x = feats.reshape(-1, feats.shape[-1]) if mask is None else feats[mask]
+    mu, steps = context_exact(x.astype(np.int64), context)
+    return np.clip(mu, -maxabs, maxabs).reshape(shape), steps.reshape(shape)
+
+
+def context_exact(x: np.ndarray, context: QuantisedWeights) -> tuple[np.ndarray, np.ndarray]:
+    """The coded context model on integer inputs ``x`` ``(N, 2d + 2)``: means (multiples
+    of 1/64) and scale-code offsets (sixteenths of an octave).
+
+    The network's weights are integers ``q`` times ``2 ** -k``, so the whole evaluation
+    runs in int64 (sums aligned to a common power of two; leaky ReLU's 1/8 is three more
+    bits), and only the final rounding touches floats, by a power of two: every machine
+    computes the same numbers, which the decoder needs to find the encoder's model.
+    """
+    (q1, r1, q2, r2), (k1, kb1, k2, kb2) = context.ints, context.exponents
+    top1 = max(k1, kb1)
+    h = ((x @ q1.T.astype(np.int64)) << (top1 - k1)) + (r1.astype(np.int64) << (top1 - kb1))
+    h = np.where(h > 0, h << 3, h)  # leaky ReLU, slope 1/8: units of 2 ** -(top1 + 3)
+    s1 = top1 + 3
+    top2 = max(s1 + k2, kb2)
+    o = ((h @ q2.T.astype(np.int64)) << (top2 - s1 - k2)) + (r2.astype(np.int64) << (top2 - kb2))
+    mu = np.rint(o[:, 0] * 2.0 ** (6 - top2)) / MU_STEPS
+    return mu, np.rint(o[:, 1] * 2.0 ** (4 - top2)).astype(np.int64)
 
 
 def level_bits(
     values: np.ndarray,
     coarser: np.ndarray | None,
     level_codes: Sequence[int],
-    context: Sequence[torch.Tensor],
-    edge: int,
+    context: QuantisedWeights | None,
+    edge: Sequence[int],
 ) -> list[float]:
     """Bits a whole level costs as coded under each of ``level_codes`` (tiles of
     ``edge``; without their bitmap and the coder's flush)."""
@@ -209,7 +247,7 @@ def level_bits(
         return [0.0] * len(level_codes)
     m = int(np.abs(values).max())
     parent = None
-    if coarser is not None and context:
+    if coarser is not None and context is not None and context.ints:
         zeros = [0] * values.ndim
         parent = gather_parents(torch.from_numpy(coarser), values.shape, zeros).numpy()
     mu, steps = _context_params(values, parent, [0] * values.ndim, m, context, edge)
@@ -234,16 +272,16 @@ def _encode_tile(
     offset: Sequence[int],
     level_code: int,
     maxabs: int,
-    context: Sequence[torch.Tensor],
+    context: QuantisedWeights | None,
 ) -> np.ndarray:
     """The range-coded words of one tile: anchors, then the others."""
     family = constriction.stream.model.QuantizedLaplace(-maxabs, maxabs)
-    mu, scale = latent_params(tile, parent, offset, level_code, maxabs, context)
     mask = anchors(tile.shape, offset)
     enc = constriction.stream.queue.RangeEncoder()
     for part in (mask, ~mask):
         if part.any():
-            enc.encode(tile[part].astype(np.int32), family, mu[part], scale[part])
+            mu, scale = latent_params(tile, parent, offset, level_code, maxabs, context, mask=part)
+            enc.encode(tile[part].astype(np.int32), family, mu, scale)
     return enc.get_compressed()
 
 
@@ -328,22 +366,24 @@ def encode_grid(
     hi: float,
     dtype: str | np.dtype,
     *,
-    edge: int | None = None,
+    edge: int | Sequence[int] | None = None,
 ) -> EncodedGrid:
     """Write the stream; ``latents`` are the rounded integer grids, finest first."""
     dtype_name = np.dtype(dtype).name
     if dtype_name not in DTYPES:
         raise ValueError(f"grid files store {DTYPES}, not {dtype_name}")
     ndim = len(spec.shape)
-    edge = edge or DEFAULT_EDGE[ndim]
+    edge = edges_of(edge or DEFAULT_EDGE[ndim], ndim)
     head = io.BytesIO()
     head.write(MAGIC + bytes([VERSION, ndim, spec.channels, DTYPES.index(dtype_name)]))
     for n in spec.shape:
         _put_varint(head, n)
     head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context, spec.finest]))
-    _put_varint(head, edge)
+    for e in edge:
+        _put_varint(head, e)
     head.write(struct.pack("<ff", lo, hi))
-    context = weights.tensors()[len(_weight_shapes(spec)) :]
+    n_syn = len(_weight_shapes(spec))
+    context = QuantisedWeights(weights.ints[n_syn:], weights.exponents[n_syn:])
 
     level_ints = [np.asarray(z).astype(np.int32) for z in latents]
     codes = [scale_code(s) for s in scales]
@@ -384,7 +424,7 @@ def encode_grid(
             bits[t] = True
             offset = [b.start for b in box]
             parent = None
-            if coarser is not None:
+            if coarser is not None and context.ints:
                 plo, phi = _parent_window(coarser, box)
                 window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
                 parent = gather_parents(torch.from_numpy(window), tile.shape, offset).numpy()
@@ -431,8 +471,8 @@ class GridCode:
             raise InifFormatError(
                 f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"
             )
-        self.edge = r.varint(1 << 31)
-        if self.edge < 1:
+        self.edge = tuple(r.varint(1 << 31) for _ in range(ndim))
+        if min(self.edge) < 1:
             raise InifFormatError("grid stream: tile edge 0")
         self.lo, self.hi = struct.unpack("<ff", r.take(8))
         self.codes: list[int] = []
@@ -478,7 +518,8 @@ class GridCode:
             raise InifFormatError("grid stream is truncated (latent tiles)")
         self.nbytes = pos
         self.weights = self._decode_weights(wstream, shapes)
-        self.context = self.weights.tensors()[len(_weight_shapes(self.spec)) :]
+        n_syn = len(_weight_shapes(self.spec))
+        self.context = QuantisedWeights(self.weights.ints[n_syn:], self.weights.exponents[n_syn:])
         self._cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
 
     def _decode_weights(self, words: np.ndarray, shapes: list[tuple[int, ...]]) -> QuantisedWeights:
@@ -515,7 +556,7 @@ class GridCode:
         tshape = tuple(s.stop - s.start for s in box)
         offset = [s.start for s in box]
         parent = None
-        if self.context and level + 1 < self.spec.levels:
+        if self.context.ints and level + 1 < self.spec.levels:
             coarser = self.spec.level_shape(level + 1)
             lo = [s.start // 2 for s in box]
             hi = [min((s.stop - 1) // 2 + 1, n) for s, n in zip(box, coarser, strict=True)]
@@ -531,8 +572,8 @@ class GridCode:
             dec = constriction.stream.queue.RangeDecoder(words)
             for part in (mask, ~mask):
                 if part.any():
-                    mu, scale = latent_params(out, parent, offset, code, m, self.context)
-                    out[part] = dec.decode(family, mu[part], scale[part])
+                    mu, scale = latent_params(out, parent, offset, code, m, self.context, mask=part)
+                    out[part] = dec.decode(family, mu, scale)
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise InifFormatError(f"grid stream: latent tile does not decode ({exc})") from None
         return out
@@ -544,7 +585,7 @@ class GridCode:
             return out
         shape = self.spec.level_shape(level)
         e = self.edge
-        ranges = [range(a // e, -(-b // e)) for a, b in zip(lo, hi, strict=True)]
+        ranges = [range(a // n, -(-b // n)) for a, b, n in zip(lo, hi, e, strict=True)]
         for index in np.ndindex(*[len(rg) for rg in ranges]):
             t = tuple(rg[i] for rg, i in zip(ranges, index, strict=True))
             sl = tile_slices(shape, e, t)

@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 LOG2 = math.log(2.0)
-#: Slope of the context network's leaky ReLU: a power of two, so that its exact
-#: evaluation (:meth:`ContextModel.exact`) needs no rounding.
+#: Slope of the context network's leaky ReLU: a power of two, so that its coded
+#: evaluation (:func:`~.coding.context_exact`, in integers) needs no rounding.
 CONTEXT_SLOPE = 0.125
 #: The context network's mean is rounded to multiples of ``1 / MU_STEPS`` and its log2
 #: scale to multiples of ``1 / 16`` (the scale codes of the stream) before coding.
@@ -194,7 +194,7 @@ def context_features(
     level: torch.Tensor,
     parent: torch.Tensor | None,
     offset: Sequence[int] = (),
-    edge: int | None = None,
+    edge: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """The entropy model's inputs for every latent of ``level``: ``(*level.shape, 2d + 2)``.
 
@@ -203,7 +203,7 @@ def context_features(
     is 1 for *anchors* (even sum of indices).  Decoding a level goes in two vectorised
     passes, anchors then the rest (a checkerboard), so anchors see no neighbours (they
     read as 0) and the others see anchors only.  A neighbour outside the tile (tiles of
-    ``edge`` latents per axis, aligned at 0) or outside the level reads as 0, so a tile
+    ``edge[a]`` latents along axis ``a``, aligned at 0) or outside the level reads as 0, so a tile
     decodes without its neighbours.  ``level`` may be one tile: ``offset`` is its start
     in the level (even, as tile starts are) and ``edge=None`` means the tile itself.
 
@@ -226,7 +226,7 @@ def context_features(
             j = pos + step
             ok = (j >= pos[0]) & (j < pos[0] + n)  # inside the window (roll wraps)
             if edge is not None:
-                ok = ok & (j // edge == pos // edge)
+                ok = ok & (j // edge[a] == pos // edge[a])
             cols.append(shifted * ok.to(level.dtype).view(shape) * (1 - anchor))
     cols.append(anchor.expand_as(level))
     return torch.stack(cols, -1)
@@ -267,35 +267,6 @@ class ContextModel(nn.Module):
         h = torch.nn.functional.leaky_relu(self.inner(feats), CONTEXT_SLOPE)
         out = self.outer(h)
         return out[..., 0], out[..., 1]
-
-    @staticmethod
-    def exact(
-        feats: torch.Tensor, weights: Sequence[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The coded model: ``(mu, log2 scale offset)`` on the stream's grids.
-
-        ``weights`` are the dequantised ``(W1, b1, W2, b2)`` (dyadic numbers) and
-        ``feats`` integers; the sums run in float64 in a fixed order with one IEEE
-        operation at a time, so the encoder and any decoder compute the same bits.
-        ``mu`` is rounded to multiples of ``1 / MU_STEPS``, the offset to sixteenths.
-        """
-        w1, b1, w2, b2 = (w.double() for w in weights)
-        x = feats.double()
-        hidden = []
-        for j in range(w1.shape[0]):
-            h = torch.full(x.shape[:-1], float(b1[j]), dtype=torch.float64)
-            for i in range(w1.shape[1]):
-                h = h + x[..., i] * float(w1[j, i])
-            hidden.append(torch.where(h > 0, h, h * CONTEXT_SLOPE))
-        outs = []
-        for k in range(2):
-            o = torch.full(x.shape[:-1], float(b2[k]), dtype=torch.float64)
-            for j, h in enumerate(hidden):
-                o = o + h * float(w2[k, j])
-            outs.append(o)
-        mu = torch.round(outs[0] * MU_STEPS) / MU_STEPS
-        offset = torch.round(outs[1] * 16) / 16
-        return mu, offset
 
 
 class GridField(nn.Module):
@@ -345,7 +316,7 @@ class GridField(nn.Module):
         self,
         latents: Sequence[torch.Tensor],
         scales: torch.Tensor,
-        edge: int | None = None,
+        edge: Sequence[int] | None = None,
         *,
         plain: bool = False,
     ) -> torch.Tensor:

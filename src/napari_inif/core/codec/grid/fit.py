@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -340,7 +340,9 @@ def _fit_steps(
     )
 
 
-def _fit_context(fld: GridField, opt: torch.optim.Optimizer, edge: int, iterations: int) -> float:
+def _fit_context(
+    fld: GridField, opt: torch.optim.Optimizer, edge: Sequence[int], iterations: int
+) -> float:
     """Optimiser steps of the context network on the current rounded latents; returns
     their bits under it over their bits under the per-level Laplaces (at most 1)."""
     latents = [torch.round(z.detach()) for z in fld.latents]
