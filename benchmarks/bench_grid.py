@@ -36,6 +36,7 @@ from napari_inif.core.codec.grid.codec import GridDecoder
 from napari_inif.core.codec.grid.coding import DEFAULT_EDGE, GridCode
 from napari_inif.core.config import CompressionConfig
 from napari_inif.core.engine import compress
+from napari_inif.core.errors import BudgetError
 from napari_inif.core.metrics.quality import quality
 
 #: The default field's PSNR (dB) from docs/benchmarks/results.md ("inif" rows).
@@ -198,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             steps = args.steps[min(i, len(args.steps) - 1)]
             seconds = args.seconds[min(i, len(args.seconds) - 1)] if args.seconds else None
             for ratio in args.ratios:
-                row = measure(case, data, ratio, steps, seconds, codecs)
+                try:
+                    row = measure(case, data, ratio, steps, seconds, codecs)
+                except BudgetError as exc:  # the image is too small for this ratio
+                    print(f"{name} {ratio:g}x: {exc}", flush=True)
+                    row = {"case": name, "ratio": ratio, "unreachable": str(exc)}
                 out.write(json.dumps(row) + "\n")
                 out.flush()
     return 0

@@ -92,6 +92,8 @@ _FIT_KEYS = {
     "guidance": "g",
 }
 _FIT_NAMES = {v: k for k, v in _FIT_KEYS.items()}
+#: Fit-record values left out of the file (the reader puts them back).
+_FIT_DEFAULTS = {"device": "cpu", "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class GridHeader:
         fit = {
             _FIT_KEYS.get(k, k): v
             for k, v in json_safe(self.fit).items()
-            if not (k == "architecture" and v == self.kind)
+            if not (k == "architecture" and v == self.kind) and _FIT_DEFAULTS.get(k, ...) != v
         }
         values = {
             "kind": self.kind,
@@ -225,6 +227,9 @@ class GridHeader:
             raise InifFormatError("fit and metadata must be objects")
         record = {str(_FIT_NAMES.get(k, k)): from_json_safe(v) for k, v in fit.items()}
         record.setdefault("architecture", FIELD_KIND)
+        if fit:  # a fit record leaves out its default values
+            for key, value in _FIT_DEFAULTS.items():
+                record.setdefault(key, value)
         return cls(
             layout,
             lo,
