@@ -65,6 +65,30 @@ def test_compress_to_completion(viewer, qtbot, widget, source, cells_tyx, monkey
     assert load(path).to_bytes() == widget.result[1].to_bytes()
 
 
+def test_compress_with_the_grid_field(
+    viewer, qtbot, widget, source, cells_tyx, tmp_path, monkeypatch
+):
+    """The architecture picked in the form reaches the file: a grid field's layer and
+    .inif come back (no previews: the grid fit reports progress only)."""
+    widget.layer_combo.select(source)
+    widget.preset.setCurrentText(QUICK)
+    widget.set_ratio(16)
+    monkeypatch.setitem(PRESETS, QUICK, 40)
+    widget.form["architecture"].value = "grid"
+    widget.form["device"].value = "cpu"
+    widget.start()
+    _wait_idle(qtbot, widget)
+    decoded = viewer.layers["cells [INIF 16x]"]
+    full = np.asarray(field_of(decoded))
+    assert full.shape == cells_tyx.shape and full.dtype == cells_tyx.dtype
+    assert decoded.metadata["inif"]["psnr"] == pytest.approx(
+        metrics.psnr(cells_tyx, full), abs=1e-2
+    )
+    assert decoded.metadata["inif"]["ratio"] == pytest.approx(16, rel=0.1)
+    path = widget.save(str(tmp_path / "cells_grid"))
+    assert load(path).header.fit["architecture"] == "grid"
+
+
 def test_the_preview_layer_is_added_at_start_and_only_updated_during_the_fit(
     viewer, qtbot, widget, source, monkeypatch
 ):
