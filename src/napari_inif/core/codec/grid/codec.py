@@ -182,7 +182,7 @@ def iter_fit_to_size(
     ``raw / ratio - overhead``.  When the stream lands more than ``tolerance`` under the
     budget, fine-tune on hard-rounded latents at a lower lambda against the *measured*
     stream overhead and re-encode (at most ``rounds`` times, ``fix_steps`` steps each, or
-    a quarter of the fit's steps if more), at the fit's full learning rate: the latents
+    a quarter of the steps the fit ran if more), at the fit's full learning rate: the latents
     must grow (at 0.3x, the first version, cells-tyx 64x stayed at 58% of its budget).
     """
     from napari_inif.core.codec.grid.fit import iter_fit_grid
@@ -194,6 +194,8 @@ def iter_fit_to_size(
     stream_ratio = raw / budget
     fit = yield from _run(iter_fit_grid(data, stream_ratio / 1.04, **fit_kwargs))
     enc = encode_fit(fit, data, budget=budget)
+    # the steps the fit ran (a time limit may have cut its schedule short)
+    ran = fit.history[-1].step + 1 if fit.history else fix_steps
     for _ in range(rounds):
         if len(enc.data) >= (1 - tolerance) * budget:
             break
@@ -202,7 +204,7 @@ def iter_fit_to_size(
             iter_fit_grid(
                 data,
                 stream_ratio / 1.04,
-                steps=max(fix_steps, fit_kwargs.get("steps", 0) // 4),
+                steps=max(fix_steps, ran // 4),
                 init=fit,
                 spec=fit.field.spec,
                 overhead_bytes=len(enc.data) - sum(enc.latent_bytes),

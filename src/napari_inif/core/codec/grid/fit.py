@@ -310,16 +310,19 @@ def _fit_steps(
         if step == 0:
             mark = (0, time.perf_counter())
             per_step = float("nan")
-        if time_limit is not None and step > 0 and step % 10 == 0:
-            # re-plan on the smoothed recent speed (the machine is shared; the first steps
-            # are slow): the schedule may shorten or lengthen, never past ``steps``
+        if time_limit is not None and step > 0:
             now = time.perf_counter()
-            recent = (now - mark[1]) / (step - mark[0])
-            per_step = recent if step == 10 else 0.7 * per_step + 0.3 * recent
-            mark = (step, now)
             left = time_limit - (now - start)
-            if step >= 30 or left < 0:
-                total = max(step + 2, min(steps, step + 1 + int(left / per_step)))
+            if step % 10 == 0:
+                # re-plan on the smoothed recent speed (the machine is shared; the first
+                # steps are slow): the schedule may shorten or lengthen, never past ``steps``
+                recent = (now - mark[1]) / (step - mark[0])
+                per_step = recent if step == 10 else 0.7 * per_step + 0.3 * recent
+                mark = (step, now)
+                if step >= 30 or left < 0:
+                    total = max(step + 2, min(steps, step + 1 + int(left / per_step)))
+            elif left < 0 and total > step + 2:  # slow steps (a large image): stop soon
+                total = step + 2
         if step % report_every == 0 or step == total - 1:
             history.append(
                 GridProgress(
