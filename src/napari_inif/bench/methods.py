@@ -31,6 +31,8 @@ class Method:
         Whether the row uses segmentation guidance (its segmentation agreement matters).
     cases
         Case names the row runs on (empty: all), e.g. nuclei images for a nuclei model.
+    default
+        Whether ``inif bench`` runs the row when no ``--methods`` are named.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Method:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     guided: bool = False
     cases: tuple[str, ...] = ()
+    default: bool = True
 
     def runs_on(self, case: str) -> bool:
         """Whether this row is measured on the case named ``case``."""
@@ -103,6 +106,14 @@ for _method in (
         {"guidance": "segmentation", "guidance_model": "inif_nuclei_small"},
         guided=True,
         cases=("nuclei-2d", "cells-tyx-tiny"),
+    ),
+    # Not in the default run: at the bench's 1200 steps a grid fit of cells-tyx takes
+    # ~8 minutes on 2 CPU cores (benchmarks/bench_grid.py measures it at fixed steps).
+    Method(
+        "grid",
+        "latent-grid field: latent grids, tiny synthesis, context entropy coder",
+        {"architecture": "grid"},
+        default=False,
     ),
 ):
     register_method(_method)

@@ -162,7 +162,7 @@ def _fit(
     n_params = getattr(header, "n_params", 0)  # a grid field has no block networks
     return encoded, {
         "params": n_params,
-        "bits_per_param": 8 * len(encoded.payload) / max(1, n_params),
+        "bits_per_param": 8 * len(encoded.payload) / n_params if n_params else NAN,
         "overhead_bytes": encoded.nbytes - len(encoded.payload),
         "levels": 2 * header.half + 1 if hasattr(header, "half") else 0,
         "psnr_float": float_psnr,

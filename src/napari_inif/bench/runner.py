@@ -86,7 +86,9 @@ class BenchSettings:
     cases: tuple[Case, ...] = DEFAULT_CASES
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     steps: int = 1200
-    methods: tuple[str, ...] = field(default_factory=lambda: tuple(METHODS))
+    methods: tuple[str, ...] = field(
+        default_factory=lambda: tuple(name for name, m in METHODS.items() if m.default)
+    )
     codecs: tuple[str, ...] = field(default_factory=lambda: tuple(CODECS))
     seed: int = 0
     device: str = "auto"
