@@ -8,7 +8,7 @@ intensity range (``d``, ``l``, ``h``), which the stream, coding the residual, do
 The container is the one of every ``.inif`` file (:mod:`.container`) at format version
 3.0, so that 2.x readers refuse it by its version instead of misreading it.  Its JSON
 holds only what people read and what the layout needs, under one-letter keys (the
-deflated JSON of a 2D file with its fit record is ~120 bytes, see ``docs/format.md``);
+deflated JSON of a file with its fit record is ~90 bytes, see ``docs/format.md``);
 the decoder's numbers (shape of the field, dtype, intensity range, latents, weights)
 are in the grid stream (:mod:`.grid.coding`), the payload.
 
@@ -46,9 +46,9 @@ __all__ = ["BYTES_PER_LATENT", "FIELD_KIND", "GridEncoded", "GridHeader"]
 
 #: The ``k`` of the JSON: which field the stream holds (the dispatch key of format 3.x).
 FIELD_KIND = "grid"
-#: Peak bytes per latent while a grid file is read and decoded: the decoder's float32
-#: latent parameters (4), the int32 tile cache (4), and for scattered samples every
-#: level assembled as int32 (4) and float32 (4).  The decode budget bounds
+#: Peak bytes per latent while a grid file is read and decoded: the int32 tile cache (4),
+#: the context's int64 inputs of a tile (8, transient), and for scattered samples every
+#: level assembled as int32 (4) and float32 (4): 16 bounds them.  The decode budget bounds
 #: ``latents * BYTES_PER_LATENT`` before the stream is parsed.
 BYTES_PER_LATENT = 16
 #: Top-level JSON keys (file form <- readable name).
