@@ -47,8 +47,9 @@ __all__ = ["BYTES_PER_LATENT", "FIELD_KIND", "GridEncoded", "GridHeader"]
 #: The ``k`` of the JSON: which field the stream holds (the dispatch key of format 3.x).
 FIELD_KIND = "grid"
 #: Peak bytes per latent while a grid file is read and decoded: the int32 tile cache (4),
-#: the context's int64 inputs of a tile (8, transient), and for scattered samples every
-#: level assembled as int32 (4) and float32 (4): 16 bounds them.  The decode budget bounds
+#: and for scattered samples every level assembled as int32 (4) and float32 (4); 16
+#: leaves room for the transients (the context's int64 inputs exist for one tile at a
+#: time: ~64k latents x (2d + 2) x 8 bytes, a few MB).  The decode budget bounds
 #: ``latents * BYTES_PER_LATENT`` before the stream is parsed.
 BYTES_PER_LATENT = 16
 #: Top-level JSON keys (file form <- readable name).
