@@ -33,7 +33,7 @@ from napari_inif.bench.cases import DEFAULT_CASES, QUICK_CASES, Case, find_data_
 from napari_inif.core.classic import stack as classic_stack
 from napari_inif.core.classic.codec import ClassicCodec, available_codecs, get_codec
 from napari_inif.core.codec.grid.codec import GridDecoder
-from napari_inif.core.codec.grid.coding import DEFAULT_EDGE, GridCode
+from napari_inif.core.codec.grid.coding import GridCode
 from napari_inif.core.config import CompressionConfig
 from napari_inif.core.engine import compress
 from napari_inif.core.errors import BudgetError
@@ -125,7 +125,7 @@ def measure(
     best = max(coded_rows, key=lambda k: coded_rows[k][1]) if coded_rows else None
     hevc = classic.get("hevc-plane")
     cold, warm = view_times(encoded.stream)
-    edge = DEFAULT_EDGE[len(code.spec.shape)] << code.spec.finest  # pixels a tile spans
+    edge = code.edge[-1] << code.spec.finest  # pixels a tile spans in Y and X
     row = {
         "case": case.name,
         "ratio": ratio,
