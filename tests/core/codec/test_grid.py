@@ -191,3 +191,13 @@ def test_context_coder_spends_fewer_bits_on_fitted_latents():
     # measured 3301 vs 3561 bytes (seed 0, 150 steps): 7% at this high rate (1.3 bits a
     # pixel); 16-27% at 0.06-0.13 bits a pixel on the benchmark stacks
     assert sum(with_context.latent_bytes) < 0.96 * sum(plain.latent_bytes)
+
+
+def test_a_stream_with_huge_tiles_is_refused():
+    """A tile decodes whole (its context inputs included): a hostile stream cannot ask
+    for one of millions of latents."""
+    spec, lat, w = _random_code((600, 600), levels=2)
+    data = encode_grid(spec, lat, [0.6] * spec.levels, w, 0.0, 1.0, "uint16", edge=600).data
+    with pytest.raises(InifFormatError, match="tiles of 360000 latents"):
+        GridCode(data)
+    GridCode(encode_grid(spec, lat, [0.6] * spec.levels, w, 0.0, 1.0, "uint16", edge=256).data)

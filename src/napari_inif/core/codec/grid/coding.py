@@ -75,6 +75,8 @@ DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "flo
 #: 25132 / 25198 bytes (a neighbour across a tile border reads 0: it costs little).
 DEFAULT_EDGE = {1: (65536,), 2: (256, 256), 3: (4, 128, 128), 4: (2, 2, 128, 128)}
 MAX_SYMBOL = 1 << 20
+#: Latents a tile may hold (the writer's tiles hold ~64k).
+MAX_TILE_LATENTS = 1 << 18
 MAX_LATENTS = 1 << 31
 MAX_STEP_EXPONENT = 20
 
@@ -476,6 +478,13 @@ class GridCode:
         self.edge = tuple(r.varint(1 << 31) for _ in range(ndim))
         if min(self.edge) < 1:
             raise InifFormatError("grid stream: tile edge 0")
+        # a tile is decoded whole, with ~100 bytes of transients a latent: bound it
+        level0 = self.spec.level_shape(0)
+        tile = math.prod(min(e, n) for e, n in zip(self.edge, level0, strict=True))
+        if tile > MAX_TILE_LATENTS:
+            raise InifFormatError(
+                f"grid stream: tiles of {tile} latents (at most {MAX_TILE_LATENTS})"
+            )
         self.lo, self.hi = struct.unpack("<ff", r.take(8))
         self.codes: list[int] = []
         self.maxabs = []
