@@ -112,6 +112,49 @@ def test_quick_fit_lands_on_the_budget():
     assert psnr > 18.0, psnr  # 19.9 dB measured (seed 0, 120 steps)
 
 
+def test_a_rate_round_that_goes_wrong_never_replaces_a_better_encoding(monkeypatch):
+    """The rate control's extra rounds keep the best encoding within budget: a round
+    whose field came out worse (as when one overshot and the trim gutted it: tinc-zyx
+    128x once returned 11.9 dB where its first fit had 32.0) is not returned."""
+    import tifffile
+
+    from napari_inif.core.codec.grid import codec as grid_codec
+    from napari_inif.core.codec.grid import fit as grid_fit
+
+    data = tifffile.imread(SAMPLE)[:2, :48, :48]
+    real_fit, real_encode = grid_fit.iter_fit_grid, grid_codec.encode_fit
+    encodings = []
+
+    def spoiled_round(*args, init=None, **kwargs):
+        for item in real_fit(*args, init=init, **kwargs):
+            if init is not None and isinstance(item, grid_fit.GridFit):
+                with torch.no_grad():  # a round gone wrong
+                    for z in item.field.latents:
+                        z.neg_()
+            yield item
+
+    def recorded(*args, **kwargs):
+        encodings.append(real_encode(*args, **kwargs))
+        return encodings[-1]
+
+    monkeypatch.setattr(grid_fit, "iter_fit_grid", spoiled_round)
+    monkeypatch.setattr(grid_codec, "encode_fit", recorded)
+    # tolerance 0: any file under the budget asks for a round
+    enc, _ = grid_codec.fit_to_size(
+        data, 16.0, steps=60, compile=False, seed=0, tolerance=0.0, rounds=1
+    )
+    assert len(encodings) == 2
+    assert len(encodings[0].data) <= data.nbytes / 16.0
+
+    def psnr(e):
+        out = GridDecoder(e.data).full().astype(np.float64)
+        rng = float(data.max()) - float(data.min())
+        return 10 * np.log10(rng**2 / np.mean((out - data) ** 2))
+
+    assert psnr(encodings[1]) < psnr(encodings[0]) - 3
+    assert enc.data == encodings[0].data
+
+
 @pytest.mark.slow
 def test_fit_on_real_crop_hits_rate_and_quality():
     import tifffile

@@ -79,6 +79,8 @@ class GridFit:
         default=None, repr=False, compare=False
     )
     saving: float = 1.0  # the context coder's bits over the per-level Laplaces' bits
+    #: the fit's Adam (a re-fit that continues with it moves the latents gently)
+    optimiser: torch.optim.Optimizer | None = field(default=None, repr=False, compare=False)
 
 
 def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> GridSpec:
@@ -214,7 +216,10 @@ def _fit_steps(
         ([fld.log_scale], 5.0),
         (list(fld.synthesis.parameters()), 1.0),
     ]
-    opt = torch.optim.Adam([{"params": g} for g, _ in groups], lr=lr)
+    if init is not None and init.optimiser is not None:
+        opt = init.optimiser
+    else:
+        opt = torch.optim.Adam([{"params": g} for g, _ in groups], lr=lr)
     # The context network is an entropy coder fitted beside the field on the rounded
     # latents (what is coded); the field trains on the per-level Laplaces, and the
     # controller counts the latents' bits times what the context saves (``saving``).
@@ -339,7 +344,15 @@ def _fit_steps(
     if ctx_opt is not None:  # the coder the file will use: fitted on the final latents
         saving = _fit_context(fld, ctx_opt, edge, CONTEXT_FINAL_ITERATIONS)
     yield GridFit(
-        fld, lo, hi, math.exp(log_lam), target_bytes, history, loss_fn=loss_fn, saving=saving
+        fld,
+        lo,
+        hi,
+        math.exp(log_lam),
+        target_bytes,
+        history,
+        loss_fn=loss_fn,
+        saving=saving,
+        optimiser=opt,
     )
 
 
