@@ -112,6 +112,21 @@ def test_quick_fit_lands_on_the_budget():
     assert psnr > 18.0, psnr  # 19.9 dB measured (seed 0, 120 steps)
 
 
+def test_the_hard_phase_still_pulls_dead_zone_latents_to_zero():
+    """In the straight-through phase the rate's gradient holds small latents at zero
+    (priced on rounded latents it was 0 there, and a long fit's rate ran away)."""
+    from napari_inif.core.codec.grid.fit import training_latents
+
+    z = torch.tensor([0.3, -0.3, 0.45, -0.2], requires_grad=True)
+    for_rate, for_synthesis = training_latents(
+        z, torch.tensor(0.1), torch.tensor(1.0), torch.zeros(4)
+    )
+    torch.testing.assert_close(for_synthesis.detach(), torch.zeros(4))  # decoded rounded
+    laplace_bits(for_rate, torch.tensor(0.5)).sum().backward()
+    assert z.grad is not None
+    assert torch.all(z.grad * z.detach() > 0)  # descent moves each toward 0
+
+
 def test_a_rate_round_that_goes_wrong_never_replaces_a_better_encoding(monkeypatch):
     """The rate control's extra rounds keep the best encoding within budget: a round
     whose field came out worse (as when one overshot and the trim gutted it: tinc-zyx

@@ -3,7 +3,9 @@
 Training follows the published recipe of the family (facts from Cool-chic and C3, the
 code is ours): uniform noise on soft-rounded latents (temperature annealed) while most
 steps run, then a short straight-through phase on hard-rounded latents so the fitted
-field is the one the decoder sees.  The whole image is evaluated every step (a handful of
+field is the one the decoder sees (the last 5% of the steps: with 20%, a 3000-step fit
+of hipsc-2d at 64x lost 0.8 dB in it, 37.68 -> 36.89; at 600 steps 5% and 20% are
+equal, 37.27 / 37.25 dB).  The whole image is evaluated every step (a handful of
 large kernels: gathers, lerps, three matmuls).  ``lambda`` follows a multiplicative
 controller on the *ideal code length of the rounded latents* plus the estimated size of
 the weights and header, so the written file lands near the asked size.
@@ -29,7 +31,14 @@ import torch
 from napari_inif.core.codec.grid.coding import DEFAULT_EDGE
 from napari_inif.core.codec.grid.field import GridField, GridSpec, soft_round
 
-__all__ = ["GridFit", "GridProgress", "choose_spec", "fit_grid", "iter_fit_grid"]
+__all__ = [
+    "GridFit",
+    "GridProgress",
+    "choose_spec",
+    "fit_grid",
+    "iter_fit_grid",
+    "training_latents",
+]
 
 #: Bytes a grid file spends besides latents and weights (header, tile table), estimate.
 HEADER_ESTIMATE = 48
@@ -110,6 +119,26 @@ def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> Gri
     return GridSpec(tuple(shape), channels, levels, (), context, finest)
 
 
+def training_latents(
+    z: torch.Tensor, temp: torch.Tensor, hard: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stand-ins of latents ``z`` a training step prices (rate) and decodes
+    (synthesis); ``noise`` is uniform on ``[-1/2, 1/2]``, ``hard`` 0 or 1.
+
+    Soft (``hard`` 0): soft rounding + noise for both (C3 style).  Hard: the synthesis
+    sees straight-through rounded latents, the rate still noisy ones: priced on rounded
+    latents, the rate's gradient is 0 inside the dead zone (the mass of ``[-1/2, 1/2]``
+    does not depend on where in it a latent sits), nothing held zeros at zero, and in
+    the hard phase of a long fit the rate ran away whatever lambda did (hipsc-2d 64x,
+    3000 steps: 14.7k -> 124k bits in 600 steps, 37.7 -> 35.1 dB).
+    """
+    soft = soft_round(z, temp) + noise
+    rounded = z + (torch.round(z) - z).detach()
+    for_rate = hard * (z + noise) + (1 - hard) * soft
+    for_synthesis = hard * rounded + (1 - hard) * soft_round(soft, temp)
+    return for_rate, for_synthesis
+
+
 def iter_fit_grid(
     data: np.ndarray,
     ratio: float,
@@ -117,7 +146,7 @@ def iter_fit_grid(
     steps: int = 1000,
     spec: GridSpec | None = None,
     lr: float = 1e-2,
-    ste_fraction: float = 0.2,
+    ste_fraction: float = 0.05,
     seed: int = 0,
     time_limit: float | None = None,
     report_every: int = 50,
@@ -247,13 +276,11 @@ def _fit_steps(
         hard: torch.Tensor,
         lam: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # hard: straight-through rounding; else soft rounding + uniform noise (C3 style)
         syn, y_rate = [], []
         for z in latents:
-            zq = z + (torch.round(z) - z).detach()
-            noisy = soft_round(z, temp) + (torch.rand_like(z) - 0.5)
-            y_rate.append(hard * zq + (1 - hard) * noisy)
-            syn.append(hard * zq + (1 - hard) * soft_round(noisy, temp))
+            for_rate, for_synthesis = training_latents(z, temp, hard, torch.rand_like(z) - 0.5)
+            y_rate.append(for_rate)
+            syn.append(for_synthesis)
         rate = fld.rate(y_rate, scales, edge, plain=True)
         out = fld.synthesize(fld.features_dense(syn))
         mse = torch.mean((out - target) ** 2)
