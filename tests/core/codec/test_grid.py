@@ -13,6 +13,7 @@ from napari_inif.core.codec.grid.codec import GridDecoder, fit_to_size
 from napari_inif.core.codec.grid.coding import GridCode, QuantisedWeights, encode_grid
 from napari_inif.core.codec.grid.field import GridField, GridSpec, laplace_bits
 from napari_inif.core.errors import InifFormatError
+from napari_inif.core.metrics import quality
 
 SAMPLE = Path(__file__).parents[3] / "src" / "napari_inif" / "_data" / "cancer_cells_TYX.tif"
 
@@ -161,12 +162,8 @@ def test_a_rate_round_that_goes_wrong_never_replaces_a_better_encoding(monkeypat
     assert len(encodings) == 2
     assert len(encodings[0].data) <= data.nbytes / 16.0
 
-    def psnr(e):
-        out = GridDecoder(e.data).full().astype(np.float64)
-        rng = float(data.max()) - float(data.min())
-        return 10 * np.log10(rng**2 / np.mean((out - data) ** 2))
-
-    assert psnr(encodings[1]) < psnr(encodings[0]) - 3
+    first, spoiled = (quality.psnr(data, GridDecoder(e.data).full()) for e in encodings)
+    assert spoiled < first - 3
     assert enc.data == encodings[0].data
 
 

@@ -184,8 +184,8 @@ def iter_fit_to_size(
     against the *measured* stream overhead and re-encode (at most ``rounds`` times,
     ``fix_steps`` steps each, or a quarter of the steps the fit ran if more; how is in
     the loop).  The encoding returned is the one within budget that decodes with the
-    least error (each is decoded whole to measure it); ``fit`` is the last state of the
-    field, which may have moved on from it.
+    least error (when rounds ran, each is decoded whole to measure it); ``fit`` is the
+    last state of the field, which may have moved on from it.
     """
     from napari_inif.core.codec.grid.fit import iter_fit_grid
 
@@ -196,7 +196,7 @@ def iter_fit_to_size(
     stream_ratio = raw / budget
     fit = yield from _run(iter_fit_grid(data, stream_ratio / 1.04, **fit_kwargs))
     enc = encode_fit(fit, data, budget=budget)
-    best = (_error(enc, data), enc) if len(enc.data) <= budget else None
+    fitting = [enc] if len(enc.data) <= budget else []  # the encodings within budget
     # the steps the fit ran (a time limit may have cut its schedule short)
     ran = fit.history[-1].step + 1 if fit.history else fix_steps
     for _ in range(rounds):
@@ -233,13 +233,14 @@ def iter_fit_to_size(
         )
         enc = encode_fit(fit, data, budget=budget)
         if len(enc.data) <= budget:
-            error = _error(enc, data)
-            if best is None or error < best[0]:
-                best = (error, enc)
-    # the encoding within budget that decodes best: a round that overshot, trimmed to
-    # size, can be far worse than the one before it (tinc-zyx 128x at 800 steps: a round
-    # landed 51% over, and the trim left 11.9 dB where the first fit had 32.0)
-    return (enc if best is None else best[1]), fit
+            fitting.append(enc)
+    # the encoding within budget that decodes best (decoded only when there is a
+    # choice): a round that overshot, trimmed to size, can be far worse than the one
+    # before it (tinc-zyx 128x at 800 steps: a round landed 51% over, and the trim
+    # left 11.9 dB where the first fit had 32.0)
+    if len(fitting) > 1:
+        return min(fitting, key=lambda e: _error(e, data)), fit
+    return (fitting[0] if fitting else enc), fit
 
 
 def _error(enc: EncodedGrid, data: np.ndarray) -> float:
