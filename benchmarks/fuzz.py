@@ -42,6 +42,7 @@ import numpy as np
 
 from napari_inif.core.codec.container import MAGIC, header_bytes, pack, unpack_version
 from napari_inif.core.codec.encoded import Encoded, loads
+from napari_inif.core.codec.gridheader import from_binary, to_binary
 from napari_inif.core.codec.header import FieldHeader
 from napari_inif.core.codec.quant import _FILTERS, encode_payload, halves_for, quantise
 from napari_inif.core.errors import InifFormatError
@@ -215,7 +216,9 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     if kind < 0.2:  # truncated or extended
         cut = rng.randrange(len(data) + 64)
         return data[:cut] if cut < len(data) else data + os.urandom(cut - len(data))
-    version, header, body = unpack_version(data)  # a grid file (3.x) stays one
+    version, header, body = unpack_version(data)  # a grid file (3.x, 4.x) stays one
+    if isinstance(header, bytes):  # a binary grid header (format 4)
+        return _mutate_binary(header, body, version, kind, rng)
     if kind < 0.65:  # structured header mutation, valid checksum
         try:
             head = header_bytes(mutate_header(header, rng))
@@ -223,10 +226,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             head = header_bytes(header)
         return _repack_raw(head, body, version)
     if kind < 0.75:  # payload byte flips, valid checksum
-        out = bytearray(body)
-        for _ in range(rng.randint(1, 4)):
-            out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
-        return pack(header, bytes(out), version)
+        return pack(header, _flip(body, rng), version)
     if kind < 0.82:  # payload bomb: a long run of zeros claims a big network
         n = rng.choice([1 << 16, 1 << 20, 1 << 24])
         if "widths" in header:  # a SIREN file; a grid file gets the bytes as its stream
@@ -239,16 +239,62 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             return pack(header, body + junk, version)
         return _repack_raw(header_bytes(header) + junk, body, version)
     if kind < 0.94:  # header that is not a JSON object, or not UTF-8, or deep
-        raw = rng.choice(
-            [b"[]", b"1", b'"x"', b"\xff\xfe", b"[" * 100_000, b'{"shape":' * 2000, b"{}"]
-        )
-        c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return _repack_raw(c.compress(raw) + c.flush(), body, version)
+        return _repack_raw(_deflated(rng.choice(_NOT_HEADERS)), body, version)
     # byte flips in the deflated header with a valid checksum
-    head = bytearray(header_bytes(header))
+    return _repack_raw(_flip(header_bytes(header), rng), body, version)
+
+
+#: Deflated texts that are no header object.
+_NOT_HEADERS = [b"[]", b"1", b'"x"', b"\xff\xfe", b"[" * 100_000, b'{"shape":' * 2000, b"{}"]
+
+
+def _deflated(raw: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(raw) + c.flush()
+
+
+def _flip(data: bytes, rng: random.Random) -> bytes:
+    out = bytearray(data)
     for _ in range(rng.randint(1, 4)):
-        head[rng.randrange(len(head))] ^= 1 << rng.randrange(8)
-    return _repack_raw(bytes(head), body, version)
+        out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+def _mutate_binary(
+    head: bytes, body: bytes, version: tuple[int, int], kind: float, rng: random.Random
+) -> bytes:
+    """A mutation of a format-4 grid file (binary header, grid stream), valid checksum."""
+    if kind < 0.55:  # structured: the header's fields and JSON part changed
+        try:
+            new = to_binary(mutate_header(from_binary(head), rng))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, struct.error):
+            new = head
+        return _repack_raw(new, body, version)
+    if kind < 0.65:  # header byte flips
+        return _repack_raw(_flip(head, rng), body, version)
+    if kind < 0.75:  # payload byte flips
+        return _repack_raw(head, _flip(body, rng), version)
+    if kind < 0.82:  # the stream replaced by a long run of zeros
+        return _repack_raw(head, _bomb(rng.choice([1 << 16, 1 << 20, 1 << 24])), version)
+    if kind < 0.88:  # trailing bytes after the header's fields, or after the stream
+        junk = os.urandom(rng.randint(1, 16))
+        if rng.random() < 0.5:
+            return _repack_raw(head, body + junk, version)
+        return _repack_raw(head + junk, body, version)
+    # hand-made headers: a JSON part that is no object, huge or zero axes, a huge shape
+    fields = head[: 2 + head[1]]
+    hostile = rng.choice(
+        [
+            bytes([0x40]) + fields[1:] + b"\x00" + _deflated(rng.choice(_NOT_HEADERS)),
+            bytes([0x40]) + fields[1:] + b"\x00" + _deflated(b'{"k":"x"}'),
+            bytes([0, 0]),
+            bytes([0, 200]) + b"Y" * 200,
+            fields + b"\xff" * 12,
+            fields + b"\xff\xff\xff\xff\x0f" * head[1],
+            fields,
+        ]
+    )
+    return _repack_raw(hostile, body, version)
 
 
 # ----------------------------------------------------------------------------- running

@@ -1,15 +1,18 @@
-"""Grid-field ``.inif`` files: container 3.0, compact JSON, budget, hostile streams."""
+"""Grid-field ``.inif`` files: container 4.0 (binary header; 3.0 compact JSON read),
+budget, hostile streams."""
 
 from __future__ import annotations
 
 import io
 import struct
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from napari_inif.core.codec.container import (
+    GRID_JSON_VERSION,
     GRID_VERSION,
     OVERHEAD_BYTES,
     header_bytes,
@@ -18,16 +21,18 @@ from napari_inif.core.codec.container import (
 )
 from napari_inif.core.codec.encoded import Encoded, load, loads
 from napari_inif.core.codec.gridfile import BYTES_PER_LATENT
+from napari_inif.core.codec.gridheader import from_binary, to_binary
 from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 
 
 def test_header_is_small_and_reads_back(grid_encoded, tmp_path):
-    version, obj, stream = unpack_version(grid_encoded.to_bytes())
+    version, head, stream = unpack_version(grid_encoded.to_bytes())
     assert version == GRID_VERSION and stream == grid_encoded.stream
-    assert set(obj) == {"k", "a", "s", "x", "u", "m", "r"}
-    # the deflated JSON with its fit record (measured 135 bytes for this TYX file)
-    assert len(header_bytes(obj)) <= 150
-    assert grid_encoded.nbytes - len(stream) == OVERHEAD_BYTES + len(header_bytes(obj))
+    assert set(from_binary(head)) == {"k", "a", "s", "x", "u", "m", "r"}
+    # 26 bytes of fields + the deflated JSON of scale, unit and source name (measured 75
+    # bytes for this TYX file; as a 3.0 JSON header, 135)
+    assert len(head) <= 80 < 120 < len(header_bytes(grid_encoded.header.to_file_json()))
+    assert grid_encoded.nbytes - len(stream) == OVERHEAD_BYTES + len(head)
     path = grid_encoded.save(tmp_path / "g.inif")
     back = load(path)
     h = back.header
@@ -37,6 +42,28 @@ def test_header_is_small_and_reads_back(grid_encoded, tmp_path):
     assert h.to_json()["field"] == "grid" and h.to_json()["fit"]["psnr"] == h.fit["psnr"]
     with pytest.raises(FileExistsError):
         back.save(path, overwrite=False)
+
+
+def test_a_plain_header_is_binary_fields_only(grid_encoded):
+    """No metadata, scale or unit: flags, axes, shape and the six record fields."""
+    plain = replace(grid_encoded.header, scale=None, unit=None, metadata={})
+    head = to_binary(plain.to_file_json())
+    assert len(head) == 1 + 1 + 3 + 3 + (4 + 4 + 2 + 2 + 2 + 4)  # 26 bytes, no JSON part
+    back = loads(pack(head, grid_encoded.stream, GRID_VERSION))
+    assert back.header.fit == plain.fit and back.header.layout == plain.layout
+    # a number no field holds exactly (an infinite PSNR) goes to the JSON part
+    lossless = plain.with_fit(psnr=float("inf"), seconds=1.25)
+    head = to_binary(lossless.to_file_json())
+    assert head[0] & 0x40 and len(head) > 26
+    assert loads(pack(head, grid_encoded.stream, GRID_VERSION)).header.fit == lossless.fit
+
+
+def test_a_format_3_file_still_reads(grid_encoded):
+    """Files written before the binary header (3.0: compact JSON) read the same."""
+    old = pack(grid_encoded.header.to_file_json(), grid_encoded.stream, GRID_JSON_VERSION)
+    back = loads(old)
+    assert back.header == grid_encoded.header
+    np.testing.assert_array_equal(back.array()[...], grid_encoded.array()[...])
 
 
 def test_siren_reader_refuses_a_grid_file_by_name(grid_encoded):
@@ -99,9 +126,8 @@ def _hostile_stream(shape: tuple[int, ...]) -> bytes:
     ],
 )
 def test_hostile_stream_refused_before_allocating(json_shape, stream_shape, error):
-    data = pack(
-        {"k": "grid", "a": "YX", "s": json_shape}, _hostile_stream(stream_shape), GRID_VERSION
-    )
+    head = to_binary({"k": "grid", "a": "YX", "s": json_shape})
+    data = pack(head, _hostile_stream(stream_shape), GRID_VERSION)
     tracemalloc.start()
     try:
         with pytest.raises(error):
@@ -112,6 +138,7 @@ def test_hostile_stream_refused_before_allocating(json_shape, stream_shape, erro
     assert peak < 8 << 20
 
 
+@pytest.mark.parametrize("version", [GRID_VERSION, GRID_JSON_VERSION])
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -123,17 +150,51 @@ def test_hostile_stream_refused_before_allocating(json_shape, stream_shape, erro
         ({"r": []}, "objects"),
     ],
 )
-def test_bad_json_is_a_format_error(grid_encoded, change, match):
-    _, obj, stream = unpack_version(grid_encoded.to_bytes())
+def test_bad_header_values_are_format_errors(grid_encoded, version, change, match):
+    _, head, stream = unpack_version(grid_encoded.to_bytes())
+    obj = {**from_binary(head), **change}
+    if version == GRID_VERSION:
+        if "k" in change or len(change.get("s", "abc")) != 3:
+            pytest.skip("not writable in format 4: no kind (4.x is grid), one axis count")
+        header = to_binary(obj) if "r" not in change else _with_json(head, {"r": []})
+    else:
+        header = obj
     with pytest.raises(InifFormatError, match=match):
-        loads(pack({**obj, **change}, stream, GRID_VERSION))
+        loads(pack(header, stream, version))
+
+
+def _with_json(head: bytes, part: dict) -> bytes:
+    """``head``'s fields (no record fields) with ``part`` as its JSON part."""
+    n = head[1]
+    shape_end = 2 + n + 3  # three one-byte varints (6, 48, 40)
+    return bytes([0xC0, n]) + head[2:shape_end] + header_bytes(part)
+
+
+@pytest.mark.parametrize(
+    ("head", "match"),
+    [
+        (b"", "truncated"),
+        (bytes([0, 0]), "axes"),
+        (bytes([0x80, 3]) + b"TYX" + bytes([6, 48, 40]), "flags"),
+        (bytes([0x40, 3]) + b"TYX" + bytes([6, 48, 40]) + b"[1]", "not a JSON object"),
+        (bytes([0x40, 3]) + b"TYX" + bytes([6, 48, 40]) + b"[" * 100_000, "JSON"),
+        (bytes([0, 3]) + b"TYX" + bytes([6, 48, 40, 0]), "after its fields"),
+        (bytes([0, 3]) + b"TYX" + b"\xff" * 12, "varint|bound"),
+        (bytes([0, 3]) + b"T\xffX" + bytes([6, 48, 40]), "ASCII"),
+        (bytes([1, 3]) + b"TYX" + bytes([6, 48, 40, 1, 0]), "truncated"),
+        (bytes([0xC0, 3]) + b"TYX" + bytes([6, 48, 40]) + b"junk", "JSON"),
+    ],
+)
+def test_malformed_binary_headers_are_format_errors(grid_encoded, head, match):
+    with pytest.raises(InifFormatError, match=match):
+        loads(pack(head, grid_encoded.stream, GRID_VERSION))
 
 
 def test_mutated_and_truncated_grid_files_raise_only_format_errors(grid_encoded):
     import random
 
     rng = random.Random(14)
-    _, obj, stream = unpack_version(grid_encoded.to_bytes())
+    _, head, stream = unpack_version(grid_encoded.to_bytes())
     outcomes = {"ok": 0, "format": 0}
     for i in range(150):
         body = bytearray(stream)
@@ -145,7 +206,7 @@ def test_mutated_and_truncated_grid_files_raise_only_format_errors(grid_encoded)
             for _ in range(rng.randint(1, 4)):
                 body[rng.randrange(lo, len(body))] ^= 1 << rng.randrange(8)
         try:
-            arr = loads(pack(obj, bytes(body), GRID_VERSION)).array()
+            arr = loads(pack(head, bytes(body), GRID_VERSION)).array()
             arr[0, :5, :5]
             arr[...]
             arr.sample(np.full((3, 3), 0.5))

@@ -12,6 +12,7 @@ import tifffile
 from napari_inif.core import CompressionConfig, compress, loads
 from napari_inif.core.codec.container import GRID_VERSION, pack, unpack_version
 from napari_inif.core.codec.gridfile import GridEncoded
+from napari_inif.core.codec.gridheader import from_binary, to_binary
 from napari_inif.core.errors import InifFormatError
 from napari_inif.core.metrics.quality import psnr
 from tests.conftest import data_file
@@ -80,10 +81,10 @@ def test_two_channels_round_trip(cells_tyx):
 
 
 def _repacked(enc: GridEncoded, change) -> bytes:
-    _version, obj, body = unpack_version(enc.to_bytes())
-    obj = json.loads(json.dumps(obj))
+    _version, head, body = unpack_version(enc.to_bytes())
+    obj = json.loads(json.dumps(from_binary(head)))
     body = change(obj, body)
-    return pack(obj, body, GRID_VERSION)
+    return pack(to_binary(obj), body, GRID_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,8 @@ def test_inconsistent_hybrid_files_raise_format_errors(hybrid_16x, name, change)
 
 def test_compact_json(hybrid_16x, grid_encoded):
     """The prior entry costs its few numbers: short keys, integer ranges for integer data."""
-    _version, obj, _body = unpack_version(hybrid_16x.to_bytes())
+    _version, head, _body = unpack_version(hybrid_16x.to_bytes())
+    obj = from_binary(head)
     assert set(obj["p"]) == {"c", "n", "t", "p", "b", "q", "s"}
     assert all(isinstance(v, int) for v in (*obj["l"], *obj["h"])) and obj["d"] == "uint16"
     pure = GridEncoded.overhead(grid_encoded.header)

@@ -3,9 +3,11 @@
 Layout (all integers little-endian; see ``docs/format.md``)::
 
     magic        8 bytes   b"\\x89INIF\\r\\n\\x1a"
-    version      u16 major, u16 minor (2.x: SIREN block fields, 3.x: a latent-grid field)
-    header_len   u32       length of the deflated header, at most MAX_HEADER_BYTES
-    header       bytes     raw-deflate-compressed UTF-8 JSON object
+    version      u16 major, u16 minor (2.x: SIREN block fields, 3.x and 4.x: a latent-grid
+                           field, 4.x with a binary header)
+    header_len   u32       length of the header, at most MAX_HEADER_BYTES
+    header       bytes     1.x-3.x: raw-deflate-compressed UTF-8 JSON object; 4.x: the
+                           binary header of :mod:`.gridheader`
     payload_len  u32       length of the payload
     payload      bytes     entropy-coded weights (and codec-prior sections), see quant.py
     crc32        u32       CRC-32 of everything before it
@@ -32,6 +34,8 @@ from napari_inif.core.errors import InifFormatError
 
 __all__ = [
     "FORMAT_VERSION",
+    "GRID_JSON_VERSION",
+    "GRID_MAJORS",
     "GRID_VERSION",
     "MAGIC",
     "MAX_FILE_BYTES",
@@ -42,6 +46,7 @@ __all__ = [
     "is_inif",
     "pack",
     "read_file",
+    "read_header_json",
     "unpack",
     "unpack_version",
     "write_atomic",
@@ -52,10 +57,17 @@ MAGIC = b"\x89INIF\r\n\x1a"
 #: (``first_half``, ``bias_half``), which a 1.x reader cannot ignore; 1.x files (neither
 #: key) are still read.
 FORMAT_VERSION = (2, 0)
-#: Version of latent-grid files (:mod:`.gridfile`): a compact JSON and a grid stream as
-#: the payload, which no 2.x reader can decode (it refuses them by their version).
-GRID_VERSION = (3, 0)
-READ_MAJORS = (1, 2, 3)
+#: Version of latent-grid files (:mod:`.gridfile`): a binary header (:mod:`.gridheader`)
+#: and a grid stream as the payload.  No 2.x or 3.x reader can read the header (they
+#: refuse the file by its version); 3.0 grid files, whose header is a compact JSON
+#: (:data:`GRID_JSON_VERSION`), are still read.
+GRID_VERSION = (4, 0)
+GRID_JSON_VERSION = (3, 0)
+#: Majors whose payload is a latent-grid field.
+GRID_MAJORS = (3, 4)
+READ_MAJORS = (1, 2, 3, 4)
+#: Majors whose header is binary (kept as bytes by :func:`unpack_version`).
+_BINARY_HEADER_MAJORS = (4,)
 MAX_HEADER_BYTES = 1 << 20  # deflated
 MAX_HEADER_JSON_BYTES = 8 << 20  # inflated
 MAX_FILE_BYTES = 1 << 36
@@ -88,18 +100,25 @@ def header_bytes(header: dict[str, Any]) -> bytes:
 
 
 class Container(NamedTuple):
-    """The parts of an ``.inif`` file: format version, JSON header, payload."""
+    """The parts of an ``.inif`` file: format version, header, payload.
+
+    ``header`` is the JSON object (formats 1.x-3.x) or, for a binary-header format
+    (4.x), the header's bytes, which :mod:`.gridheader` parses.
+    """
 
     version: tuple[int, int]
-    header: dict[str, Any]
+    header: dict[str, Any] | bytes
     payload: bytes
 
 
 def pack(
-    header: dict[str, Any], payload: bytes, version: tuple[int, int] = FORMAT_VERSION
+    header: dict[str, Any] | bytes,
+    payload: bytes,
+    version: tuple[int, int] = FORMAT_VERSION,
 ) -> bytes:
-    """Serialise ``header`` and ``payload`` into the bytes of an ``.inif`` file."""
-    head = header_bytes(header)
+    """Serialise ``header`` (a JSON object, deflated here, or a binary header's bytes,
+    stored as they are) and ``payload`` into the bytes of an ``.inif`` file."""
+    head = header if isinstance(header, bytes) else header_bytes(header)
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     if len(payload) >= 1 << 32:
@@ -115,7 +134,7 @@ def pack(
     return body + _U32.pack(zlib.crc32(body))
 
 
-def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
+def unpack(data: bytes) -> tuple[dict[str, Any] | bytes, bytes]:
     """Parse and check the bytes of an ``.inif`` file: ``(header, payload)``."""
     parsed = unpack_version(data)
     return parsed.header, parsed.payload
@@ -150,13 +169,20 @@ def unpack_version(data: bytes) -> Container:
     (crc,) = _U32.unpack_from(view, at + payload_len)
     if zlib.crc32(view[: at + payload_len]) != crc:
         raise InifFormatError("checksum mismatch: the file is corrupted")
+    if major in _BINARY_HEADER_MAJORS:
+        return Container((major, minor), head, payload)
+    return Container((major, minor), read_header_json(head), payload)
+
+
+def read_header_json(head: bytes) -> dict[str, Any]:
+    """The JSON object of deflated header bytes; raises :class:`InifFormatError`."""
     try:
         header = json.loads(_inflate(head, MAX_HEADER_JSON_BYTES).decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InifFormatError(f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise InifFormatError("header is not a JSON object")
-    return Container((major, minor), header, payload)
+    return header
 
 
 def read_file(path: str | os.PathLike[str]) -> Container:

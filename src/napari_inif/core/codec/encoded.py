@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_inif.core.codec.container import (
-    GRID_VERSION,
+    GRID_MAJORS,
     Container,
     pack,
     read_file,
@@ -116,11 +116,12 @@ class Encoded:
         """Parse and validate the bytes of a SIREN ``.inif`` file (see :func:`load`);
         :func:`loads` reads grid-field files too."""
         version, header_obj, body = unpack_version(data)
-        if version[0] == GRID_VERSION[0]:
+        if version[0] in GRID_MAJORS:
             raise InifFormatError(
                 f"this is a grid-field file (format {version[0]}.{version[1]}); "
                 "read it with napari_inif.core.loads() or load()"
             )
+        assert isinstance(header_obj, dict)  # formats 1.x-2.x: a JSON header
         return cls._from_parts(header_obj, body, budget)
 
     @classmethod
@@ -183,10 +184,11 @@ def loads(data: bytes, budget: int | str | None = None) -> Encoded | GridEncoded
 
 def _from_container(parts: Container, budget: int | str | None) -> Encoded | GridEncoded:
     """The result of a parsed container: by its major version, a grid field or blocks."""
-    if parts.version[0] == GRID_VERSION[0]:
+    if parts.version[0] in GRID_MAJORS:
         from napari_inif.core.codec.gridfile import GridEncoded
 
         return GridEncoded.from_parts(parts.header, parts.payload, budget)
+    assert isinstance(parts.header, dict)  # formats 1.x-2.x: a JSON header
     return Encoded._from_parts(parts.header, parts.payload, budget)
 
 

@@ -1,16 +1,19 @@
-"""The ``.inif`` file of a latent-grid field: container 3.0, a compact JSON, a grid stream.
+"""The ``.inif`` file of a latent-grid field: container 4.0, a binary header, a grid stream.
 
 In hybrid mode the body is ``[prior section][grid stream]``: a classic-codec prior
 (:mod:`napari_inif.core.hybrid.prior`, the same section as in SIREN files) codes the image
-and the grid its residual; the JSON then says how (``p``) and holds the image's dtype and
-intensity range (``d``, ``l``, ``h``), which the stream, coding the residual, does not.
+and the grid its residual; the header then says how (``p``) and holds the image's dtype
+and intensity range (``d``, ``l``, ``h``), which the stream, coding the residual, does not.
 
 The container is the one of every ``.inif`` file (:mod:`.container`) at format version
-3.0, so that 2.x readers refuse it by its version instead of misreading it.  Its JSON
-holds only what people read and what the layout needs, under one-letter keys (the
-deflated JSON of a file with its fit record is ~90 bytes, see ``docs/format.md``);
-the decoder's numbers (shape of the field, dtype, intensity range, latents, weights)
-are in the grid stream (:mod:`.grid.coding`), the payload.
+4.0, so that 2.x and 3.x readers refuse it by its version instead of misreading it.  Its
+header holds only what people read and what the layout needs: axes, shape and the fit
+record in binary fields, the rest (source name, pixel size, prior) as a compact JSON
+with one-letter keys (:mod:`.gridheader`; 26 bytes for a file with a fit record and no
+metadata, where format 3.0's deflated JSON took ~90, see ``docs/format.md``).  Format
+3.0 files (the whole header as that JSON) are still read.  The decoder's numbers (shape
+of the field, dtype, intensity range, latents, weights) are in the grid stream
+(:mod:`.grid.coding`), the payload.
 
 :class:`GridEncoded` has the surface of :class:`~.encoded.Encoded` that the CLI, the
 writer, the reader and the widgets use (``header.layout``/``fit``/``metadata``,
@@ -29,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 from napari_inif.core.codec.container import (
     GRID_VERSION,
     OVERHEAD_BYTES,
-    header_bytes,
     pack,
     write_atomic,
 )
 from napari_inif.core.codec.decode import InifArray, _human, decode_budget
+from napari_inif.core.codec.gridheader import from_binary, to_binary
 from napari_inif.core.codec.header import MAX_VOXELS, from_json_safe, json_safe
 from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 from napari_inif.core.layout import Layout
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BYTES_PER_LATENT", "FIELD_KIND", "GridEncoded", "GridHeader"]
 
-#: The ``k`` of the JSON: which field the stream holds (the dispatch key of format 3.x).
+#: The ``k`` of the JSON: which field the stream holds (format 3.0; 4.x is always a grid).
 FIELD_KIND = "grid"
 #: Peak bytes per latent while a grid file is read and decoded: the int32 tile cache (4),
 #: and for scattered samples every level assembled as int32 (4) and float32 (4); 16
@@ -326,7 +329,7 @@ class GridEncoded:
 
     def to_bytes(self) -> bytes:
         """The complete ``.inif`` file."""
-        return pack(self.header.to_file_json(), self.payload, GRID_VERSION)
+        return pack(to_binary(self.header.to_file_json()), self.payload, GRID_VERSION)
 
     @cached_property
     def nbytes(self) -> int:
@@ -340,9 +343,9 @@ class GridEncoded:
 
     @staticmethod
     def overhead(header: GridHeader) -> int:
-        """Bytes a file with ``header`` spends besides its grid stream (container, JSON
+        """Bytes a file with ``header`` spends besides its grid stream (container, header
         and, in hybrid mode, the prior section)."""
-        return OVERHEAD_BYTES + len(header_bytes(header.to_file_json())) + header.prior_bytes
+        return OVERHEAD_BYTES + len(to_binary(header.to_file_json())) + header.prior_bytes
 
     def with_header(self, header: GridHeader) -> GridEncoded:
         """The same stream under another header (e.g. with fit results)."""
@@ -370,10 +373,12 @@ class GridEncoded:
 
     @classmethod
     def from_parts(
-        cls, obj: dict[str, Any], body: bytes, budget: int | str | None = None
+        cls, head: dict[str, Any] | bytes, body: bytes, budget: int | str | None = None
     ) -> GridEncoded:
-        """Validate a format-3 file's JSON and stream (see :func:`.encoded.load`)."""
+        """Validate a grid file's header and stream (see :func:`.encoded.load`): a
+        format 4 binary header, or the JSON object of a format 3 file."""
         limit = decode_budget(budget)
+        obj = from_binary(head) if isinstance(head, bytes) else head
         # the stream's dtype is not known yet: check the layout with a placeholder first
         layout = layout_of(obj, "uint8")
         info = prior_of(obj)

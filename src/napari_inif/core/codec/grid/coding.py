@@ -53,6 +53,8 @@ from napari_inif.core.codec.grid.field import (
     gather_parents,
     laplace_bits,
 )
+from napari_inif.core.codec.varint import Reader as _Reader
+from napari_inif.core.codec.varint import put_varint as _put_varint
 from napari_inif.core.errors import InifFormatError
 
 __all__ = [
@@ -93,50 +95,6 @@ def scale_from_code(code: int) -> float:
 
 #: Every scale a u8 code says.
 SCALES = np.array([2.0 ** ((c - 160) / 16) for c in range(256)])
-
-
-# -- varints -------------------------------------------------------------------------
-def _put_varint(out: io.BytesIO, value: int) -> None:
-    if value < 0:
-        raise ValueError("varints are unsigned")
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.write(bytes([byte | 0x80]))
-        else:
-            out.write(bytes([byte]))
-            return
-
-
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise InifFormatError("grid stream is truncated")
-        out = bytes(self.data[self.pos : self.pos + n])
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def varint(self, limit: int = 1 << 40) -> int:
-        value = shift = 0
-        while True:
-            byte = self.u8()
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise InifFormatError("grid stream: varint too long")
-        if value > limit:
-            raise InifFormatError(f"grid stream: value {value} over its bound {limit}")
-        return value
 
 
 # -- tiles ---------------------------------------------------------------------------
