@@ -88,7 +88,7 @@ def test_header_is_compact():
         spec, lat, w = _random_code(shape, levels=7, hidden=(16, 16))
         lat = [np.zeros_like(z) for z in lat]
         enc = encode_grid(spec, lat, [0.5] * 7, w, 0.0, 1.0, "uint16")
-        assert enc.header_bytes < 70, enc.header_bytes
+        assert enc.header_bytes <= 60, enc.header_bytes  # 58 / 59 measured
 
 
 def test_truncated_stream_raises():

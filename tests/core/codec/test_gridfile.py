@@ -58,6 +58,23 @@ def test_a_plain_header_is_binary_fields_only(grid_encoded):
     assert loads(pack(head, grid_encoded.stream, GRID_VERSION)).header.fit == lossless.fit
 
 
+def test_a_file_written_by_an_earlier_release_decodes_as_its_writer_did(cells_tyx):
+    """Format 3.0 (JSON header) with a version-2 grid stream (every level tiled, edges
+    listed): written at commit c5da427 (tests/data/README.md)."""
+    from napari_inif.core.metrics.quality import psnr
+    from tests.conftest import TEST_DATA
+
+    blob = (TEST_DATA / "grid_format3_cells.inif").read_bytes()
+    assert unpack_version(blob).version == GRID_JSON_VERSION
+    old = loads(blob)
+    assert old.header.metadata["source"].startswith("cells_tyx crop")
+    decoded = old.array()[...]
+    data_range = float(cells_tyx.max()) - float(cells_tyx.min())
+    # the writer's own measurement on its decode (2 decimals): the same pixels now
+    assert abs(psnr(cells_tyx, decoded, data_range) - old.header.fit["psnr"]) <= 0.005
+    assert old.stream[2] == 2  # grid stream version 2 (the writer now writes 3)
+
+
 def test_a_format_3_file_still_reads(grid_encoded):
     """Files written before the binary header (3.0: compact JSON) read the same."""
     old = pack(grid_encoded.header.to_file_json(), grid_encoded.stream, GRID_JSON_VERSION)

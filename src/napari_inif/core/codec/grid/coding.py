@@ -1,16 +1,24 @@
 """The grid bitstream: a compact struct header, range-coded weights and latent tiles.
 
-Layout (version 2; integers little-endian, ``v`` = unsigned LEB128 varint)::
+Layout (version 3; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
     u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | u8 finest
-    v tile edge[ndim]
+    u8 tiles: 0 = the default edges for ndim (DEFAULT_EDGE) | 1, then v tile edge[ndim]
     f32 lo | f32 hi                                  intensity map of the output
     per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
     per weight tensor: u8 step exponent k | u8 scale code | v max |q|
-    v weight-stream words
-    per level with max > 0: tile bitmap (1 bit per tile, C order) | v words per set tile
-    weight stream | tile streams (level by level, tile by tile), 32-bit words
+    v shared-stream words
+    per level with max > 0 and more than one tile:
+        tile bitmap (1 bit per tile, C order) | v words per set tile
+    shared stream | tile streams (level by level, tile by tile), 32-bit words
+
+The *shared stream* holds the weights, then the one tile of every level that has a
+single tile (and max > 0), coarsest first: every region reads those levels anyway, and
+one range-coded stream instead of one per level saves the per-stream word padding and
+flush (2-4 bytes each) and the tile tables (2 bytes a level) -- ~25 bytes of a 250-byte
+file.  Version 2 (files written before 2026-11-30's format 4.0 change; still read) had
+the edges always as varints and the weights alone in that stream.
 
 Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
 coder under a ``QuantizedLaplace`` on ``[-max, max]``.  Without a context network (context
@@ -28,9 +36,9 @@ costs one bit.  Synthesis weights, then the context weights ``W1, b1, W2, b2``, 
 quantised per tensor with step ``2 ** -k`` (a small rate-distortion search) and coded
 the same way (mean 0, scale = mean ``|q|``).
 
-Header size, measured: 57 bytes of fixed fields for 7 levels and a 16-16 synthesis (2D or
-3D alike), plus the tile table (1 bit per tile, 1-2 bytes per coded tile): 74 bytes for a
-256 x 256 image with every level coded, 79 for 8 x 128 x 128, 93 for 48 x 130 x 130.
+Header size, measured: 58 bytes of fixed fields for 7 levels and a 16-16 synthesis (2D,
+59 in 3D), plus the tile table of the levels with more than one tile (1 bit per tile,
+1-2 bytes per coded tile).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -68,7 +77,9 @@ __all__ = [
 ]
 
 MAGIC = b"IG"
-VERSION = 2
+VERSION = 3
+#: Stream versions read: 2 (every level tiled, weights alone in the first stream) and 3.
+READ_VERSIONS = (2, 3)
 DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
 #: Tile edges (latent cells per axis) by number of coordinate axes: ~64k latents a tile,
 #: thin along the leading (T, Z) axes so that a plane decodes few latents besides its own.
@@ -229,22 +240,21 @@ def _parent_window(coarser: np.ndarray, box: Sequence[slice]) -> tuple[list[int]
 
 
 def _encode_tile(
+    enc: constriction.stream.queue.RangeEncoder,
     tile: np.ndarray,
     parent: np.ndarray | None,
     offset: Sequence[int],
     level_code: int,
     maxabs: int,
     context: QuantisedWeights | None,
-) -> np.ndarray:
-    """The range-coded words of one tile: anchors, then the others."""
+) -> None:
+    """Range-code one tile into ``enc``: anchors, then the others."""
     family = constriction.stream.model.QuantizedLaplace(-maxabs, maxabs)
     mask = anchors(tile.shape, offset)
-    enc = constriction.stream.queue.RangeEncoder()
     for part in (mask, ~mask):
         if part.any():
             mu, scale = latent_params(tile, parent, offset, level_code, maxabs, context, mask=part)
             enc.encode(tile[part].astype(np.int32), family, mu, scale)
-    return enc.get_compressed()
 
 
 # -- weights -------------------------------------------------------------------------
@@ -341,8 +351,12 @@ def encode_grid(
     for n in spec.shape:
         _put_varint(head, n)
     head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context, spec.finest]))
-    for e in edge:
-        _put_varint(head, e)
+    if edge == DEFAULT_EDGE[ndim]:
+        head.write(bytes([0]))
+    else:
+        head.write(bytes([1]))
+        for e in edge:
+            _put_varint(head, e)
     head.write(struct.pack("<ff", lo, hi))
     n_syn = len(_weight_shapes(spec))
     context = QuantisedWeights(weights.ints[n_syn:], weights.exponents[n_syn:])
@@ -353,54 +367,79 @@ def encode_grid(
         head.write(bytes([c]))
         _put_varint(head, int(np.abs(z).max()) if z.size else 0)
 
-    # weights: one stream
-    wenc = constriction.stream.queue.RangeEncoder()
+    # the shared stream: weights, then the single-tile levels, coarsest first
+    shared = constriction.stream.queue.RangeEncoder()
     for q, k in zip(weights.ints, weights.exponents, strict=True):
         m = int(np.abs(q).max()) if q.size else 0
         c = scale_code(max(float(np.abs(q).mean()), 1e-3))
         head.write(bytes([k, c]))
         _put_varint(head, m)
         if m:
-            wenc.encode(q.reshape(-1).astype(np.int32), _model(m, scale_from_code(c)))
-    wwords = wenc.get_compressed()
-    _put_varint(head, int(wwords.size))
+            shared.encode(q.reshape(-1).astype(np.int32), _model(m, scale_from_code(c)))
+    weight_bits = shared.num_bits()
+    latent_bytes = [0] * len(level_ints)
+    first_shared = _first_shared(spec, edge)
+
+    def parent_of(lv: int, box: tuple[slice, ...]) -> np.ndarray | None:
+        coarser = level_ints[lv + 1] if lv + 1 < len(level_ints) else None
+        if coarser is None or not context.ints:
+            return None
+        plo, phi = _parent_window(coarser, box)
+        window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
+        offset = [b.start for b in box]
+        shape = tuple(b.stop - b.start for b in box)
+        return gather_parents(torch.from_numpy(window), shape, offset).numpy()
+
+    for lv in reversed(range(first_shared, len(level_ints))):
+        z = level_ints[lv]
+        m = int(np.abs(z).max()) if z.size else 0
+        if m:
+            before = shared.num_bits()
+            box = tuple(slice(0, n) for n in z.shape)
+            _encode_tile(shared, z, parent_of(lv, box), [0] * ndim, codes[lv], m, context)
+            latent_bytes[lv] = (shared.num_bits() - before) // 8
+    shared_words = shared.get_compressed()
+    _put_varint(head, int(shared_words.size))
 
     streams: list[np.ndarray] = []
-    latent_bytes = []
-    for lv, (z, c) in enumerate(zip(level_ints, codes, strict=True)):
+    for lv in range(first_shared):
+        z = level_ints[lv]
         m = int(np.abs(z).max()) if z.size else 0
         if m == 0:
-            latent_bytes.append(0)
             continue
-        coarser = level_ints[lv + 1] if lv + 1 < len(level_ints) else None
         grid = tile_grid(z.shape, edge)
         bits = np.zeros(math.prod(grid), bool)
         lengths = []
         before = head.tell()
-        level_streams = []
         for t, index in enumerate(np.ndindex(*grid)):
             box = tile_slices(z.shape, edge, index)
             tile = z[box]
             if not tile.any():
                 continue
             bits[t] = True
-            offset = [b.start for b in box]
-            parent = None
-            if coarser is not None and context.ints:
-                plo, phi = _parent_window(coarser, box)
-                window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
-                parent = gather_parents(torch.from_numpy(window), tile.shape, offset).numpy()
-            words = _encode_tile(tile, parent, offset, c, m, context)
+            enc = constriction.stream.queue.RangeEncoder()
+            _encode_tile(
+                enc, tile, parent_of(lv, box), [b.start for b in box], codes[lv], m, context
+            )
+            words = enc.get_compressed()
             lengths.append(int(words.size))
-            level_streams.append(words)
+            streams.append(words)
         head.write(np.packbits(bits, bitorder="little").tobytes())
         for n in lengths:
             _put_varint(head, n)
-        streams += level_streams
-        latent_bytes.append(head.tell() - before + 4 * sum(lengths))
+        latent_bytes[lv] = head.tell() - before + 4 * sum(lengths)
     header = head.getvalue()
-    body = b"".join(w.astype("<u4").tobytes() for w in [wwords, *streams])
-    return EncodedGrid(header + body, len(header), 4 * int(wwords.size), latent_bytes)
+    body = b"".join(w.astype("<u4").tobytes() for w in [shared_words, *streams])
+    return EncodedGrid(header + body, len(header), weight_bits // 8, latent_bytes)
+
+
+def _first_shared(spec: GridSpec, edge: Sequence[int]) -> int:
+    """The finest level with a single tile (levels from it on go in the shared stream;
+    a coarser level never has more tiles than a finer one)."""
+    for lv in range(spec.levels):
+        if math.prod(tile_grid(spec.level_shape(lv), edge)) == 1:
+            return lv
+    return spec.levels
 
 
 # -- decoding ------------------------------------------------------------------------
@@ -416,8 +455,10 @@ class GridCode:
         if r.take(2) != MAGIC:
             raise InifFormatError("not a grid stream (bad magic)")
         version = r.u8()
-        if version != VERSION:
-            raise InifFormatError(f"grid stream version {version} is not supported ({VERSION})")
+        if version not in READ_VERSIONS:
+            raise InifFormatError(
+                f"grid stream version {version} is not supported (reads {READ_VERSIONS})"
+            )
         ndim, channels, dcode = r.u8(), r.u8(), r.u8()
         if not 1 <= ndim <= 4 or channels < 1 or dcode >= len(DTYPES):
             raise InifFormatError("grid stream: bad ndim, channels or dtype")
@@ -433,7 +474,12 @@ class GridCode:
             raise InifFormatError(
                 f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"
             )
-        self.edge = tuple(r.varint(1 << 31) for _ in range(ndim))
+        explicit = 1 if version == 2 else r.u8()  # version 2 always lists its edges
+        if explicit > 1:
+            raise InifFormatError(f"grid stream: bad tiling flag {explicit}")
+        self.edge = (
+            tuple(r.varint(1 << 31) for _ in range(ndim)) if explicit else DEFAULT_EDGE[ndim]
+        )
         if min(self.edge) < 1:
             raise InifFormatError("grid stream: tile edge 0")
         # a tile is decoded whole, with ~100 bytes of transients a latent: bound it
@@ -458,11 +504,13 @@ class GridCode:
                 raise InifFormatError("grid stream: weight step out of range")
             self._wmeta.append((k, scale_from_code(c), r.varint(MAX_SYMBOL)))
         wwords = r.varint(len(data) // 4)
+        # levels from ``first_shared`` on have one tile each, in the shared stream
+        self._first_shared = _first_shared(self.spec, self.edge) if version >= 3 else levels
         self._tiles: list[dict[tuple[int, ...], tuple[int, int]]] = []
         lengths: list[list[tuple[tuple[int, ...], int]]] = []
         for lv, m in enumerate(self.maxabs):
             grid = tile_grid(self.spec.level_shape(lv), self.edge)
-            if m == 0:
+            if m == 0 or lv >= self._first_shared:
                 lengths.append([])
                 continue
             n = math.prod(grid)
@@ -486,13 +534,17 @@ class GridCode:
         if pos > len(data):
             raise InifFormatError("grid stream is truncated (latent tiles)")
         self.nbytes = pos
-        self.weights = self._decode_weights(wstream, shapes)
+        self._shared = constriction.stream.queue.RangeDecoder(wstream)
+        self._shared_lock = threading.Lock()
+        self._shared_done = False
+        self._shared_error: InifFormatError | None = None
+        self.weights = self._decode_weights(shapes)
         n_syn = len(_weight_shapes(self.spec))
         self.context = QuantisedWeights(self.weights.ints[n_syn:], self.weights.exponents[n_syn:])
         self._cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
 
-    def _decode_weights(self, words: np.ndarray, shapes: list[tuple[int, ...]]) -> QuantisedWeights:
-        dec = constriction.stream.queue.RangeDecoder(words)
+    def _decode_weights(self, shapes: list[tuple[int, ...]]) -> QuantisedWeights:
+        dec = self._shared  # the weights come first in the shared stream
         ints, exps = [], []
         for shape, (k, b, m) in zip(shapes, self._wmeta, strict=True):
             n = math.prod(shape)
@@ -508,6 +560,8 @@ class GridCode:
         anchors and the rest in two vectorised calls.
         """
         key = (level, index)
+        if key not in self._cache and level >= self._first_shared and self.maxabs[level]:
+            self._decode_shared()
         if key not in self._cache:
             shape = self.spec.level_shape(level)
             box = tile_slices(shape, self.edge, index)
@@ -516,11 +570,34 @@ class GridCode:
             if entry is None:
                 self._cache[key] = np.zeros(tshape, np.int32)
             else:
-                self._cache[key] = self._decode_tile(level, box, entry)
+                pos, n = entry
+                words = np.frombuffer(self._data[pos : pos + 4 * n], "<u4").astype(np.uint32)
+                dec = constriction.stream.queue.RangeDecoder(words)
+                self._cache[key] = self._decode_tile(level, box, dec)
         return self._cache[key]
 
+    def _decode_shared(self) -> None:
+        """Decode the single-tile levels of the shared stream, coarsest first (each one's
+        parents are the level after it, decoded just before).  One stateful decoder:
+        locked against the tile threads of a viewer; a failure is kept and raised again."""
+        with self._shared_lock:
+            if self._shared_error is not None:
+                raise self._shared_error
+            if self._shared_done:
+                return
+            ndim = len(self.spec.shape)
+            try:
+                for lv in reversed(range(self._first_shared, self.spec.levels)):
+                    if self.maxabs[lv]:  # an all-zero level has nothing in the stream
+                        box = tuple(slice(0, n) for n in self.spec.level_shape(lv))
+                        self._cache[lv, (0,) * ndim] = self._decode_tile(lv, box, self._shared)
+            except InifFormatError as exc:
+                self._shared_error = exc
+                raise
+            self._shared_done = True
+
     def _decode_tile(
-        self, level: int, box: tuple[slice, ...], entry: tuple[int, int]
+        self, level: int, box: tuple[slice, ...], dec: constriction.stream.queue.RangeDecoder
     ) -> np.ndarray:
         tshape = tuple(s.stop - s.start for s in box)
         offset = [s.start for s in box]
@@ -531,14 +608,11 @@ class GridCode:
             hi = [min((s.stop - 1) // 2 + 1, n) for s, n in zip(box, coarser, strict=True)]
             window = torch.from_numpy(self.window(level + 1, lo, hi))
             parent = gather_parents(window, tshape, offset).numpy()
-        pos, n = entry
-        words = np.frombuffer(self._data[pos : pos + 4 * n], "<u4").astype(np.uint32)
         m, code = self.maxabs[level], self.codes[level]
         family = constriction.stream.model.QuantizedLaplace(-m, m)
         out = np.zeros(tshape, np.int32)
         mask = anchors(tshape, offset)
         try:
-            dec = constriction.stream.queue.RangeDecoder(words)
             for part in (mask, ~mask):
                 if part.any():
                     mu, scale = latent_params(out, parent, offset, code, m, self.context, mask=part)
