@@ -84,6 +84,11 @@ class Layout:
         return tuple(self.shape[i] for i in self.coord_axes)
 
     @property
+    def time_axis(self) -> int | None:
+        """Position of ``T`` among the coordinate axes (``None``: no time axis)."""
+        return next((k for k, i in enumerate(self.coord_axes) if self.axes[i] == "T"), None)
+
+    @property
     def channels(self) -> int:
         """Number of channels (field outputs)."""
         c = self.channel_axis

@@ -49,9 +49,9 @@ def test_laplace_bits_match_the_mass():
     torch.testing.assert_close(laplace_bits(y, b), ref, atol=1e-4, rtol=1e-4)
 
 
-def _random_code(shape, levels=4, hidden=(5,), seed=0, context=0, finest=0):
+def _random_code(shape, levels=4, hidden=(5,), seed=0, context=0, finest=0, time_axis=None):
     rng = np.random.default_rng(seed)
-    spec = GridSpec(shape, 1, levels, hidden, context, finest)
+    spec = GridSpec(shape, 1, levels, hidden, context, finest, time_axis)
     lat = [np.rint(rng.laplace(0, 0.6, s)).astype(np.int32) for s in spec.level_shapes]
     lat[-1][:] = 0  # an all-zero level
     fld = GridField(spec)
@@ -61,12 +61,15 @@ def _random_code(shape, levels=4, hidden=(5,), seed=0, context=0, finest=0):
     return spec, lat, w
 
 
-@pytest.mark.parametrize("context, finest", [(0, 0), (4, 0), (8, 1)])
+@pytest.mark.parametrize(
+    "context, finest, time_axis", [(0, 0, None), (4, 0, None), (8, 1, None), (4, 1, 0)]
+)
 @pytest.mark.parametrize("shape", [(65, 257), (6, 40, 33)])
-def test_stream_round_trip_is_exact(shape, context, finest):
+def test_stream_round_trip_is_exact(shape, context, finest, time_axis):
     """Latents and weights decode exactly, with or without the context model (whose
-    means and scales the decoder recomputes from what it decoded)."""
-    spec, lat, w = _random_code(shape, context=context, finest=finest)
+    means and scales the decoder recomputes from what it decoded), with or without a
+    time axis (levels that do not halve along it: parents at ``index``, not ``// 2``)."""
+    spec, lat, w = _random_code(shape, context=context, finest=finest, time_axis=time_axis)
     enc = encode_grid(spec, lat, [0.6] * spec.levels, w, 10.0, 4000.0, "uint16", edge=16)
     code = GridCode(enc.data)
     assert code.spec == spec
@@ -81,6 +84,16 @@ def test_stream_round_trip_is_exact(shape, context, finest):
     code2.window(0, [0] * len(shape), [8] * len(shape))
     coded = [lv for lv, z in enumerate(lat) if z.any()]  # an all-zero level is not read
     assert sorted(key[0] for key in code2._cache) == (coded if context else [0])
+
+
+def test_the_time_axis_keeps_its_resolution_longer():
+    """Along T the finest level has every frame and each second level halves."""
+    spec = GridSpec((48, 130, 130), 1, 5, (16, 16), 8, 1, time_axis=0)
+    assert [s[0] for s in spec.level_shapes] == [48, 24, 24, 12, 12]
+    assert [s[1] for s in spec.level_shapes] == [65, 33, 17, 9, 5]
+    assert GridSpec((48, 130, 130), 1, 5, finest=1).level_shapes[1] == (12, 33, 33)
+    with pytest.raises(ValueError):
+        GridSpec((48, 130), time_axis=2)
 
 
 def test_header_is_compact():

@@ -160,9 +160,11 @@ def fit_grid_array(
             f"{layout.raw_bytes}-byte image ({overhead} bytes of {besides}); {advice}",
             max_ratio,
         )
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"time_axis": layout.time_axis}
     if layout.channels > 1:  # the fit's own spec choice sees a channel axis as coordinates
-        options["spec"] = choose_spec(layout.coord_shape, layout.channels, int(stream_budget))
+        options["spec"] = choose_spec(
+            layout.coord_shape, layout.channels, int(stream_budget), layout.time_axis
+        )
     v_lo, v_hi = float(values.min()), float(values.max())  # the stream's intensity map
     if guide is not None:
         options["after_backward"] = _GuidanceHook(guide, *_to_norm(v_lo, v_hi, lo_c, hi_c))

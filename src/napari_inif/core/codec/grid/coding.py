@@ -4,6 +4,7 @@ Layout (version 3; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
     u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | u8 finest
+    u8 time axis: 0 = none | 1 + the index of the coordinate axis that is time
     u8 tiles: 0 = the default edges for ndim (DEFAULT_EDGE) | 1, then v tile edge[ndim]
     f32 lo | f32 hi                                  intensity map of the output
     per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
@@ -61,6 +62,7 @@ from napari_inif.core.codec.grid.field import (
     context_features,
     gather_parents,
     laplace_bits,
+    parent_factors,
 )
 from napari_inif.core.codec.varint import Reader as _Reader
 from napari_inif.core.codec.varint import put_varint as _put_varint
@@ -222,7 +224,8 @@ def level_bits(
     parent = None
     if coarser is not None and context is not None and context.ints:
         zeros = [0] * values.ndim
-        parent = gather_parents(torch.from_numpy(coarser), values.shape, zeros).numpy()
+        factors = parent_factors(values.shape, coarser.shape)
+        parent = gather_parents(torch.from_numpy(coarser), values.shape, zeros, factors).numpy()
     mu, steps = _context_params(values, parent, [0] * values.ndim, m, context, edge)
     y = torch.from_numpy(values.astype(np.float64) - mu)
     out = []
@@ -232,10 +235,18 @@ def level_bits(
     return out
 
 
-def _parent_window(coarser: np.ndarray, box: Sequence[slice]) -> tuple[list[int], list[int]]:
+def _parent_window(
+    coarser: np.ndarray, box: Sequence[slice], factors: Sequence[int]
+) -> tuple[list[int], list[int]]:
     """``[lo, hi)`` of the coarser level that the window ``box`` of a level reads."""
-    lo = [s.start // 2 for s in box]
-    hi = [min((s.stop - 1) // 2 + 1, n) for s, n in zip(box, coarser.shape, strict=True)]
+    return _parent_range(box, coarser.shape, factors)
+
+
+def _parent_range(
+    box: Sequence[slice], coarser: Sequence[int], factors: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    lo = [s.start // f for s, f in zip(box, factors, strict=True)]
+    hi = [min((s.stop - 1) // f + 1, n) for s, n, f in zip(box, coarser, factors, strict=True)]
     return lo, hi
 
 
@@ -351,6 +362,7 @@ def encode_grid(
     for n in spec.shape:
         _put_varint(head, n)
     head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context, spec.finest]))
+    head.write(bytes([0 if spec.time_axis is None else 1 + spec.time_axis]))
     if edge == DEFAULT_EDGE[ndim]:
         head.write(bytes([0]))
     else:
@@ -384,11 +396,12 @@ def encode_grid(
         coarser = level_ints[lv + 1] if lv + 1 < len(level_ints) else None
         if coarser is None or not context.ints:
             return None
-        plo, phi = _parent_window(coarser, box)
+        factors = parent_factors(level_ints[lv].shape, coarser.shape)
+        plo, phi = _parent_window(coarser, box, factors)
         window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
         offset = [b.start for b in box]
         shape = tuple(b.stop - b.start for b in box)
-        return gather_parents(torch.from_numpy(window), shape, offset).numpy()
+        return gather_parents(torch.from_numpy(window), shape, offset, factors).numpy()
 
     for lv in reversed(range(first_shared, len(level_ints))):
         z = level_ints[lv]
@@ -467,9 +480,17 @@ class GridCode:
         levels = r.u8()
         hidden = tuple(r.take(r.u8()))
         context, finest = r.u8(), r.u8()
-        if not 1 <= levels <= 16 or any(h == 0 for h in hidden) or min(shape) < 1 or finest > 8:
-            raise InifFormatError("grid stream: bad levels, widths, shape or finest level")
-        self.spec = GridSpec(shape, channels, levels, hidden, context, finest)
+        time = 0 if version == 2 else r.u8()  # 0: no time axis, else 1 + its index
+        if (
+            not 1 <= levels <= 16
+            or any(h == 0 for h in hidden)
+            or min(shape) < 1
+            or finest > 8
+            or time > ndim
+        ):
+            raise InifFormatError("grid stream: bad levels, widths, shape, finest level or T")
+        time_axis = time - 1 if time else None
+        self.spec = GridSpec(shape, channels, levels, hidden, context, finest, time_axis)
         if self.spec.num_latents > max_latents:
             raise InifFormatError(
                 f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"
@@ -604,10 +625,10 @@ class GridCode:
         parent = None
         if self.context.ints and level + 1 < self.spec.levels:
             coarser = self.spec.level_shape(level + 1)
-            lo = [s.start // 2 for s in box]
-            hi = [min((s.stop - 1) // 2 + 1, n) for s, n in zip(box, coarser, strict=True)]
+            factors = parent_factors(self.spec.level_shape(level), coarser)
+            lo, hi = _parent_range(box, coarser, factors)
             window = torch.from_numpy(self.window(level + 1, lo, hi))
-            parent = gather_parents(window, tshape, offset).numpy()
+            parent = gather_parents(window, tshape, offset, factors).numpy()
         m, code = self.maxabs[level], self.codes[level]
         family = constriction.stream.model.QuantizedLaplace(-m, m)
         out = np.zeros(tshape, np.int32)

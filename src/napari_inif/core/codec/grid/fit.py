@@ -92,7 +92,9 @@ class GridFit:
     optimiser: torch.optim.Optimizer | None = field(default=None, repr=False, compare=False)
 
 
-def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> GridSpec:
+def choose_spec(
+    shape: tuple[int, ...], channels: int, budget_bytes: int, time_axis: int | None = None
+) -> GridSpec:
     """Levels and synthesis widths for an image and a byte budget.
 
     Levels: down to about 4 latents along the longest axis, at most 7; under
@@ -101,6 +103,7 @@ def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> Gri
     spent 21% / 14% fewer bits than per-level Laplaces on tinc-zyx 256x, 27% / 26% on
     cells-tyx 128x; below ~700 bytes its weights cost more than it saves).  The synthesis
     takes at most ~12% of the budget: ``(16, 16)``, ``(16,)``, ``(8,)``, ``(4,)``, linear.
+    ``time_axis``: the coordinate axis that is time, if any (:meth:`.GridSpec.exponent`).
     """
     longest = max(shape)
     levels = max(2, min(7, int(math.log2(max(longest, 4) / 4)) + 1))
@@ -115,8 +118,8 @@ def choose_spec(shape: tuple[int, ...], channels: int, budget_bytes: int) -> Gri
             width = h
         n += width * channels + channels
         if n * WEIGHT_BITS_ESTIMATE / 8 <= 0.12 * budget_bytes:
-            return GridSpec(tuple(shape), channels, levels, hidden, context, finest)
-    return GridSpec(tuple(shape), channels, levels, (), context, finest)
+            return GridSpec(tuple(shape), channels, levels, hidden, context, finest, time_axis)
+    return GridSpec(tuple(shape), channels, levels, (), context, finest, time_axis)
 
 
 def training_latents(
@@ -157,6 +160,7 @@ def iter_fit_grid(
     latent_lr: float = 4.0,
     control: str = "rounded",
     after_backward: Callable[[GridField, int, float], None] | None = None,
+    time_axis: int | None = None,
 ) -> Iterator[GridProgress | GridFit]:
     """Fit ``data`` (``(*shape)`` or ``(*shape, C)`` with ``spec.channels == C``).
 
@@ -169,7 +173,8 @@ def iter_fit_grid(
     everything but the latents (header, weights, tile table), estimated when not given.
     ``after_backward(field, step, fraction)`` runs after each step's backward pass and
     before the optimiser's step: a loss of its own can add to the parameters' gradients
-    there (guidance does, on decoded windows).
+    there (guidance does, on decoded windows).  ``time_axis`` (the coordinate axis that
+    is time) shapes the levels when ``spec`` is chosen here (:func:`choose_spec`).
     """
     # tiny Laplace masses and shrinking latents reach subnormal floats, 5-20x slower on
     # CPU (steps went from 0.04 to 0.2-0.8 s on tinc-zyx); flush them to zero while
@@ -193,6 +198,7 @@ def iter_fit_grid(
             latent_lr=latent_lr,
             control=control,
             after_backward=after_backward,
+            time_axis=time_axis,
         )
     finally:
         torch.set_flush_denormal(False)
@@ -216,6 +222,7 @@ def _fit_steps(
     latent_lr: float,
     control: str,
     after_backward: Callable[[GridField, int, float], None] | None,
+    time_axis: int | None,
 ) -> Iterator[GridProgress | GridFit]:
     torch.manual_seed(seed)
     arr = np.asarray(data)
@@ -224,7 +231,7 @@ def _fit_steps(
     lo, hi = float(arr.min()), float(arr.max())
     if spec is None:
         shape = arr.shape
-        spec = choose_spec(tuple(shape), 1, target_bytes)
+        spec = choose_spec(tuple(shape), 1, target_bytes, time_axis)
     if arr.ndim == len(spec.shape):
         arr = arr[..., None]
     target = torch.from_numpy(
