@@ -19,7 +19,8 @@ single tile (and max > 0), coarsest first: every region reads those levels anywa
 one range-coded stream instead of one per level saves the per-stream word padding and
 flush (2-4 bytes each) and the tile tables (2 bytes a level) -- ~25 bytes of a 250-byte
 file.  Version 2 (files written before 2026-11-30's format 4.0 change; still read) had
-the edges always as varints and the weights alone in that stream.
+no time-axis byte (no time axis), the edges always as varints and the weights alone in
+that stream.
 
 Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
 coder under a ``QuantizedLaplace`` on ``[-max, max]``.  Without a context network (context
