@@ -4,8 +4,9 @@ A grid file's header says what people read (axes, shape, the fit record, the sou
 name, pixel size) and, in hybrid mode, how the prior is laid out.  Format 3.0 stored it
 as a deflated compact JSON, ~90 bytes with a fit record: at 512x a 258-byte 2D file
 spent 45% of itself on container and JSON.  Format 4.0 stores the common part in fixed
-binary fields and keeps a deflated JSON only for what has no field (metadata, scale,
-unit, the hybrid prior, guidance results, any number a field cannot hold exactly)::
+binary fields and keeps a JSON (deflated when that is shorter) only for what has no
+field (metadata, scale, unit, the hybrid prior, guidance results, any number a field
+cannot give back exactly)::
 
     u8  flags         bit k (k < 6): fit-record field k below is present;
                       bit 6: a JSON object follows the fields; bit 7: it is deflated
