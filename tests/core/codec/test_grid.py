@@ -126,6 +126,37 @@ def test_quick_fit_lands_on_the_budget():
     assert psnr > 18.0, psnr  # 19.9 dB measured (seed 0, 120 steps)
 
 
+def test_a_time_limit_covers_the_rate_control_rounds(monkeypatch):
+    """The fit takes 75% of a time limit and the rounds share what is left; once it is
+    spent no round starts (a 2-minute fit of a 3-channel 1024^2 image ran 308 s before)."""
+    import types
+
+    import tifffile
+
+    from napari_inif.core.codec.grid import codec as codec_mod
+    from napari_inif.core.codec.grid import fit as fit_mod
+
+    limits = []
+    real = fit_mod.iter_fit_grid
+
+    def spy(*args, **kwargs):
+        limits.append(kwargs.get("time_limit"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_mod, "iter_fit_grid", spy)
+    data = tifffile.imread(SAMPLE)[0, :48, :48]  # 4 bits a pixel: lands under, rounds run
+    fit_to_size(data, 4.0, steps=30, compile=False, time_limit=60.0)
+    assert limits[0] == 45.0 and len(limits) == 3
+    # each round: its share of what is left (the first of two: at most half of 60 s)
+    assert 0 < limits[1] <= 30.0 and 0 < limits[2] <= 60.0, limits
+    # the clock says the limit is spent after the fit: no round starts
+    clock = iter([0.0, *[1000.0] * 10])
+    monkeypatch.setattr(codec_mod, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    limits.clear()
+    enc, _ = fit_to_size(data, 4.0, steps=30, compile=False, time_limit=60.0)
+    assert limits == [45.0] and len(enc.data) <= data.nbytes / 4.0
+
+
 def test_the_hard_phase_still_pulls_dead_zone_latents_to_zero():
     """In the straight-through phase the rate's gradient holds small latents at zero
     (priced on rounded latents it was 0 there, and a long fit's rate ran away)."""
