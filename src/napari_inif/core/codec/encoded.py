@@ -1,7 +1,7 @@
 """The compressed form of an image: header + quantised weights, in memory or in a file.
 
 :func:`load` and :func:`loads` read every kind of ``.inif`` file: the SIREN block fields
-(format 1.x/2.x, :class:`Encoded`) and the latent-grid field (format 3.x,
+(format 1.x/2.x, :class:`Encoded`) and the latent-grid field (formats 3.x and 4.x,
 :class:`~napari_inif.core.codec.gridfile.GridEncoded`).  Both give the same surface
 (``header.layout``/``fit``/``metadata``, ``to_bytes``, ``nbytes``, ``ratio``, ``save``,
 ``array()``).

@@ -277,7 +277,7 @@ def layout_of(obj: dict[str, Any], dtype: Any) -> Layout:
     """The image layout a grid file's JSON declares; raises :class:`InifFormatError`."""
     kind = obj.get(_KEYS["kind"])
     if kind != FIELD_KIND:
-        raise InifFormatError(f"unknown field kind {kind!r} in a format 3 file")
+        raise InifFormatError(f"unknown field kind {kind!r} in a grid file")
     axes, shape = obj.get(_KEYS["axes"]), obj.get(_KEYS["shape"])
     if dtype not in ("uint8", "uint16", "float32"):
         raise InifFormatError(f"unsupported dtype {dtype!r}")
