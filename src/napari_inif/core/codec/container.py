@@ -174,10 +174,12 @@ def unpack_version(data: bytes) -> Container:
     return Container((major, minor), read_header_json(head), payload)
 
 
-def read_header_json(head: bytes) -> dict[str, Any]:
-    """The JSON object of deflated header bytes; raises :class:`InifFormatError`."""
+def read_header_json(head: bytes, *, deflated: bool = True) -> dict[str, Any]:
+    """The JSON object of header bytes (raw-deflated unless ``deflated=False``); raises
+    :class:`InifFormatError`."""
     try:
-        header = json.loads(_inflate(head, MAX_HEADER_JSON_BYTES).decode("utf-8"))
+        text = _inflate(head, MAX_HEADER_JSON_BYTES) if deflated else head
+        header = json.loads(text.decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InifFormatError(f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):

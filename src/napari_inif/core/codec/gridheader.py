@@ -123,7 +123,7 @@ def from_binary(data: bytes) -> dict[str, Any]:
     tail = bytes(r.data[r.pos :])
     obj: dict[str, Any] = {}
     if flags & _JSON_FOLLOWS:
-        obj = read_header_json(tail) if flags & _DEFLATED else _plain_json(tail)
+        obj = read_header_json(tail, deflated=bool(flags & _DEFLATED))
         if {_KIND, _AXES, _SHAPE} & obj.keys():
             raise InifFormatError("grid header: its JSON part repeats the binary fields")
     elif tail:
@@ -134,14 +134,3 @@ def from_binary(data: bytes) -> dict[str, Any]:
     if record or extra:
         obj[_FIT] = {**extra, **record}
     return {**obj, _KIND: "grid", _AXES: axes, _SHAPE: shape}
-
-
-def _plain_json(data: bytes) -> dict[str, Any]:
-    """The JSON object of the header's undeflated JSON part."""
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InifFormatError(f"grid header: its JSON part is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InifFormatError("grid header: its JSON part is not a JSON object")
-    return obj

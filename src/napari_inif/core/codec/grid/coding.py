@@ -236,16 +236,11 @@ def level_bits(
     return out
 
 
-def _parent_window(
-    coarser: np.ndarray, box: Sequence[slice], factors: Sequence[int]
-) -> tuple[list[int], list[int]]:
-    """``[lo, hi)`` of the coarser level that the window ``box`` of a level reads."""
-    return _parent_range(box, coarser.shape, factors)
-
-
 def _parent_range(
     box: Sequence[slice], coarser: Sequence[int], factors: Sequence[int]
 ) -> tuple[list[int], list[int]]:
+    """``[lo, hi)`` of the coarser level (shape ``coarser``) that the window ``box`` of a
+    level reads, ``factors`` its :func:`~.field.parent_factors`."""
     lo = [s.start // f for s, f in zip(box, factors, strict=True)]
     hi = [min((s.stop - 1) // f + 1, n) for s, n, f in zip(box, coarser, factors, strict=True)]
     return lo, hi
@@ -398,7 +393,7 @@ def encode_grid(
         if coarser is None or not context.ints:
             return None
         factors = parent_factors(level_ints[lv].shape, coarser.shape)
-        plo, phi = _parent_window(coarser, box, factors)
+        plo, phi = _parent_range(box, coarser.shape, factors)
         window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
         offset = [b.start for b in box]
         shape = tuple(b.stop - b.start for b in box)
