@@ -501,8 +501,9 @@ def _field_line(encoded) -> str:
     if isinstance(encoded, GridEncoded):
         spec = encoded.decoder().field.code.spec
         hidden = "-".join(map(str, spec.hidden)) or "linear"
+        features = f" x {spec.features} features" if spec.features > 1 else ""
         return (
-            f"latent grid, {spec.levels} levels, {spec.num_latents} latents, synthesis "
+            f"latent grid, {spec.levels} levels{features}, {spec.num_latents} latents, synthesis "
             f"{hidden}; stream {len(encoded.stream)} bytes, container and JSON "
             f"{encoded.nbytes - len(encoded.stream) - len(encoded.prior)} bytes"
         )

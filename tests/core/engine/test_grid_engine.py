@@ -60,18 +60,26 @@ def test_file_decodes_as_memory_at_the_asked_ratio(case, cells_tyx, nuclei_crop)
     assert back.header.fit["architecture"] == "grid" and "w0" not in back.header.fit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "at ~4 bits a pixel the field cannot spend its budget: one latent a pixel at the "
-        "finest level (2 channels at 8x: 71% / 75% of it after 60 / 300 steps; one channel "
-        "at 4x, the same bits a pixel: 77% / 90%; 2 channels at 16x: 100%)"
-    ),
-)
 def test_two_channel_file_within_ten_percent(cells_tyx):
     data = _two_channels(cells_tyx)
     enc = compress(data, CompressionConfig(ratio=8, steps=60, architecture="grid"), axes="CYX")
     assert enc.nbytes >= 0.9 * data.nbytes / 8
+
+
+def test_each_channel_gets_its_own_latents():
+    """A 3-channel Cell Painting crop (nuclei, cytoplasm, nucleoli: different content):
+    one latent grid a channel per level, so the field can spend the budget (one grid
+    a level, shared by the channels, landed this file at 23.8x when 16x was asked, and
+    the channels 2.8 / 1.7 / 3.2 dB lower) and every channel keeps its detail."""
+    data = tifffile.imread(data_file("bbbc022_A02_s9_crop_CYX.tif"))
+    enc = compress(data, CompressionConfig(ratio=16, steps=60, architecture="grid"), axes="CYX")
+    assert 0.9 * data.nbytes / 16 <= enc.nbytes <= data.nbytes / 16
+    assert enc.decoder().field.code.spec.features == 3
+    decoded = enc.array()[...]
+    floors = (30.0, 34.0, 31.0)  # measured 31.96 / 36.11 / 33.09 dB (old: 29.19 / 34.39 / 29.94)
+    for c, floor in enumerate(floors):
+        span = float(data[c].max()) - float(data[c].min())
+        assert psnr(data[c], decoded[c], span) >= floor, c
 
 
 def test_progress_phases_steps_and_time_limit(cells_tyx):

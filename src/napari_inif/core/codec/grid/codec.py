@@ -35,18 +35,20 @@ from napari_inif.core.codec.grid.fit import GridFit, GridProgress
 __all__ = ["GridDecoder", "compress_grid", "encode_fit", "fit_to_size", "iter_fit_to_size"]
 
 
-def _trim_order(raw: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
+def _trim_order(
+    raw: list[torch.Tensor], features: int = 1
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Rounded latents and the flat indices of their +-1 entries, cheapest to zero first.
 
     Order: smallest ``|z|`` first, finer levels before coarser (a coarse latent reaches
-    more pixels): key ``|z| + level / 2``.
+    more pixels): key ``|z| + level / 2`` (grid ``g`` is of level ``g // features``).
     """
     ints = [torch.round(z).numpy().astype(np.int32) for z in raw]
     keys, where = [], []
     offset = 0
-    for lv, (z, q) in enumerate(zip(raw, ints, strict=True)):
+    for g, (z, q) in enumerate(zip(raw, ints, strict=True)):
         flat = np.flatnonzero(np.abs(q.reshape(-1)) == 1)
-        keys.append(np.abs(z.numpy().reshape(-1)[flat]) + 0.5 * lv)
+        keys.append(np.abs(z.numpy().reshape(-1)[flat]) + 0.5 * (g // features))
         where.append(flat + offset)
         offset += q.size
     order = np.concatenate(where)[np.argsort(np.concatenate(keys), kind="stable")]
@@ -63,20 +65,28 @@ def _trimmed(ints: list[np.ndarray], order: np.ndarray, k: int) -> list[np.ndarr
     return out
 
 
+def _parents(latents: list[np.ndarray], features: int) -> list[np.ndarray | None]:
+    """Each grid's parent grid (the same feature one level coarser), or ``None``."""
+    n = len(latents)
+    return [latents[g + features] if g + features < n else None for g in range(n)]
+
+
 def _best_codes(
     latents: list[np.ndarray],
     learned: list[float],
     context: QuantisedWeights | None,
     edge: Sequence[int],
+    features: int = 1,
 ) -> list[int]:
-    """Per level, the scale code near the learned one that codes it in the fewest bits."""
+    """Per grid, the scale code near the learned one that codes it in the fewest bits."""
     codes = []
-    for lv, (q, b) in enumerate(zip(latents, learned, strict=True)):
+    parents = _parents(latents, features)
+    for g, (q, b) in enumerate(zip(latents, learned, strict=True)):
         c0 = scale_code(b)
         if not q.any():
             codes.append(c0)
             continue
-        coarser = latents[lv + 1] if lv + 1 < len(latents) else None
+        coarser = parents[g]
         trial = range(max(0, c0 - 12), min(255, c0 + 12) + 1)
         bits = level_bits(q, coarser, trial, context, edge)
         codes.append(trial[int(np.argmin(bits))])
@@ -92,13 +102,14 @@ def _quantise_context(
     if not tensors:
         return QuantisedWeights([], [])
     codes = [scale_code(b) for b in learned]
+    parents = _parents(latents, fld.spec.features)
     best = None
     for k in range(3, 13):
         ints = [torch.round(t * 2.0**k).numpy().astype(np.int64) for t in tensors]
         q = QuantisedWeights(ints, [k] * len(ints))
         bits = sum(
-            level_bits(z, latents[lv + 1] if lv + 1 < len(latents) else None, [c], q, edge)[0]
-            for lv, (z, c) in enumerate(zip(latents, codes, strict=True))
+            level_bits(z, p, [c], q, edge)[0]
+            for z, p, c in zip(latents, parents, codes, strict=True)
         ) + sum(weight_bits(i) for i in ints)
         if best is None or bits < best[0]:
             best = (bits, q)
@@ -127,7 +138,7 @@ def encode_fit(
         arr = arr[..., None]
     target = torch.from_numpy((arr.astype(np.float32) - fit.lo) / max(fit.hi - fit.lo, 1e-12))
     with torch.no_grad():
-        feats = fld.features_dense(fld.quantized_latents()).reshape(-1, spec.levels)
+        feats = fld.features_dense(fld.quantized_latents()).reshape(-1, spec.grids)
     target = target.reshape(-1, spec.channels)
     g = torch.Generator().manual_seed(seed)
     if feats.shape[0] > sample:
@@ -138,13 +149,13 @@ def encode_fit(
     learned = [float(s) for s in fld.scales().detach()]
     edge = DEFAULT_EDGE[len(spec.shape)]
 
-    ints, order = _trim_order(raw)
+    ints, order = _trim_order(raw, spec.features)
     context = _quantise_context(fld, ints, learned, fit.lam, edge)
     weights = QuantisedWeights(weights.ints + context.ints, weights.exponents + context.exponents)
 
     def write(k: int) -> EncodedGrid:
         latents = _trimmed(ints, order, k)
-        codes = _best_codes(latents, learned, context, edge)
+        codes = _best_codes(latents, learned, context, edge, spec.features)
         scales = [scale_from_code(c) for c in codes]
         return encode_grid(spec, latents, scales, weights, fit.lo, fit.hi, arr.dtype)
 
@@ -340,16 +351,16 @@ class GridDecoder:
         cs = [torch.as_tensor(np.asarray(c, np.float64)) for c in coords]
         feats = []
         with torch.no_grad():
-            for lv, lshape in enumerate(spec.level_shapes):
+            for g, gshape in enumerate(spec.grid_shapes):
                 lo, hi = zip(
                     *(
                         needed_range(n, m, c)
-                        for n, m, c in zip(spec.shape, lshape, cs, strict=True)
+                        for n, m, c in zip(spec.shape, gshape, cs, strict=True)
                     ),
                     strict=True,
                 )
-                win = torch.from_numpy(self.code.window(lv, lo, hi).astype(np.float32))
-                feats.append(upsample_window(win, lo, lshape, spec.shape, cs))
+                win = torch.from_numpy(self.code.window(g, lo, hi).astype(np.float32))
+                feats.append(upsample_window(win, lo, gshape, spec.shape, cs))
             out = self.field.synthesize(torch.stack(feats, -1)).numpy()
         return self._finish(out, raw)
 

@@ -1,35 +1,39 @@
 """The grid bitstream: a compact struct header, range-coded weights and latent tiles.
 
-Layout (version 3; integers little-endian, ``v`` = unsigned LEB128 varint)::
+Layout (version 4; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
-    u8 levels | u8 n_hidden | u8 width[n_hidden] | u8 context width | u8 finest
+    u8 levels | u8 features | u8 n_hidden | u8 width[n_hidden] | u8 context width
+    u8 finest
     u8 time axis: 0 = none | 1 + the index of the coordinate axis that is time
     u8 tiles: 0 = the default edges for ndim (DEFAULT_EDGE) | 1, then v tile edge[ndim]
     f32 lo | f32 hi                                  intensity map of the output
-    per level:  u8 scale code | v max |latent|       (max 0: the level is all zero)
+    per grid:  u8 scale code | v max |latent|        (max 0: the grid is all zero)
     per weight tensor: u8 step exponent k | u8 scale code | v max |q|
     v shared-stream words
-    per level with max > 0 and more than one tile:
+    per grid with max > 0 and more than one tile:
         tile bitmap (1 bit per tile, C order) | v words per set tile
-    shared stream | tile streams (level by level, tile by tile), 32-bit words
+    shared stream | tile streams (grid by grid, tile by tile), 32-bit words
 
-The *shared stream* holds the weights, then the one tile of every level that has a
-single tile (and max > 0), coarsest first: every region reads those levels anyway, and
-one range-coded stream instead of one per level saves the per-stream word padding and
-flush (2-4 bytes each) and the tile tables (2 bytes a level) -- ~25 bytes of a 250-byte
-file.  Version 2 (files written before 2026-11-30's format 4.0 change; still read) had
+A level holds ``features`` latent grids (:class:`~.field.GridSpec`); the grids are
+numbered finest level first, a level's features together, and grid ``g``'s parents are
+in grid ``g + features``.  The *shared stream* holds the weights, then the one tile of
+every grid whose level has a single tile (and max > 0), coarsest first: every region
+reads those grids anyway, and one range-coded stream instead of one per grid saves the
+per-stream word padding and flush (2-4 bytes each) and the tile tables (2 bytes a grid)
+-- ~25 bytes of a 250-byte file.  Version 3 (written before features, 2026-11-30) has
+no features byte (one a level); version 2 (before 2026-11-30's format 4.0 change) also
 no time-axis byte (no time axis), the edges always as varints and the weights alone in
-that stream.
+that stream.  Both are still read.
 
 Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
 coder under a ``QuantizedLaplace`` on ``[-max, max]``.  Without a context network (context
-width 0) it is the per-level model the fit learned: mean 0, scale ``2 ** ((code - 160) /
+width 0) it is the per-grid model the fit learned: mean 0, scale ``2 ** ((code - 160) /
 16)``.  With one, each latent's mean and scale code come from the context network (a
 ``2d + 2 -> width -> 2`` leaky-ReLU MLP, :class:`~.field.ContextModel`) over its parent
-(the coarser level at ``index // 2``) and its face neighbours in the same tile, evaluated
-exactly, in integers (:func:`context_exact`): mean rounded to 1/64, scale code = level
-code + 16 x the offset, clipped to 0..255.  Each level is cut into tiles of ``edge``
+(the parent grid's latent at ``index // 2``) and its face neighbours in the same tile,
+evaluated exactly, in integers (:func:`context_exact`): mean rounded to 1/64, scale code
+= grid code + 16 x the offset, clipped to 0..255.  Each grid is cut into tiles of ``edge``
 latents per axis, coded independently (a neighbour in another tile reads as 0), each as
 two runs: its *anchors* (even sum of indices; they see only their parents) then the
 others (they also see the anchors), so a tile decodes in two vectorised calls and a
@@ -38,8 +42,8 @@ costs one bit.  Synthesis weights, then the context weights ``W1, b1, W2, b2``, 
 quantised per tensor with step ``2 ** -k`` (a small rate-distortion search) and coded
 the same way (mean 0, scale = mean ``|q|``).
 
-Header size, measured: 58 bytes of fixed fields for 7 levels and a 16-16 synthesis (2D,
-59 in 3D), plus the tile table of the levels with more than one tile (1 bit per tile,
+Header size, measured (version 4): 60 bytes of fixed fields for 7 levels and a 16-16
+synthesis (2D, 61 in 3D), plus the tile table of the grids with more than one tile (1 bit per tile,
 1-2 bytes per coded tile).
 """
 
@@ -67,7 +71,7 @@ from napari_inif.core.codec.grid.field import (
 )
 from napari_inif.core.codec.varint import Reader as _Reader
 from napari_inif.core.codec.varint import put_varint as _put_varint
-from napari_inif.core.errors import InifFormatError
+from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 
 __all__ = [
     "DEFAULT_EDGE",
@@ -80,9 +84,10 @@ __all__ = [
 ]
 
 MAGIC = b"IG"
-VERSION = 3
-#: Stream versions read: 2 (every level tiled, weights alone in the first stream) and 3.
-READ_VERSIONS = (2, 3)
+VERSION = 4
+#: Stream versions read: 2 (every level tiled, weights alone in the first stream), 3
+#: (one feature a level) and 4.
+READ_VERSIONS = (2, 3, 4)
 DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
 #: Tile edges (latent cells per axis) by number of coordinate axes: ~64k latents a tile,
 #: thin along the leading (T, Z) axes so that a plane decodes few latents besides its own.
@@ -357,7 +362,8 @@ def encode_grid(
     head.write(MAGIC + bytes([VERSION, ndim, spec.channels, DTYPES.index(dtype_name)]))
     for n in spec.shape:
         _put_varint(head, n)
-    head.write(bytes([spec.levels, len(spec.hidden), *spec.hidden, spec.context, spec.finest]))
+    head.write(bytes([spec.levels, spec.features, len(spec.hidden), *spec.hidden]))
+    head.write(bytes([spec.context, spec.finest]))
     head.write(bytes([0 if spec.time_axis is None else 1 + spec.time_axis]))
     if edge == DEFAULT_EDGE[ndim]:
         head.write(bytes([0]))
@@ -369,13 +375,13 @@ def encode_grid(
     n_syn = len(_weight_shapes(spec))
     context = QuantisedWeights(weights.ints[n_syn:], weights.exponents[n_syn:])
 
-    level_ints = [np.asarray(z).astype(np.int32) for z in latents]
+    grid_ints = [np.asarray(z).astype(np.int32) for z in latents]
     codes = [scale_code(s) for s in scales]
-    for z, c in zip(level_ints, codes, strict=True):
+    for z, c in zip(grid_ints, codes, strict=True):
         head.write(bytes([c]))
         _put_varint(head, int(np.abs(z).max()) if z.size else 0)
 
-    # the shared stream: weights, then the single-tile levels, coarsest first
+    # the shared stream: weights, then the grids of single-tile levels, coarsest first
     shared = constriction.stream.queue.RangeEncoder()
     for q, k in zip(weights.ints, weights.exponents, strict=True):
         m = int(np.abs(q).max()) if q.size else 0
@@ -385,34 +391,35 @@ def encode_grid(
         if m:
             shared.encode(q.reshape(-1).astype(np.int32), _model(m, scale_from_code(c)))
     weight_bits = shared.num_bits()
-    latent_bytes = [0] * len(level_ints)
+    latent_bytes = [0] * len(grid_ints)
     first_shared = _first_shared(spec, edge)
 
-    def parent_of(lv: int, box: tuple[slice, ...]) -> np.ndarray | None:
-        coarser = level_ints[lv + 1] if lv + 1 < len(level_ints) else None
-        if coarser is None or not context.ints:
+    def parent_of(g: int, box: tuple[slice, ...]) -> np.ndarray | None:
+        up = spec.parent(g)
+        if up is None or not context.ints:
             return None
-        factors = parent_factors(level_ints[lv].shape, coarser.shape)
+        coarser = grid_ints[up]
+        factors = parent_factors(grid_ints[g].shape, coarser.shape)
         plo, phi = _parent_range(box, coarser.shape, factors)
         window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
         offset = [b.start for b in box]
         shape = tuple(b.stop - b.start for b in box)
         return gather_parents(torch.from_numpy(window), shape, offset, factors).numpy()
 
-    for lv in reversed(range(first_shared, len(level_ints))):
-        z = level_ints[lv]
+    for g in reversed(range(first_shared, len(grid_ints))):
+        z = grid_ints[g]
         m = int(np.abs(z).max()) if z.size else 0
         if m:
             before = shared.num_bits()
             box = tuple(slice(0, n) for n in z.shape)
-            _encode_tile(shared, z, parent_of(lv, box), [0] * ndim, codes[lv], m, context)
-            latent_bytes[lv] = (shared.num_bits() - before) // 8
+            _encode_tile(shared, z, parent_of(g, box), [0] * ndim, codes[g], m, context)
+            latent_bytes[g] = (shared.num_bits() - before) // 8
     shared_words = shared.get_compressed()
     _put_varint(head, int(shared_words.size))
 
     streams: list[np.ndarray] = []
-    for lv in range(first_shared):
-        z = level_ints[lv]
+    for g in range(first_shared):
+        z = grid_ints[g]
         m = int(np.abs(z).max()) if z.size else 0
         if m == 0:
             continue
@@ -428,7 +435,7 @@ def encode_grid(
             bits[t] = True
             enc = constriction.stream.queue.RangeEncoder()
             _encode_tile(
-                enc, tile, parent_of(lv, box), [b.start for b in box], codes[lv], m, context
+                enc, tile, parent_of(g, box), [b.start for b in box], codes[g], m, context
             )
             words = enc.get_compressed()
             lengths.append(int(words.size))
@@ -436,19 +443,19 @@ def encode_grid(
         head.write(np.packbits(bits, bitorder="little").tobytes())
         for n in lengths:
             _put_varint(head, n)
-        latent_bytes[lv] = head.tell() - before + 4 * sum(lengths)
+        latent_bytes[g] = head.tell() - before + 4 * sum(lengths)
     header = head.getvalue()
     body = b"".join(w.astype("<u4").tobytes() for w in [shared_words, *streams])
     return EncodedGrid(header + body, len(header), weight_bits // 8, latent_bytes)
 
 
 def _first_shared(spec: GridSpec, edge: Sequence[int]) -> int:
-    """The finest level with a single tile (levels from it on go in the shared stream;
-    a coarser level never has more tiles than a finer one)."""
+    """The first grid of the finest level with a single tile (grids from it on go in
+    the shared stream; a coarser level never has more tiles than a finer one)."""
     for lv in range(spec.levels):
         if math.prod(tile_grid(spec.level_shape(lv), edge)) == 1:
-            return lv
-    return spec.levels
+            return lv * spec.features
+    return spec.grids
 
 
 # -- decoding ------------------------------------------------------------------------
@@ -474,22 +481,27 @@ class GridCode:
         self.dtype = np.dtype(DTYPES[dcode])
         shape = tuple(r.varint(1 << 31) for _ in range(ndim))
         levels = r.u8()
+        features = 1 if version < 4 else r.u8()
         hidden = tuple(r.take(r.u8()))
         context, finest = r.u8(), r.u8()
         time = 0 if version == 2 else r.u8()  # 0: no time axis, else 1 + its index
         if (
             not 1 <= levels <= 16
+            or features < 1
             or any(h == 0 for h in hidden)
             or min(shape) < 1
             or finest > 8
             or time > ndim
         ):
-            raise InifFormatError("grid stream: bad levels, widths, shape, finest level or T")
-        time_axis = time - 1 if time else None
-        self.spec = GridSpec(shape, channels, levels, hidden, context, finest, time_axis)
-        if self.spec.num_latents > max_latents:
             raise InifFormatError(
-                f"grid stream declares {self.spec.num_latents} latents (limit {max_latents})"
+                "grid stream: bad levels, features, widths, shape, finest level or T"
+            )
+        time_axis = time - 1 if time else None
+        self.spec = GridSpec(shape, channels, levels, hidden, context, finest, time_axis, features)
+        if self.spec.num_latents > max_latents:  # a hostile or a very large file
+            raise DecodeBudgetError(
+                f"the grid stream declares {self.spec.num_latents} latents, more than the "
+                f"decode budget allows ({max_latents}; INIF_DECODE_BUDGET or load(budget=))"
             )
         explicit = 1 if version == 2 else r.u8()  # version 2 always lists its edges
         if explicit > 1:
@@ -509,7 +521,7 @@ class GridCode:
         self.lo, self.hi = struct.unpack("<ff", r.take(8))
         self.codes: list[int] = []
         self.maxabs = []
-        for _ in range(levels):
+        for _ in range(self.spec.grids):
             self.codes.append(r.u8())
             self.maxabs.append(r.varint(MAX_SYMBOL))
         self.scales = [scale_from_code(c) for c in self.codes]
@@ -521,13 +533,14 @@ class GridCode:
                 raise InifFormatError("grid stream: weight step out of range")
             self._wmeta.append((k, scale_from_code(c), r.varint(MAX_SYMBOL)))
         wwords = r.varint(len(data) // 4)
-        # levels from ``first_shared`` on have one tile each, in the shared stream
-        self._first_shared = _first_shared(self.spec, self.edge) if version >= 3 else levels
+        # grids from ``first_shared`` on have one tile each, in the shared stream
+        n_grids = self.spec.grids
+        self._first_shared = _first_shared(self.spec, self.edge) if version >= 3 else n_grids
         self._tiles: list[dict[tuple[int, ...], tuple[int, int]]] = []
         lengths: list[list[tuple[tuple[int, ...], int]]] = []
-        for lv, m in enumerate(self.maxabs):
-            grid = tile_grid(self.spec.level_shape(lv), self.edge)
-            if m == 0 or lv >= self._first_shared:
+        for g, m in enumerate(self.maxabs):
+            grid = tile_grid(self.spec.grid_shape(g), self.edge)
+            if m == 0 or g >= self._first_shared:
                 lengths.append([])
                 continue
             n = math.prod(grid)
@@ -570,32 +583,32 @@ class GridCode:
             exps.append(k)
         return QuantisedWeights(ints, exps)
 
-    def tile(self, level: int, index: tuple[int, ...]) -> np.ndarray:
-        """The integer latents of one tile (decoded once, then cached).
+    def tile(self, grid: int, index: tuple[int, ...]) -> np.ndarray:
+        """The integer latents of one tile of a latent grid (decoded once, then cached).
 
-        Decodes the coarser level's tiles under it first (its parents), then the tile's
-        anchors and the rest in two vectorised calls.
+        Decodes the parent grid's tiles under it first, then the tile's anchors and the
+        rest in two vectorised calls.
         """
-        key = (level, index)
-        if key not in self._cache and level >= self._first_shared and self.maxabs[level]:
+        key = (grid, index)
+        if key not in self._cache and grid >= self._first_shared and self.maxabs[grid]:
             self._decode_shared()
         if key not in self._cache:
-            shape = self.spec.level_shape(level)
+            shape = self.spec.grid_shape(grid)
             box = tile_slices(shape, self.edge, index)
             tshape = tuple(s.stop - s.start for s in box)
-            entry = self._tiles[level].get(index)
+            entry = self._tiles[grid].get(index)
             if entry is None:
                 self._cache[key] = np.zeros(tshape, np.int32)
             else:
                 pos, n = entry
                 words = np.frombuffer(self._data[pos : pos + 4 * n], "<u4").astype(np.uint32)
                 dec = constriction.stream.queue.RangeDecoder(words)
-                self._cache[key] = self._decode_tile(level, box, dec)
+                self._cache[key] = self._decode_tile(grid, box, dec)
         return self._cache[key]
 
     def _decode_shared(self) -> None:
-        """Decode the single-tile levels of the shared stream, coarsest first (each one's
-        parents are the level after it, decoded just before).  One stateful decoder:
+        """Decode the single-tile grids of the shared stream, coarsest first (each one's
+        parents are in a grid after it, decoded before).  One stateful decoder:
         locked against the tile threads of a viewer; a failure is kept and raised again."""
         with self._shared_lock:
             if self._shared_error is not None:
@@ -604,28 +617,29 @@ class GridCode:
                 return
             ndim = len(self.spec.shape)
             try:
-                for lv in reversed(range(self._first_shared, self.spec.levels)):
-                    if self.maxabs[lv]:  # an all-zero level has nothing in the stream
-                        box = tuple(slice(0, n) for n in self.spec.level_shape(lv))
-                        self._cache[lv, (0,) * ndim] = self._decode_tile(lv, box, self._shared)
+                for g in reversed(range(self._first_shared, self.spec.grids)):
+                    if self.maxabs[g]:  # an all-zero grid has nothing in the stream
+                        box = tuple(slice(0, n) for n in self.spec.grid_shape(g))
+                        self._cache[g, (0,) * ndim] = self._decode_tile(g, box, self._shared)
             except InifFormatError as exc:
                 self._shared_error = exc
                 raise
             self._shared_done = True
 
     def _decode_tile(
-        self, level: int, box: tuple[slice, ...], dec: constriction.stream.queue.RangeDecoder
+        self, grid: int, box: tuple[slice, ...], dec: constriction.stream.queue.RangeDecoder
     ) -> np.ndarray:
         tshape = tuple(s.stop - s.start for s in box)
         offset = [s.start for s in box]
         parent = None
-        if self.context.ints and level + 1 < self.spec.levels:
-            coarser = self.spec.level_shape(level + 1)
-            factors = parent_factors(self.spec.level_shape(level), coarser)
+        up = self.spec.parent(grid)
+        if self.context.ints and up is not None:
+            coarser = self.spec.grid_shape(up)
+            factors = parent_factors(self.spec.grid_shape(grid), coarser)
             lo, hi = _parent_range(box, coarser, factors)
-            window = torch.from_numpy(self.window(level + 1, lo, hi))
+            window = torch.from_numpy(self.window(up, lo, hi))
             parent = gather_parents(window, tshape, offset, factors).numpy()
-        m, code = self.maxabs[level], self.codes[level]
+        m, code = self.maxabs[grid], self.codes[grid]
         family = constriction.stream.model.QuantizedLaplace(-m, m)
         out = np.zeros(tshape, np.int32)
         mask = anchors(tshape, offset)
@@ -638,12 +652,12 @@ class GridCode:
             raise InifFormatError(f"grid stream: latent tile does not decode ({exc})") from None
         return out
 
-    def window(self, level: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
-        """Latents ``[lo, hi)`` of a level, assembled from the tiles they touch."""
+    def window(self, grid: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+        """Latents ``[lo, hi)`` of a latent grid, assembled from the tiles they touch."""
         out = np.zeros([b - a for a, b in zip(lo, hi, strict=True)], np.int32)
-        if self.maxabs[level] == 0:
+        if self.maxabs[grid] == 0:
             return out
-        shape = self.spec.level_shape(level)
+        shape = self.spec.grid_shape(grid)
         e = self.edge
         ranges = [range(a // n, -(-b // n)) for a, b, n in zip(lo, hi, e, strict=True)]
         for index in np.ndindex(*[len(rg) for rg in ranges]):
@@ -657,17 +671,17 @@ class GridCode:
                 slice(max(s.start, a) - a, min(s.stop, b) - a)
                 for s, a, b in zip(sl, lo, hi, strict=True)
             )
-            out[dst] = self.tile(level, t)[src]
+            out[dst] = self.tile(grid, t)[src]
         return out
 
     def latents(self) -> list[np.ndarray]:
-        """Every level whole."""
-        return [self.window(lv, [0] * len(s), s) for lv, s in enumerate(self.spec.level_shapes)]
+        """Every latent grid whole, finest first."""
+        return [self.window(g, [0] * len(s), s) for g, s in enumerate(self.spec.grid_shapes)]
 
 
 def _weight_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
     shapes: list[tuple[int, ...]] = []
-    width = spec.levels
+    width = spec.grids
     for h in (*spec.hidden, spec.channels):
         shapes += [(h, width), (h,)]
         width = h

@@ -3,10 +3,10 @@
 The family of Cool-chic (Ladune et al. 2023) and C3 (Kim et al., CVPR 2024): the signal
 lives in integer latent grids, levels 2x apart along every coordinate axis (along a
 time axis, 2x apart every second level: :meth:`GridSpec.exponent`), that are upsampled
-to the asked coordinates, stacked (one feature per level) and mapped to the channels by
-a small synthesis MLP.  The latents are entropy coded under a Laplace model (per-level
-scales, and a context network's means and scale offsets: :class:`ContextModel`);
-training minimises ``D + lambda * R``.
+to the asked coordinates, stacked (``features`` grids a level: one, or one a channel)
+and mapped to the channels by a small synthesis MLP.  The latents are entropy coded
+under a Laplace model (per-grid scales, and a context network's means and scale
+offsets: :class:`ContextModel`); training minimises ``D + lambda * R``.
 
 Tried and not kept (cells-tyx 128x, 300 steps, same bytes, 2026-11-30): Catmull-Rom
 (cubic) upsampling instead of linear, 31.70 vs 31.91 dB; a 3x3(x3) convolutional
@@ -73,6 +73,18 @@ class GridSpec:
         The finest level is ``2**finest`` coarser than the pixels (0: one latent per
         pixel).  Small budgets leave a full-resolution level all zero; not having it
         saves its compute.
+    time_axis
+        The coordinate axis that is time, if any (:meth:`exponent`).
+    features
+        Latent grids per level (the synthesis reads ``levels * features`` numbers a
+        pixel).  One feature a level carries one number a pixel at the finest level,
+        whatever the channels: a 3-channel image could not spend a large budget (asked
+        128x, BBBC034 landed at 923x).  :func:`~.fit.choose_spec` gives a multi-channel
+        image one feature a channel.
+
+    The latent grids are numbered finest first, the features of a level together:
+    grid ``g`` is feature ``g % features`` of level ``g // features``, and its parent
+    (the entropy model's coarser neighbour) is grid ``g + features``.
     """
 
     shape: tuple[int, ...]
@@ -82,6 +94,7 @@ class GridSpec:
     context: int = 0
     finest: int = 0
     time_axis: int | None = None
+    features: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.shape) <= 4:
@@ -90,6 +103,7 @@ class GridSpec:
             any(n < 1 for n in self.shape)
             or self.channels < 1
             or self.levels < 1
+            or not 1 <= self.features <= 255
             or not 0 <= self.finest <= 8
             or not (self.time_axis is None or 0 <= self.time_axis < len(self.shape))
         ):
@@ -121,9 +135,29 @@ class GridSpec:
         return [self.level_shape(lv) for lv in range(self.levels)]
 
     @property
+    def grids(self) -> int:
+        """Latent grids: ``levels * features``."""
+        return self.levels * self.features
+
+    def grid_shape(self, grid: int) -> tuple[int, ...]:
+        """Shape of latent grid ``grid`` (that of its level)."""
+        return self.level_shape(grid // self.features)
+
+    @property
+    def grid_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of every latent grid, finest first."""
+        return [self.grid_shape(g) for g in range(self.grids)]
+
+    def parent(self, grid: int) -> int | None:
+        """The grid the entropy model reads parents from: the same feature one level
+        coarser (``None`` for the coarsest level)."""
+        up = grid + self.features
+        return up if up < self.grids else None
+
+    @property
     def num_latents(self) -> int:
-        """Latents over all levels."""
-        return sum(math.prod(s) for s in self.level_shapes)
+        """Latents over all grids."""
+        return sum(math.prod(s) for s in self.grid_shapes)
 
 
 def axis_weights(
@@ -324,11 +358,11 @@ class GridField(nn.Module):
         super().__init__()
         self.spec = spec
         # a decoder reads its latents from the stream: it makes none (``latents=False``)
-        shapes = spec.level_shapes if latents else []
+        shapes = spec.grid_shapes if latents else []
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in shapes])
-        self.log_scale = nn.Parameter(torch.zeros(spec.levels))
+        self.log_scale = nn.Parameter(torch.zeros(spec.grids))
         layers: list[nn.Module] = []
-        width = spec.levels
+        width = spec.grids
         for h in spec.hidden:
             layers += [nn.Linear(width, h), nn.LeakyReLU(0.1)]
             width = h
@@ -349,7 +383,7 @@ class GridField(nn.Module):
         return [c.inner.weight, c.inner.bias, c.outer.weight, c.outer.bias]
 
     def scales(self) -> torch.Tensor:
-        """Laplace scale per level."""
+        """Laplace scale per latent grid."""
         return torch.exp(self.log_scale).clamp(min=1e-3)
 
     def rate(
@@ -360,25 +394,27 @@ class GridField(nn.Module):
         *,
         plain: bool = False,
     ) -> torch.Tensor:
-        """Bits of ``latents`` (finest first; integers or their noisy training proxies)
-        under the entropy model: the per-level Laplace, shifted and rescaled by the
-        context network when there is one (tiles of ``edge`` latents, as coded).
+        """Bits of ``latents`` (every grid, finest first; integers or their noisy
+        training proxies) under the entropy model: the per-grid Laplace, shifted and
+        rescaled by the context network when there is one (tiles of ``edge`` latents,
+        as coded).
 
-        ``plain``: the per-level Laplaces alone, even with a context network (what
+        ``plain``: the per-grid Laplaces alone, even with a context network (what
         the fit trains on, see :mod:`.fit`).
         """
         total = torch.zeros(())
-        for lv, y in enumerate(latents):
+        for g, y in enumerate(latents):
             if self.context is None or plain:
-                total = total + laplace_bits(y, scales[lv]).sum()
+                total = total + laplace_bits(y, scales[g]).sum()
                 continue
             parent = None
-            if lv + 1 < len(latents):
-                coarse = latents[lv + 1]
+            up = self.spec.parent(g)
+            if up is not None:
+                coarse = latents[up]
                 factors = parent_factors(y.shape, coarse.shape)
                 parent = gather_parents(coarse, y.shape, [0] * y.ndim, factors)
             mu, offset = self.context(context_features(y, parent, edge=edge))
-            scale = (scales[lv] * torch.exp2(offset)).clamp(SCALE_MIN, SCALE_MAX)
+            scale = (scales[g] * torch.exp2(offset)).clamp(SCALE_MIN, SCALE_MAX)
             total = total + laplace_bits(y - mu, scale).sum()
         return total
 
@@ -386,7 +422,8 @@ class GridField(nn.Module):
     def features_dense(
         self, latents: Sequence[torch.Tensor], coords: Sequence[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """Upsampled latents on the product of ``coords`` (default: every pixel): ``(*view, L)``."""
+        """Upsampled latents on the product of ``coords`` (default: every pixel):
+        ``(*view, G)``, one number per latent grid."""
         spec = self.spec
         if coords is None and 1 <= len(spec.shape) <= 3:
             # every pixel: torch's linear interpolation is this convention (one kernel)
@@ -408,7 +445,7 @@ class GridField(nn.Module):
     def features_points(
         self, latents: Sequence[torch.Tensor], points: torch.Tensor
     ) -> torch.Tensor:
-        """Upsampled latents at scattered ``points`` ``(N, ndim)`` pixel coordinates: ``(N, L)``."""
+        """Upsampled latents at scattered ``points`` ``(N, ndim)`` pixel coordinates: ``(N, G)``."""
         spec = self.spec
         ndim = len(spec.shape)
         out = []
@@ -435,7 +472,7 @@ class GridField(nn.Module):
         return torch.stack(out, dim=-1)
 
     def synthesize(self, features: torch.Tensor) -> torch.Tensor:
-        """Channels from features ``(..., L)`` -> ``(..., C)``."""
+        """Channels from features ``(..., G)`` -> ``(..., C)``."""
         shape = features.shape[:-1]
         return self.synthesis(features.reshape(-1, features.shape[-1])).reshape(*shape, -1)
 

@@ -57,6 +57,8 @@ CONTEXT_EVERY, CONTEXT_ITERATIONS, CONTEXT_LR = 50, 30, 1e-2
 CONTEXT_SAVING = 0.75
 #: Adam steps of the context network on the final latents.
 CONTEXT_FINAL_ITERATIONS = 200
+#: Latent features a level holds at most (a multi-channel image gets one a channel).
+MAX_FEATURES = 8
 #: Pixels from which ``torch.compile`` of the training step is the default.
 COMPILE_MIN_PIXELS = 300_000
 
@@ -104,22 +106,27 @@ def choose_spec(
     cells-tyx 128x; below ~700 bytes its weights cost more than it saves).  The synthesis
     takes at most ~12% of the budget: ``(16, 16)``, ``(16,)``, ``(8,)``, ``(4,)``, linear.
     ``time_axis``: the coordinate axis that is time, if any (:meth:`.GridSpec.exponent`).
+
+    A multi-channel image gets one latent feature per channel (at most
+    :data:`MAX_FEATURES`), and the bits-per-pixel rule counts a feature's share.
     """
     longest = max(shape)
+    features = min(channels, MAX_FEATURES)
     levels = max(2, min(7, int(math.log2(max(longest, 4) / 4)) + 1))
-    finest = 1 if 8 * budget_bytes / math.prod(shape) < FULL_LEVEL_BPP and levels > 2 else 0
+    bpp = 8 * budget_bytes / (math.prod(shape) * features)
+    finest = 1 if bpp < FULL_LEVEL_BPP and levels > 2 else 0
     levels -= finest
     context = next((w for w, least in CONTEXT_WIDTHS if budget_bytes >= least), 0)
     for hidden in ((16, 16), (16,), (8,), (4,), ()):
         n = 0
-        width = levels
+        width = levels * features
         for h in hidden:
             n += width * h + h
             width = h
         n += width * channels + channels
         if n * WEIGHT_BITS_ESTIMATE / 8 <= 0.12 * budget_bytes:
-            return GridSpec(tuple(shape), channels, levels, hidden, context, finest, time_axis)
-    return GridSpec(tuple(shape), channels, levels, (), context, finest, time_axis)
+            break  # else the last, a linear map
+    return GridSpec(tuple(shape), channels, levels, hidden, context, finest, time_axis, features)
 
 
 def training_latents(
