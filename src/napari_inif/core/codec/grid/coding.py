@@ -65,9 +65,10 @@ from napari_inif.core.codec.grid.field import (
     GridField,
     GridSpec,
     context_features,
-    gather_parents,
     laplace_bits,
     parent_factors,
+    parent_inputs,
+    parent_window,
 )
 from napari_inif.core.codec.varint import Reader as _Reader
 from napari_inif.core.codec.varint import put_varint as _put_varint
@@ -162,8 +163,8 @@ def latent_params(
     entries where ``mask`` is true, in C order).
 
     ``values`` are the window's latents as far as known (anchors' parameters do not
-    depend on them), ``parent`` the coarser level gathered to the window
-    (:func:`~.field.gather_parents`) or ``None`` for the coarsest level, ``context`` the
+    depend on them), ``parent`` the parent inputs of the window
+    (:func:`~.field.parent_inputs`) or ``None`` for the coarsest level, ``context`` the
     quantised context weights (``None``: mean 0 and the level's scale everywhere).
     ``edge`` masks neighbours across tile borders when the window spans several tiles.
     """
@@ -184,11 +185,13 @@ def _context_params(
     shape = values.shape if mask is None else (int(np.count_nonzero(mask)),)
     if context is None or not context.ints:
         return np.zeros(shape), np.zeros(shape, np.int64)
+    columns = context.ints[0].shape[1] - 2 * values.ndim - 1  # the parent inputs
     feats = context_features(
         torch.from_numpy(values.astype(np.float64)),
         None if parent is None else torch.from_numpy(parent.astype(np.float64)),
         offset,
         edge,
+        columns,
     ).numpy()
     x = feats.reshape(-1, feats.shape[-1]) if mask is None else feats[mask]
     mu, steps = context_exact(x.astype(np.int64), context)
@@ -196,7 +199,7 @@ def _context_params(
 
 
 def context_exact(x: np.ndarray, context: QuantisedWeights) -> tuple[np.ndarray, np.ndarray]:
-    """The coded context model on integer inputs ``x`` ``(N, 2d + 2)``: means (multiples
+    """The coded context model on integer inputs ``x`` ``(N, k + 2d + 1)``: means (multiples
     of 1/64) and scale-code offsets (sixteenths of an octave).
 
     The network's weights are integers ``q`` times ``2 ** -k``, so the whole evaluation
@@ -222,16 +225,15 @@ def level_bits(
     context: QuantisedWeights | None,
     edge: Sequence[int],
 ) -> list[float]:
-    """Bits a whole level costs as coded under each of ``level_codes`` (tiles of
-    ``edge``; without their bitmap and the coder's flush)."""
+    """Bits a whole grid costs as coded under each of ``level_codes`` (tiles of
+    ``edge``; without their bitmap and the coder's flush); ``coarser`` its parent grid."""
     if not values.any():
         return [0.0] * len(level_codes)
     m = int(np.abs(values).max())
     parent = None
     if coarser is not None and context is not None and context.ints:
-        zeros = [0] * values.ndim
-        factors = parent_factors(values.shape, coarser.shape)
-        parent = gather_parents(torch.from_numpy(coarser), values.shape, zeros, factors).numpy()
+        whole = tuple(slice(0, n) for n in values.shape)
+        parent = _parents(coarser, [0] * values.ndim, whole, values.shape, edge, context)
     mu, steps = _context_params(values, parent, [0] * values.ndim, m, context, edge)
     y = torch.from_numpy(values.astype(np.float64) - mu)
     out = []
@@ -241,14 +243,34 @@ def level_bits(
     return out
 
 
-def _parent_range(
-    box: Sequence[slice], coarser: Sequence[int], factors: Sequence[int]
-) -> tuple[list[int], list[int]]:
-    """``[lo, hi)`` of the coarser level (shape ``coarser``) that the window ``box`` of a
-    level reads, ``factors`` its :func:`~.field.parent_factors`."""
-    lo = [s.start // f for s, f in zip(box, factors, strict=True)]
-    hi = [min((s.stop - 1) // f + 1, n) for s, n, f in zip(box, coarser, factors, strict=True)]
-    return lo, hi
+def _neighbours(context: QuantisedWeights, ndim: int) -> bool:
+    """Whether the context network reads the parent's neighbours (from its input count)."""
+    return context.ints[0].shape[1] - 2 * ndim - 1 > 1
+
+
+def _parents(
+    window: np.ndarray,
+    start: Sequence[int],
+    box: Sequence[slice],
+    grid_shape: Sequence[int],
+    edge: Sequence[int],
+    context: QuantisedWeights,
+    coarse_shape: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The parent inputs (:func:`~.field.parent_inputs`) of the window ``box`` of a grid
+    of shape ``grid_shape``, from a ``window`` of its parent grid starting at ``start``
+    (the whole parent grid when ``coarse_shape`` is not given)."""
+    coarse_shape = window.shape if coarse_shape is None else coarse_shape
+    return parent_inputs(
+        torch.from_numpy(window),
+        [b.stop - b.start for b in box],
+        [b.start for b in box],
+        parent_factors(grid_shape, coarse_shape),
+        start=start,
+        coarse_shape=coarse_shape,
+        edge=edge,
+        neighbours=_neighbours(context, len(grid_shape)),
+    ).numpy()
 
 
 def _encode_tile(
@@ -400,11 +422,9 @@ def encode_grid(
             return None
         coarser = grid_ints[up]
         factors = parent_factors(grid_ints[g].shape, coarser.shape)
-        plo, phi = _parent_range(box, coarser.shape, factors)
-        window = coarser[tuple(slice(a, b) for a, b in zip(plo, phi, strict=True))]
-        offset = [b.start for b in box]
-        shape = tuple(b.stop - b.start for b in box)
-        return gather_parents(torch.from_numpy(window), shape, offset, factors).numpy()
+        lo, hi = parent_window(box, coarser.shape, factors, edge, spec.parent_neighbours)
+        window = coarser[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        return _parents(window, lo, box, grid_ints[g].shape, edge, context, coarser.shape)
 
     for g in reversed(range(first_shared, len(grid_ints))):
         z = grid_ints[g]
@@ -497,7 +517,9 @@ class GridCode:
                 "grid stream: bad levels, features, widths, shape, finest level or T"
             )
         time_axis = time - 1 if time else None
-        self.spec = GridSpec(shape, channels, levels, hidden, context, finest, time_axis, features)
+        self.spec = GridSpec(
+            shape, channels, levels, hidden, context, finest, time_axis, features, version >= 4
+        )
         if self.spec.num_latents > max_latents:  # a hostile or a very large file
             raise DecodeBudgetError(
                 f"the grid stream declares {self.spec.num_latents} latents, more than the "
@@ -634,11 +656,12 @@ class GridCode:
         parent = None
         up = self.spec.parent(grid)
         if self.context.ints and up is not None:
-            coarser = self.spec.grid_shape(up)
-            factors = parent_factors(self.spec.grid_shape(grid), coarser)
-            lo, hi = _parent_range(box, coarser, factors)
-            window = torch.from_numpy(self.window(up, lo, hi))
-            parent = gather_parents(window, tshape, offset, factors).numpy()
+            coarser, shape = self.spec.grid_shape(up), self.spec.grid_shape(grid)
+            factors = parent_factors(shape, coarser)
+            neighbours = self.spec.parent_neighbours
+            lo, hi = parent_window(box, coarser, factors, self.edge, neighbours)
+            window = self.window(up, lo, hi)
+            parent = _parents(window, lo, box, shape, self.edge, self.context, coarser)
         m, code = self.maxabs[grid], self.codes[grid]
         family = constriction.stream.model.QuantizedLaplace(-m, m)
         out = np.zeros(tshape, np.int32)
@@ -691,7 +714,7 @@ def _weight_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
 def _context_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
     if not spec.context:
         return []
-    w, inputs = spec.context, 2 * len(spec.shape) + 2
+    w, inputs = spec.context, spec.parent_columns + 2 * len(spec.shape) + 1
     return [(w, inputs), (w,), (2, w), (2,)]
 
 
