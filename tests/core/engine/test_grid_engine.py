@@ -66,20 +66,21 @@ def test_two_channel_file_within_ten_percent(cells_tyx):
     assert enc.nbytes >= 0.9 * data.nbytes / 8
 
 
-def test_each_channel_gets_its_own_latents():
-    """A 3-channel Cell Painting crop (nuclei, cytoplasm, nucleoli: different content):
-    one latent grid a channel per level, so the field can spend the budget (one grid
-    a level, shared by the channels, landed this file at 23.8x when 16x was asked, and
-    the channels 2.8 / 1.7 / 3.2 dB lower) and every channel keeps its detail."""
+def test_each_channel_gets_its_own_latents_and_range():
+    """A 3-channel Cell Painting crop (nuclei, cytoplasm, nucleoli: different content,
+    ranges 684 / 1519 / 962): one latent grid a channel per level, so the field can
+    spend the budget, and each channel fitted on its own range, so no channel is left
+    behind.  One grid a level shared by the channels and one range for all (before)
+    landed this file at 22.0x when 16x was asked, channels 28.73 / 34.92 / 30.19 dB."""
     data = tifffile.imread(data_file("bbbc022_A02_s9_crop_CYX.tif"))
-    enc = compress(data, CompressionConfig(ratio=16, steps=60, architecture="grid"), axes="CYX")
+    enc = compress(data, CompressionConfig(ratio=16, steps=150, architecture="grid"), axes="CYX")
     assert 0.9 * data.nbytes / 16 <= enc.nbytes <= data.nbytes / 16
     assert enc.decoder().field.code.spec.features == 3
     decoded = enc.array()[...]
-    floors = (30.0, 34.0, 31.0)  # measured 31.96 / 36.11 / 33.09 dB (old: 29.19 / 34.39 / 29.94)
-    for c, floor in enumerate(floors):
+    # measured 34.84 / 34.73 / 33.23 dB
+    for c in range(3):
         span = float(data[c].max()) - float(data[c].min())
-        assert psnr(data[c], decoded[c], span) >= floor, c
+        assert psnr(data[c], decoded[c], span) >= 32.0, c
 
 
 def test_progress_phases_steps_and_time_limit(cells_tyx):

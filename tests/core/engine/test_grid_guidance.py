@@ -11,7 +11,7 @@ import torch
 
 from napari_inif.core import CompressionConfig, compress, loads
 from napari_inif.core.codec.fitter import normalise
-from napari_inif.core.codec.grid import GridField, GridSpec
+from napari_inif.core.codec.grid import GridField, GridSpec, channel_range
 from napari_inif.core.codec.render import GridWindowRenderer
 from napari_inif.core.engine.grid import _GuidanceHook, _to_norm
 from napari_inif.core.guidance import losses
@@ -46,7 +46,7 @@ def test_window_is_the_decoded_field_in_normalised_units():
 def test_to_norm_maps_the_stream_range_to_the_guidance_units():
     canon = np.array([[[10.0, 0.0], [30.0, 100.0]]], np.float32)  # (1, 2, C=2)
     norm, lo, hi = normalise(canon)
-    v_lo, v_hi = float(canon.min()), float(canon.max())
+    v_lo, v_hi = channel_range(canon)  # the stream's map, per channel
     gain, offset = _to_norm(v_lo, v_hi, lo, hi)
     unit = (canon - v_lo) / (v_hi - v_lo)  # what the grid outputs
     np.testing.assert_allclose(unit * np.array(gain) + np.array(offset), norm, atol=1e-6)

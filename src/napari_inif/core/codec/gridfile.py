@@ -29,6 +29,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from napari_inif.core.codec.container import (
     GRID_VERSION,
     OVERHEAD_BYTES,
@@ -196,13 +198,15 @@ class GridHeader:
                 f"match the image {layout.shape} {layout.axes!r}"
             )
         n = layout.channels
-        stream_lo, stream_hi = float(code.lo), float(code.hi)
-        if not (math.isfinite(stream_lo) and math.isfinite(stream_hi) and stream_lo <= stream_hi):
+        stream_lo, stream_hi = code.lo, code.hi  # per channel
+        if not (np.isfinite(stream_lo).all() and np.isfinite(stream_hi).all()) or (
+            stream_lo > stream_hi
+        ).any():
             raise InifFormatError(
                 f"invalid intensity range {stream_lo}..{stream_hi} in the grid stream"
             )
         if prior is None:
-            lo, hi = (stream_lo,) * n, (stream_hi,) * n
+            lo, hi = tuple(map(float, stream_lo)), tuple(map(float, stream_hi))
         else:
             lo_in, hi_in = obj.get(_KEYS["lo"]), obj.get(_KEYS["hi"])
             if not (

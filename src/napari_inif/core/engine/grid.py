@@ -95,7 +95,7 @@ def fit_grid_array(
     import torch
 
     from napari_inif.core.codec.fitter import normalise
-    from napari_inif.core.codec.grid import choose_spec, iter_fit_to_size
+    from napari_inif.core.codec.grid import channel_range, choose_spec, iter_fit_to_size
     from napari_inif.core.guidance.losses import make_guidance
     from napari_inif.core.hybrid import prior as _hybrid
 
@@ -165,14 +165,17 @@ def fit_grid_array(
         options["spec"] = choose_spec(
             layout.coord_shape, layout.channels, int(stream_budget), layout.time_axis
         )
-    v_lo, v_hi = float(values.min()), float(values.max())  # the stream's intensity map
+    # the stream's intensity map, per channel (as the fit makes it)
+    v_lo, v_hi = channel_range(values if layout.channels > 1 else values[..., None])
     if guide is not None:
         options["after_backward"] = _GuidanceHook(guide, *_to_norm(v_lo, v_hi, lo_c, hi_c))
     # The fit sizes the stream from its array's bytes: a float32 residual of a uint8
     # image is 4x as many, so ask the ratio that leaves the image's budget.
     fit_ratio = values.nbytes / (layout.raw_bytes / config.ratio)
     # PSNR of the image (data range) from the fit's PSNR of its array (its own range)
-    shift = 0.0 if prior is None else -20 * math.log10(max(v_hi - v_lo, 1e-12) * prior.scale / 2)
+    # (with several channels, their mean width: the number is for progress reports)
+    width = float(np.mean(v_hi - v_lo))
+    shift = 0.0 if prior is None else -20 * math.log10(max(width, 1e-12) * prior.scale / 2)
     time_left = None  # the time limit counts coding the prior, as on the SIREN path
     if config.time_limit:
         time_left = max(0.0, config.time_limit - (time.perf_counter() - start))
@@ -233,17 +236,17 @@ def fit_grid_array(
 
 
 def _to_norm(
-    v_lo: float, v_hi: float, lo: tuple[float, ...], hi: tuple[float, ...]
+    v_lo: np.ndarray, v_hi: np.ndarray, lo: tuple[float, ...], hi: tuple[float, ...]
 ) -> tuple[list[float], list[float]]:
     """``(gain, offset)`` per channel from the grid's output (``[0, 1]`` over the stream's
-    range ``v_lo..v_hi``) to the ``[-1, 1]`` units of
+    range ``v_lo..v_hi`` of each channel) to the ``[-1, 1]`` units of
     :func:`~napari_inif.core.codec.fitter.normalise` (range ``lo..hi`` per channel)."""
     from napari_inif.core.codec.fitter import unit_span
 
     span = unit_span(lo, hi)
-    width = max(v_hi - v_lo, 1e-12)  # the fit's own map
-    gain = [float(2 * width / s) for s in span]
-    offset = [float(2 * (v_lo - a) / s - 1) for a, s in zip(lo, span, strict=True)]
+    width = np.maximum(v_hi - v_lo, 1e-12)  # the fit's own map
+    gain = [float(2 * w / s) for w, s in zip(width, span, strict=True)]
+    offset = [float(2 * (v - a) / s - 1) for v, a, s in zip(v_lo, lo, span, strict=True)]
     return gain, offset
 
 

@@ -16,7 +16,13 @@ from napari_inif.core.codec.grid.codec import (
 )
 from napari_inif.core.codec.grid.coding import GridCode, decode_grid, encode_grid
 from napari_inif.core.codec.grid.field import GridField, GridSpec
-from napari_inif.core.codec.grid.fit import GridFit, choose_spec, fit_grid, iter_fit_grid
+from napari_inif.core.codec.grid.fit import (
+    GridFit,
+    channel_range,
+    choose_spec,
+    fit_grid,
+    iter_fit_grid,
+)
 
 __all__ = [
     "GridCode",
@@ -24,6 +30,7 @@ __all__ = [
     "GridField",
     "GridFit",
     "GridSpec",
+    "channel_range",
     "choose_spec",
     "compress_grid",
     "decode_grid",

@@ -30,7 +30,7 @@ from napari_inif.core.codec.grid.field import (
     needed_range,
     upsample_window,
 )
-from napari_inif.core.codec.grid.fit import GridFit, GridProgress
+from napari_inif.core.codec.grid.fit import GridFit, GridProgress, normalised
 
 __all__ = ["GridDecoder", "compress_grid", "encode_fit", "fit_to_size", "iter_fit_to_size"]
 
@@ -136,7 +136,7 @@ def encode_fit(
     arr = np.asarray(data)
     if arr.ndim == len(spec.shape):
         arr = arr[..., None]
-    target = torch.from_numpy((arr.astype(np.float32) - fit.lo) / max(fit.hi - fit.lo, 1e-12))
+    target = torch.from_numpy(normalised(arr, fit.lo, fit.hi))
     with torch.no_grad():
         feats = fld.features_dense(fld.quantized_latents()).reshape(-1, spec.grids)
     target = target.reshape(-1, spec.channels)
@@ -386,7 +386,7 @@ class GridDecoder:
 
     def _finish(self, out: np.ndarray, raw: bool) -> np.ndarray:
         code = self.code
-        vals = out.astype(np.float64) * (code.hi - code.lo) + code.lo
+        vals = out.astype(np.float64) * (code.hi - code.lo) + code.lo  # per channel
         if code.spec.channels == 1:
             vals = vals[..., 0]
         if raw:

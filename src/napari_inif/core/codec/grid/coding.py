@@ -7,7 +7,7 @@ Layout (version 4; integers little-endian, ``v`` = unsigned LEB128 varint)::
     u8 finest
     u8 time axis: 0 = none | 1 + the index of the coordinate axis that is time
     u8 tiles: 0 = the default edges for ndim (DEFAULT_EDGE) | 1, then v tile edge[ndim]
-    f32 lo | f32 hi                                  intensity map of the output
+    per channel: f32 lo | f32 hi                     intensity map of the output
     per grid:  u8 scale code | v max |latent|        (max 0: the grid is all zero)
     per weight tensor: u8 step exponent k | u8 scale code | v max |q|
     v shared-stream words
@@ -22,7 +22,7 @@ every grid whose level has a single tile (and max > 0), coarsest first: every re
 reads those grids anyway, and one range-coded stream instead of one per grid saves the
 per-stream word padding and flush (2-4 bytes each) and the tile tables (2 bytes a grid)
 -- ~25 bytes of a 250-byte file.  Version 3 (written before features, 2026-11-30) has
-no features byte (one a level); version 2 (before 2026-11-30's format 4.0 change) also
+no features byte (one a level) and one ``lo | hi`` for all channels; version 2 (before 2026-11-30's format 4.0 change) also
 no time-axis byte (no time axis), the edges always as varints and the weights alone in
 that stream.  Both are still read.
 
@@ -368,13 +368,14 @@ def encode_grid(
     latents: Sequence[np.ndarray],
     scales: Sequence[float],
     weights: QuantisedWeights,
-    lo: float,
-    hi: float,
+    lo: float | Sequence[float],
+    hi: float | Sequence[float],
     dtype: str | np.dtype,
     *,
     edge: int | Sequence[int] | None = None,
 ) -> EncodedGrid:
-    """Write the stream; ``latents`` are the rounded integer grids, finest first."""
+    """Write the stream; ``latents`` are the rounded integer grids, finest first;
+    ``lo``, ``hi`` the intensity map per channel (or one for all)."""
     dtype_name = np.dtype(dtype).name
     if dtype_name not in DTYPES:
         raise ValueError(f"grid files store {DTYPES}, not {dtype_name}")
@@ -393,7 +394,8 @@ def encode_grid(
         head.write(bytes([1]))
         for e in edge:
             _put_varint(head, e)
-    head.write(struct.pack("<ff", lo, hi))
+    for a, b in zip(*(_per_channel(v, spec.channels) for v in (lo, hi)), strict=True):
+        head.write(struct.pack("<ff", a, b))
     n_syn = len(_weight_shapes(spec))
     context = QuantisedWeights(weights.ints[n_syn:], weights.exponents[n_syn:])
 
@@ -469,6 +471,11 @@ def encode_grid(
     return EncodedGrid(header + body, len(header), weight_bits // 8, latent_bytes)
 
 
+def _per_channel(values: float | Sequence[float], channels: int) -> np.ndarray:
+    """One value per channel (float64) from one for all or one each."""
+    return np.broadcast_to(np.asarray(values, np.float64).reshape(-1), (channels,)).copy()
+
+
 def _first_shared(spec: GridSpec, edge: Sequence[int]) -> int:
     """The first grid of the finest level with a single tile (grids from it on go in
     the shared stream; a coarser level never has more tiles than a finer one)."""
@@ -540,7 +547,10 @@ class GridCode:
             raise InifFormatError(
                 f"grid stream: tiles of {tile} latents (at most {MAX_TILE_LATENTS})"
             )
-        self.lo, self.hi = struct.unpack("<ff", r.take(8))
+        # the intensity map: per channel (version 4), one for all before
+        pairs = [struct.unpack("<ff", r.take(8)) for _ in range(channels if version >= 4 else 1)]
+        self.lo = _per_channel([a for a, _ in pairs], channels)
+        self.hi = _per_channel([b for _, b in pairs], channels)
         self.codes: list[int] = []
         self.maxabs = []
         for _ in range(self.spec.grids):

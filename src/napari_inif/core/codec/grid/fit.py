@@ -34,9 +34,11 @@ from napari_inif.core.codec.grid.field import GridField, GridSpec, soft_round
 __all__ = [
     "GridFit",
     "GridProgress",
+    "channel_range",
     "choose_spec",
     "fit_grid",
     "iter_fit_grid",
+    "normalised",
     "training_latents",
 ]
 
@@ -81,8 +83,8 @@ class GridFit:
     """A fitted latent-grid field and what coding it needs."""
 
     field: GridField
-    lo: float
-    hi: float
+    lo: np.ndarray  # per channel: the field's output 0..1 maps to lo..hi
+    hi: np.ndarray
     lam: float
     target_bytes: int
     history: list[GridProgress] = field(default_factory=list)
@@ -235,15 +237,13 @@ def _fit_steps(
     arr = np.asarray(data)
     raw_bytes = arr.nbytes
     target_bytes = max(1, int(raw_bytes / ratio))
-    lo, hi = float(arr.min()), float(arr.max())
     if spec is None:
         shape = arr.shape
         spec = choose_spec(tuple(shape), 1, target_bytes, time_axis)
     if arr.ndim == len(spec.shape):
         arr = arr[..., None]
-    target = torch.from_numpy(
-        ((arr.astype(np.float32) - lo) / max(hi - lo, 1e-12)).astype(np.float32)
-    )
+    lo, hi = channel_range(arr)
+    target = torch.from_numpy(normalised(arr, lo, hi))
     n_pix = int(np.prod(spec.shape))
 
     fld = GridField(spec) if init is None else init.field
@@ -413,6 +413,21 @@ def _fit_context(
         plain = float(fld.rate(latents, scales, edge, plain=True))
         coded = float(fld.rate(latents, scales, edge))
     return min(1.0, coded / plain) if plain > 0 else 1.0
+
+
+def channel_range(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (the last axis) ``(min, max)``, float64.
+
+    The field fits every channel on its own 0..1 range: under one range for all, a dim
+    channel's errors weighed less (BBBC034 C1, a fifth of C0's range, 7 dB below it).
+    """
+    flat = arr.reshape(-1, arr.shape[-1])
+    return flat.min(0).astype(np.float64), flat.max(0).astype(np.float64)
+
+
+def normalised(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``arr`` (channels last) on each channel's 0..1 range, float32."""
+    return ((arr.astype(np.float64) - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
 
 
 def fit_grid(data: np.ndarray, ratio: float, **kwargs) -> GridFit:
