@@ -419,7 +419,9 @@ def channel_range(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per channel (the last axis) ``(min, max)``, float64.
 
     The field fits every channel on its own 0..1 range: under one range for all, a dim
-    channel's errors weighed less (BBBC034 C1, a fifth of C0's range, 7 dB below it).
+    channel's errors weighed less (BBBC034 at 128x, 2 minutes: C1, half of C0's range,
+    7.8 dB below C0, C2, a fifth, 2.7 dB below; each on its own range: C1 2.6 dB below,
+    C2 2.4 dB above, with a latent grid per channel).
     """
     flat = arr.reshape(-1, arr.shape[-1])
     return flat.min(0).astype(np.float64), flat.max(0).astype(np.float64)
