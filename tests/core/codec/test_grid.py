@@ -128,7 +128,9 @@ def test_each_channel_keeps_its_intensity_map():
     spec = GridSpec((12, 10), 3, 2, (4,), 0, 0, None, 3)
     lat = [np.rint(rng.laplace(0, 0.6, s)).astype(np.int32) for s in spec.grid_shapes]
     fld = GridField(spec)
-    w = QuantisedWeights([rng.integers(-9, 9, p.shape) for p in fld.synthesis.parameters()], [5] * 4)
+    w = QuantisedWeights(
+        [rng.integers(-9, 9, p.shape) for p in fld.synthesis.parameters()], [5] * 4
+    )
     lo, hi = [0.0, 100.0, -3.5], [1.0, 4000.0, 2.0]
     code = GridCode(encode_grid(spec, lat, [0.6] * spec.grids, w, lo, hi, "float32").data)
     np.testing.assert_array_equal(code.lo, lo)

@@ -199,9 +199,10 @@ class GridHeader:
             )
         n = layout.channels
         stream_lo, stream_hi = code.lo, code.hi  # per channel
-        if not (np.isfinite(stream_lo).all() and np.isfinite(stream_hi).all()) or (
-            stream_lo > stream_hi
-        ).any():
+        if (
+            not (np.isfinite(stream_lo).all() and np.isfinite(stream_hi).all())
+            or (stream_lo > stream_hi).any()
+        ):
             raise InifFormatError(
                 f"invalid intensity range {stream_lo}..{stream_hi} in the grid stream"
             )

@@ -35,9 +35,7 @@ from napari_inif.core.codec.grid.fit import GridFit, GridProgress, normalised
 __all__ = ["GridDecoder", "compress_grid", "encode_fit", "fit_to_size", "iter_fit_to_size"]
 
 
-def _trim_order(
-    raw: list[torch.Tensor], features: int = 1
-) -> tuple[list[np.ndarray], np.ndarray]:
+def _trim_order(raw: list[torch.Tensor], features: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
     """Rounded latents and the flat indices of their +-1 entries, cheapest to zero first.
 
     Order: smallest ``|z|`` first, finer levels before coarser (a coarse latent reaches

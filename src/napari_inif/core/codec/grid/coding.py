@@ -22,16 +22,18 @@ every grid whose level has a single tile (and max > 0), coarsest first: every re
 reads those grids anyway, and one range-coded stream instead of one per grid saves the
 per-stream word padding and flush (2-4 bytes each) and the tile tables (2 bytes a grid)
 -- ~25 bytes of a 250-byte file.  Version 3 (written before features, 2026-11-30) has
-no features byte (one a level) and one ``lo | hi`` for all channels; version 2 (before 2026-11-30's format 4.0 change) also
-no time-axis byte (no time axis), the edges always as varints and the weights alone in
+no features byte (one a level), one ``lo | hi`` for all channels and a context that
+reads the parent alone; version 2 (before 2026-11-30's format 4.0 change) also no
+time-axis byte (no time axis), the edges always as varints and the weights alone in
 that stream.  Both are still read.
 
 Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
 coder under a ``QuantizedLaplace`` on ``[-max, max]``.  Without a context network (context
 width 0) it is the per-grid model the fit learned: mean 0, scale ``2 ** ((code - 160) /
 16)``.  With one, each latent's mean and scale code come from the context network (a
-``2d + 2 -> width -> 2`` leaky-ReLU MLP, :class:`~.field.ContextModel`) over its parent
-(the parent grid's latent at ``index // 2``) and its face neighbours in the same tile,
+``k + 2d + 1 -> width -> 2`` leaky-ReLU MLP, :class:`~.field.ContextModel`) over its
+parent (the parent grid's latent at ``index // 2``; version 4 also that latent's face
+neighbours in its tile: ``k = 1 + 2d``) and its face neighbours in the same tile,
 evaluated exactly, in integers (:func:`context_exact`): mean rounded to 1/64, scale code
 = grid code + 16 x the offset, clipped to 0..255.  Each grid is cut into tiles of ``edge``
 latents per axis, coded independently (a neighbour in another tile reads as 0), each as
@@ -368,8 +370,8 @@ def encode_grid(
     latents: Sequence[np.ndarray],
     scales: Sequence[float],
     weights: QuantisedWeights,
-    lo: float | Sequence[float],
-    hi: float | Sequence[float],
+    lo: float | Sequence[float] | np.ndarray,
+    hi: float | Sequence[float] | np.ndarray,
     dtype: str | np.dtype,
     *,
     edge: int | Sequence[int] | None = None,
@@ -456,9 +458,7 @@ def encode_grid(
                 continue
             bits[t] = True
             enc = constriction.stream.queue.RangeEncoder()
-            _encode_tile(
-                enc, tile, parent_of(g, box), [b.start for b in box], codes[g], m, context
-            )
+            _encode_tile(enc, tile, parent_of(g, box), [b.start for b in box], codes[g], m, context)
             words = enc.get_compressed()
             lengths.append(int(words.size))
             streams.append(words)
@@ -471,7 +471,7 @@ def encode_grid(
     return EncodedGrid(header + body, len(header), weight_bits // 8, latent_bytes)
 
 
-def _per_channel(values: float | Sequence[float], channels: int) -> np.ndarray:
+def _per_channel(values: float | Sequence[float] | np.ndarray, channels: int) -> np.ndarray:
     """One value per channel (float64) from one for all or one each."""
     return np.broadcast_to(np.asarray(values, np.float64).reshape(-1), (channels,)).copy()
 

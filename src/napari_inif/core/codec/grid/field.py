@@ -377,9 +377,7 @@ def parent_window(
     reads for the window ``box`` of a grid: the parents, and with ``neighbours`` one more
     on each side where that stays inside the parents' tiles (tiles of ``edge``)."""
     lo = [s.start // f for s, f in zip(box, factors, strict=True)]
-    hi = [
-        min((s.stop - 1) // f + 1, n) for s, n, f in zip(box, coarse_shape, factors, strict=True)
-    ]
+    hi = [min((s.stop - 1) // f + 1, n) for s, n, f in zip(box, coarse_shape, factors, strict=True)]
     if neighbours:
         lo = [max(a - 1, a // e * e) for a, e in zip(lo, edge, strict=True)]
         hi = [
