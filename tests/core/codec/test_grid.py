@@ -323,7 +323,7 @@ def test_context_coder_spends_fewer_bits_on_fitted_latents():
     n_syn = 2 * (len(spec.hidden) + 1)
     plain_spec = dataclasses.replace(spec, context=0)
     weights = QuantisedWeights(code.weights.ints[:n_syn], code.weights.exponents[:n_syn])
-    codes = _best_codes(latents, code.scales, None, DEFAULT_EDGE[3])
+    codes = _best_codes(latents, code.scales, None, DEFAULT_EDGE[3], spec)
     plain = encode_grid(
         plain_spec, latents, [scale_from_code(c) for c in codes], weights, 0.0, 1.0, "uint16"
     )

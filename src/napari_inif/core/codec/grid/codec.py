@@ -27,6 +27,7 @@ from napari_inif.core.codec.grid.coding import (
 )
 from napari_inif.core.codec.grid.field import (
     GridField,
+    GridSpec,
     needed_range,
     upsample_window,
 )
@@ -63,10 +64,9 @@ def _trimmed(ints: list[np.ndarray], order: np.ndarray, k: int) -> list[np.ndarr
     return out
 
 
-def _parents(latents: list[np.ndarray], features: int) -> list[np.ndarray | None]:
-    """Each grid's parent grid (the same feature one level coarser), or ``None``."""
-    n = len(latents)
-    return [latents[g + features] if g + features < n else None for g in range(n)]
+def _parent_grids(latents: list[np.ndarray], spec: GridSpec) -> list[np.ndarray | None]:
+    """Each grid's parent grid (:meth:`~.field.GridSpec.parent`), or ``None``."""
+    return [None if (up := spec.parent(g)) is None else latents[up] for g in range(spec.grids)]
 
 
 def _best_codes(
@@ -74,11 +74,11 @@ def _best_codes(
     learned: list[float],
     context: QuantisedWeights | None,
     edge: Sequence[int],
-    features: int = 1,
+    spec: GridSpec,
 ) -> list[int]:
     """Per grid, the scale code near the learned one that codes it in the fewest bits."""
     codes = []
-    parents = _parents(latents, features)
+    parents = _parent_grids(latents, spec)
     for g, (q, b) in enumerate(zip(latents, learned, strict=True)):
         c0 = scale_code(b)
         if not q.any():
@@ -100,7 +100,7 @@ def _quantise_context(
     if not tensors:
         return QuantisedWeights([], [])
     codes = [scale_code(b) for b in learned]
-    parents = _parents(latents, fld.spec.features)
+    parents = _parent_grids(latents, fld.spec)
     best = None
     for k in range(3, 13):
         ints = [torch.round(t * 2.0**k).numpy().astype(np.int64) for t in tensors]
@@ -153,7 +153,7 @@ def encode_fit(
 
     def write(k: int) -> EncodedGrid:
         latents = _trimmed(ints, order, k)
-        codes = _best_codes(latents, learned, context, edge, spec.features)
+        codes = _best_codes(latents, learned, context, edge, spec)
         scales = [scale_from_code(c) for c in codes]
         return encode_grid(spec, latents, scales, weights, fit.lo, fit.hi, arr.dtype)
 

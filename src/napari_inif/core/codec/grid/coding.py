@@ -51,11 +51,12 @@ synthesis (2D, 61 in 3D), plus the tile table of the grids with more than one ti
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import constriction
@@ -187,7 +188,7 @@ def _context_params(
     shape = values.shape if mask is None else (int(np.count_nonzero(mask)),)
     if context is None or not context.ints:
         return np.zeros(shape), np.zeros(shape, np.int64)
-    columns = context.ints[0].shape[1] - 2 * values.ndim - 1  # the parent inputs
+    columns = _parent_columns(context, values.ndim)
     feats = context_features(
         torch.from_numpy(values.astype(np.float64)),
         None if parent is None else torch.from_numpy(parent.astype(np.float64)),
@@ -235,7 +236,7 @@ def level_bits(
     parent = None
     if coarser is not None and context is not None and context.ints:
         whole = tuple(slice(0, n) for n in values.shape)
-        parent = _parents(coarser, [0] * values.ndim, whole, values.shape, edge, context)
+        parent = _parents(_reader(coarser), whole, values.shape, coarser.shape, edge, context)
     mu, steps = _context_params(values, parent, [0] * values.ndim, m, context, edge)
     y = torch.from_numpy(values.astype(np.float64) - mu)
     out = []
@@ -245,33 +246,40 @@ def level_bits(
     return out
 
 
-def _neighbours(context: QuantisedWeights, ndim: int) -> bool:
-    """Whether the context network reads the parent's neighbours (from its input count)."""
-    return context.ints[0].shape[1] - 2 * ndim - 1 > 1
+def _parent_columns(context: QuantisedWeights, ndim: int) -> int:
+    """The context network's inputs from the parent grid, from its input count: 1 (the
+    parent; streams before version 4) or ``1 + 2d`` (and its face neighbours)."""
+    return int(context.ints[0].shape[1]) - 2 * ndim - 1
+
+
+def _reader(grid: np.ndarray) -> Callable[[Sequence[int], Sequence[int]], np.ndarray]:
+    """``read(lo, hi)``: the latents ``[lo, hi)`` of a whole grid held in memory."""
+    return lambda lo, hi: grid[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
 
 
 def _parents(
-    window: np.ndarray,
-    start: Sequence[int],
+    read: Callable[[Sequence[int], Sequence[int]], np.ndarray],
     box: Sequence[slice],
     grid_shape: Sequence[int],
+    coarse_shape: Sequence[int],
     edge: Sequence[int],
     context: QuantisedWeights,
-    coarse_shape: Sequence[int] | None = None,
 ) -> np.ndarray:
     """The parent inputs (:func:`~.field.parent_inputs`) of the window ``box`` of a grid
-    of shape ``grid_shape``, from a ``window`` of its parent grid starting at ``start``
-    (the whole parent grid when ``coarse_shape`` is not given)."""
-    coarse_shape = window.shape if coarse_shape is None else coarse_shape
+    of shape ``grid_shape`` whose parent grid has ``coarse_shape``; ``read(lo, hi)``
+    gives that grid's latents ``[lo, hi)`` (the writer's arrays, the reader's tiles)."""
+    factors = parent_factors(grid_shape, coarse_shape)
+    neighbours = _parent_columns(context, len(grid_shape)) > 1
+    lo, hi = parent_window(box, coarse_shape, factors, edge, neighbours)
     return parent_inputs(
-        torch.from_numpy(window),
+        torch.from_numpy(read(lo, hi)),
         [b.stop - b.start for b in box],
         [b.start for b in box],
-        parent_factors(grid_shape, coarse_shape),
-        start=start,
+        factors,
+        start=lo,
         coarse_shape=coarse_shape,
         edge=edge,
-        neighbours=_neighbours(context, len(grid_shape)),
+        neighbours=neighbours,
     ).numpy()
 
 
@@ -416,7 +424,7 @@ def encode_grid(
         _put_varint(head, m)
         if m:
             shared.encode(q.reshape(-1).astype(np.int32), _model(m, scale_from_code(c)))
-    weight_bits = shared.num_bits()
+    bits_of_weights = shared.num_bits()
     latent_bytes = [0] * len(grid_ints)
     first_shared = _first_shared(spec, edge)
 
@@ -425,10 +433,7 @@ def encode_grid(
         if up is None or not context.ints:
             return None
         coarser = grid_ints[up]
-        factors = parent_factors(grid_ints[g].shape, coarser.shape)
-        lo, hi = parent_window(box, coarser.shape, factors, edge, spec.parent_neighbours)
-        window = coarser[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
-        return _parents(window, lo, box, grid_ints[g].shape, edge, context, coarser.shape)
+        return _parents(_reader(coarser), box, grid_ints[g].shape, coarser.shape, edge, context)
 
     for g in reversed(range(first_shared, len(grid_ints))):
         z = grid_ints[g]
@@ -468,7 +473,7 @@ def encode_grid(
         latent_bytes[g] = head.tell() - before + 4 * sum(lengths)
     header = head.getvalue()
     body = b"".join(w.astype("<u4").tobytes() for w in [shared_words, *streams])
-    return EncodedGrid(header + body, len(header), weight_bits // 8, latent_bytes)
+    return EncodedGrid(header + body, len(header), bits_of_weights // 8, latent_bytes)
 
 
 def _per_channel(values: float | Sequence[float] | np.ndarray, channels: int) -> np.ndarray:
@@ -666,12 +671,9 @@ class GridCode:
         parent = None
         up = self.spec.parent(grid)
         if self.context.ints and up is not None:
-            coarser, shape = self.spec.grid_shape(up), self.spec.grid_shape(grid)
-            factors = parent_factors(shape, coarser)
-            neighbours = self.spec.parent_neighbours
-            lo, hi = parent_window(box, coarser, factors, self.edge, neighbours)
-            window = self.window(up, lo, hi)
-            parent = _parents(window, lo, box, shape, self.edge, self.context, coarser)
+            read = functools.partial(self.window, up)
+            shape, coarser = self.spec.grid_shape(grid), self.spec.grid_shape(up)
+            parent = _parents(read, box, shape, coarser, self.edge, self.context)
         m, code = self.maxabs[grid], self.codes[grid]
         family = constriction.stream.model.QuantizedLaplace(-m, m)
         out = np.zeros(tshape, np.int32)
