@@ -257,6 +257,7 @@ def iter_fit_to_size(
                 spec=fit.field.spec,
                 overhead_bytes=len(enc.data) - sum(enc.latent_bytes),
                 ste_fraction=1.0 if far else 0.3,
+                hard_latents=far,
                 lr=lr,
                 compile=fit_kwargs.get("compile"),
                 after_backward=fit_kwargs.get("after_backward"),
@@ -352,13 +353,13 @@ class GridDecoder:
             for g, gshape in enumerate(spec.grid_shapes):
                 lo, hi = zip(
                     *(
-                        needed_range(n, m, c)
+                        needed_range(n, m, c, spec.degree)
                         for n, m, c in zip(spec.shape, gshape, cs, strict=True)
                     ),
                     strict=True,
                 )
                 win = torch.from_numpy(self.code.window(g, lo, hi).astype(np.float32))
-                feats.append(upsample_window(win, lo, gshape, spec.shape, cs))
+                feats.append(upsample_window(win, lo, gshape, spec.shape, cs, spec.degree))
             out = self.field.synthesize(torch.stack(feats, -1)).numpy()
         return self._finish(out, raw)
 
