@@ -88,10 +88,10 @@ __all__ = [
 ]
 
 MAGIC = b"IG"
-VERSION = 4
+VERSION = 5
 #: Stream versions read: 2 (every level tiled, weights alone in the first stream), 3
-#: (one feature a level) and 4.
-READ_VERSIONS = (2, 3, 4)
+#: (one feature a level), 4 (multilinear upsampling) and 5.
+READ_VERSIONS = (2, 3, 4, 5)
 DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
 #: Tile edges (latent cells per axis) by number of coordinate axes: ~64k latents a tile,
 #: thin along the leading (T, Z) axes so that a plane decodes few latents besides its own.
@@ -397,7 +397,7 @@ def encode_grid(
         _put_varint(head, n)
     head.write(bytes([spec.levels, spec.features, len(spec.hidden), *spec.hidden]))
     head.write(bytes([spec.context, spec.finest]))
-    head.write(bytes([0 if spec.time_axis is None else 1 + spec.time_axis]))
+    head.write(bytes([0 if spec.time_axis is None else 1 + spec.time_axis, spec.degree]))
     if edge == DEFAULT_EDGE[ndim]:
         head.write(bytes([0]))
     else:
@@ -517,8 +517,10 @@ class GridCode:
         hidden = tuple(r.take(r.u8()))
         context, finest = r.u8(), r.u8()
         time = 0 if version == 2 else r.u8()  # 0: no time axis, else 1 + its index
+        degree = 1 if version < 5 else r.u8()  # of the upsampling B-spline
         if (
-            not 1 <= levels <= 16
+            degree not in (1, 2, 3)
+            or not 1 <= levels <= 16
             or features < 1
             or any(h == 0 for h in hidden)
             or min(shape) < 1
@@ -526,11 +528,21 @@ class GridCode:
             or time > ndim
         ):
             raise InifFormatError(
-                "grid stream: bad levels, features, widths, shape, finest level or T"
+                "grid stream: bad levels, features, widths, shape, finest level, T or"
+                " upsampling degree"
             )
         time_axis = time - 1 if time else None
         self.spec = GridSpec(
-            shape, channels, levels, hidden, context, finest, time_axis, features, version >= 4
+            shape,
+            channels,
+            levels,
+            hidden,
+            context,
+            finest,
+            time_axis,
+            features,
+            version >= 4,
+            degree,
         )
         if self.spec.num_latents > max_latents:  # a hostile or a very large file
             raise DecodeBudgetError(

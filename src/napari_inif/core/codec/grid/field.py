@@ -1,4 +1,4 @@
-"""The latent-grid field: multi-resolution latents, multilinear upsampling, a tiny MLP.
+"""The latent-grid field: multi-resolution latents, B-spline upsampling, a tiny MLP.
 
 The family of Cool-chic (Ladune et al. 2023) and C3 (Kim et al., CVPR 2024): the signal
 lives in integer latent grids, levels 2x apart along every coordinate axis (along a
@@ -8,20 +8,27 @@ and mapped to the channels by a small synthesis MLP.  The latents are entropy co
 under a Laplace model (per-grid scales, and a context network's means and scale
 offsets: :class:`ContextModel`); training minimises ``D + lambda * R``.
 
-Tried and not kept (cells-tyx 128x, 300 steps, same bytes, 2026-11-30): Catmull-Rom
-(cubic) upsampling instead of linear, 31.70 vs 31.91 dB; a 3x3(x3) convolutional
-refinement after the MLP (Cool-chic's), 31.88 / 31.90.
+Upsampling is a separable B-spline (:func:`axis_taps`; its degree in the spec): linear
+interpolation in streams before version 5, the cubic B-spline now.  A coarse level's
+latents are coefficients of smooth bumps rather than samples joined by straight lines,
+which suits the smooth low-frequency content of fluorescence images (see
+:data:`~.fit.UPSAMPLING_DEGREE` for the measurements).  Tried and not kept (cells-tyx
+128x, 300 steps, same bytes): Catmull-Rom (cubic interpolation) instead of linear, 31.70
+vs 31.91 dB; a 3x3(x3) convolutional refinement after the MLP (Cool-chic's), 31.88 /
+31.90.
 
 Coordinates are pixel indices of the full-resolution grid (``0 .. n - 1`` along an axis;
 any real value in between, or beyond, is allowed).  Latent ``j`` of a level with ``m``
 cells over an axis of ``n`` pixels sits at pixel ``(j + 0.5) * n / m - 0.5`` (the
-``align_corners=False`` convention), clamped at the edges.  Upsampling is separable: a
-dense view is ``ndim`` 1-D linear interpolations (two gathers and a lerp per axis), a
-scattered sample gathers the ``2**ndim`` corners.  Both paths compute the same function.
+``align_corners=False`` convention), clamped at the edges.  A dense view is ``ndim``
+1-D passes (``degree + 1`` gathers and weighted sums per axis), a scattered sample
+gathers every combination of taps (``(degree + 1) ** ndim``).  Both paths compute the
+same function.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +40,7 @@ __all__ = [
     "ContextModel",
     "GridField",
     "GridSpec",
-    "axis_weights",
+    "axis_taps",
     "context_features",
     "laplace_bits",
     "parent_factors",
@@ -89,6 +96,10 @@ class GridSpec:
         4-wide one) the coder spent 4.7% / 4.1% fewer bits on the latents with them,
         4.3% / 1.7% fewer bytes counting its larger weights.
 
+    degree
+        Of the B-spline that upsamples the latents (:func:`axis_taps`): 1 is
+        multilinear interpolation (stream versions 2-4), 2 quadratic, 3 cubic.
+
     The latent grids are numbered finest first, the features of a level together:
     grid ``g`` is feature ``g % features`` of level ``g // features``, and its parent
     (the entropy model's coarser neighbour) is grid ``g + features``.
@@ -103,6 +114,7 @@ class GridSpec:
     time_axis: int | None = None
     features: int = 1
     parent_neighbours: bool = True
+    degree: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.shape) <= 4:
@@ -113,6 +125,7 @@ class GridSpec:
             or self.levels < 1
             or not 1 <= self.features <= 255
             or not 0 <= self.finest <= 8
+            or self.degree not in (1, 2, 3)
             or not (self.time_axis is None or 0 <= self.time_axis < len(self.shape))
         ):
             raise ValueError(f"invalid grid spec {self}")
@@ -174,37 +187,45 @@ class GridSpec:
         return sum(math.prod(s) for s in self.grid_shapes)
 
 
-def axis_weights(
-    n: int, m: int, coords: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Linear interpolation along one axis: ``(i0, i1, w)`` so ``v = (1-w) g[i0] + w g[i1]``.
+def axis_taps(
+    n: int, m: int, coords: torch.Tensor, degree: int = 1
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Upsampling along one axis: ``v = sum_k w[k] * g[i[k]]`` with ``(i, w) = axis_taps(...)``.
 
-    ``n`` pixels, ``m`` latent cells, ``coords`` pixel positions (float64 or float32).
+    ``n`` pixels, ``m`` latent cells, ``coords`` pixel positions (float64 or float32);
+    ``degree`` the B-spline's (:attr:`GridSpec.degree`): 1 is linear interpolation
+    (two taps), 2 the quadratic B-spline (three), 3 the cubic one (four).  The position
+    of ``coords`` on the level, ``(c + 0.5) m / n - 0.5``, is clamped to ``[0, m - 1]``
+    and the taps to the level (edge latents repeat).
     """
     src = (coords.double() + 0.5) * (m / n) - 0.5
     src = src.clamp(0.0, float(m - 1))
-    i0 = src.floor().long().clamp(max=max(m - 2, 0))
-    i1 = (i0 + 1).clamp(max=m - 1)
-    w = (src - i0.double()).float()
-    return i0, i1, w
+    if degree == 1:
+        i0 = src.floor().long().clamp(max=max(m - 2, 0))
+        i1 = (i0 + 1).clamp(max=m - 1)
+        w = (src - i0.double()).float()
+        return [i0, i1], [1 - w, w]
+    if degree == 2:  # centred on the nearest latent, d in [-1/2, 1/2]
+        i = torch.round(src).long()
+        d = (src - i.double()).float()
+        weights = [(0.5 - d) ** 2 / 2, 0.75 - d**2, (0.5 + d) ** 2 / 2]
+        first = i - 1
+    elif degree == 3:  # t in [0, 1) past latent i
+        i = src.floor().long()
+        t = (src - i.double()).float()
+        u = 1 - t
+        weights = [u**3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (3 * u**3 - 6 * u**2 + 4) / 6, t**3 / 6]
+        first = i - 1
+    else:
+        raise ValueError(f"B-spline degree {degree} (1, 2 or 3)")
+    return [(first + k).clamp(0, m - 1) for k in range(len(weights))], weights
 
 
 def upsample_dense(
-    grid: torch.Tensor, n: Sequence[int], coords: Sequence[torch.Tensor]
+    grid: torch.Tensor, n: Sequence[int], coords: Sequence[torch.Tensor], degree: int = 1
 ) -> torch.Tensor:
-    """Values of ``grid`` (a level over an image of shape ``n``) on the product of ``coords``.
-
-    ``grid`` may be a window ``[lo_a : lo_a + grid.shape[a]]`` of the level only when the
-    caller passes its offset via :func:`upsample_window`; here it is the whole level.
-    """
-    out = grid
-    for axis, (na, ca) in enumerate(zip(n, coords, strict=True)):
-        i0, i1, w = axis_weights(na, grid.shape[axis], ca)
-        shape = [1] * grid.ndim
-        shape[axis] = -1
-        wb = w.view(shape)
-        out = out.index_select(axis, i0) * (1 - wb) + out.index_select(axis, i1) * wb
-    return out
+    """Values of ``grid`` (a level over an image of shape ``n``) on the product of ``coords``."""
+    return upsample_window(grid, [0] * grid.ndim, grid.shape, n, coords, degree)
 
 
 def upsample_window(
@@ -213,29 +234,33 @@ def upsample_window(
     level_shape: Sequence[int],
     n: Sequence[int],
     coords: Sequence[torch.Tensor],
+    degree: int = 1,
 ) -> torch.Tensor:
     """Like :func:`upsample_dense` for a window of a level starting at ``offset``.
 
     The window must hold every latent the coordinates touch (see :func:`needed_range`).
+    Separable: one axis after the other, ``degree + 1`` gathers each.
     """
     out = window
     for axis, (na, ca) in enumerate(zip(n, coords, strict=True)):
-        i0, i1, w = axis_weights(na, level_shape[axis], ca)
-        i0 = i0 - offset[axis]
-        i1 = i1 - offset[axis]
+        taps, weights = axis_taps(na, level_shape[axis], ca, degree)
         shape = [1] * window.ndim
         shape[axis] = -1
-        wb = w.view(shape)
-        out = out.index_select(axis, i0) * (1 - wb) + out.index_select(axis, i1) * wb
+        acc = None
+        for i, w in zip(taps, weights, strict=True):
+            term = out.index_select(axis, i - offset[axis]) * w.view(shape)
+            acc = term if acc is None else acc + term
+        assert acc is not None
+        out = acc
     return out
 
 
-def needed_range(n: int, m: int, coords: torch.Tensor) -> tuple[int, int]:
-    """Latent indices ``[lo, hi)`` that interpolation at ``coords`` reads along one axis."""
+def needed_range(n: int, m: int, coords: torch.Tensor, degree: int = 1) -> tuple[int, int]:
+    """Latent indices ``[lo, hi)`` that upsampling at ``coords`` reads along one axis."""
     if coords.numel() == 0:
         return 0, 0
-    i0, i1, _ = axis_weights(n, m, coords)
-    return int(i0.min()), int(i1.max()) + 1
+    taps, _ = axis_taps(n, m, coords, degree)
+    return int(taps[0].min()), int(taps[-1].max()) + 1
 
 
 def soft_round(x: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
@@ -506,7 +531,7 @@ class GridField(nn.Module):
         """Upsampled latents on the product of ``coords`` (default: every pixel):
         ``(*view, G)``, one number per latent grid."""
         spec = self.spec
-        if coords is None and 1 <= len(spec.shape) <= 3:
+        if coords is None and 1 <= len(spec.shape) <= 3 and spec.degree == 1:
             # every pixel: torch's linear interpolation is this convention (one kernel)
             mode = ("linear", "bilinear", "trilinear")[len(spec.shape) - 1]
             feats = [
@@ -520,7 +545,7 @@ class GridField(nn.Module):
             return torch.stack(feats, dim=-1)
         if coords is None:
             coords = [torch.arange(n, dtype=torch.float64) for n in spec.shape]
-        feats = [upsample_dense(z, spec.shape, coords) for z in latents]
+        feats = [upsample_dense(z, spec.shape, coords, spec.degree) for z in latents]
         return torch.stack(feats, dim=-1)
 
     def features_points(
@@ -531,23 +556,20 @@ class GridField(nn.Module):
         ndim = len(spec.shape)
         out = []
         for z in latents:
-            idx = []
-            for axis in range(ndim):
-                idx.append(axis_weights(spec.shape[axis], z.shape[axis], points[:, axis]))
+            taps = [
+                axis_taps(spec.shape[axis], z.shape[axis], points[:, axis], spec.degree)
+                for axis in range(ndim)
+            ]
             flat = z.reshape(-1)
             strides = [math.prod(z.shape[a + 1 :]) for a in range(ndim)]
             acc = torch.zeros(points.shape[0], dtype=z.dtype)
-            for corner in range(1 << ndim):
+            # every combination of one tap per axis: 2**ndim corners when linear
+            for corner in itertools.product(range(spec.degree + 1), repeat=ndim):
                 lin = torch.zeros(points.shape[0], dtype=torch.long)
                 wt = torch.ones(points.shape[0], dtype=z.dtype)
-                for axis in range(ndim):
-                    i0, i1, w = idx[axis]
-                    if corner >> axis & 1:
-                        lin = lin + i1 * strides[axis]
-                        wt = wt * w
-                    else:
-                        lin = lin + i0 * strides[axis]
-                        wt = wt * (1 - w)
+                for axis, k in enumerate(corner):
+                    lin = lin + taps[axis][0][k] * strides[axis]
+                    wt = wt * taps[axis][1][k]
                 acc = acc + flat[lin] * wt
             out.append(acc)
         return torch.stack(out, dim=-1)
