@@ -65,6 +65,11 @@ def test_upsampling_reproduces_linear_ramps_and_reads_a_bounded_window(degree):
     assert hi - lo <= 3 + degree  # a few latents for a few pixels
     win = upsample_window(level[lo:hi], [lo], [m], [n], [part], degree)
     torch.testing.assert_close(win, whole[20:30])
+    # a level with a latent per pixel is read as it is at pixel centres (no blur, and a
+    # plane of a stack reads no neighbour plane of such a level)
+    own = torch.arange(m, dtype=torch.float64)
+    torch.testing.assert_close(upsample_dense(level, [m], [own], degree), level)
+    assert needed_range(m, m, own[5:6], degree) == (5, 7)
 
 
 def test_laplace_bits_match_the_mass():
