@@ -21,9 +21,9 @@ Coordinates are pixel indices of the full-resolution grid (``0 .. n - 1`` along 
 any real value in between, or beyond, is allowed).  Latent ``j`` of a level with ``m``
 cells over an axis of ``n`` pixels sits at pixel ``(j + 0.5) * n / m - 0.5`` (the
 ``align_corners=False`` convention), clamped at the edges.  A dense view is ``ndim``
-1-D passes (``degree + 1`` gathers and weighted sums per axis), a scattered sample
-gathers every combination of taps (``(degree + 1) ** ndim``).  Both paths compute the
-same function.
+1-D passes (``degree + 1`` gathers and weighted sums per axis, two along an axis where
+the level has a latent per pixel), a scattered sample gathers every combination of taps
+(at most ``(degree + 1) ** ndim``).  Both paths compute the same function.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class GridSpec:
 
     degree
         Of the B-spline that upsamples the latents (:func:`axis_taps`): 1 is
-        multilinear interpolation (stream versions 2-4), 2 quadratic, 3 cubic.
+        multilinear interpolation (stream versions 2-4), 2 quadratic, 3 cubic; along an
+        axis where a level has a latent per pixel, linear whatever the degree.
 
     The latent grids are numbered finest first, the features of a level together:
     grid ``g`` is feature ``g % features`` of level ``g // features``, and its parent
@@ -245,7 +246,8 @@ def upsample_window(
     """Like :func:`upsample_dense` for a window of a level starting at ``offset``.
 
     The window must hold every latent the coordinates touch (see :func:`needed_range`).
-    Separable: one axis after the other, ``degree + 1`` gathers each.
+    Separable: one axis after the other, ``degree + 1`` gathers each (two along an axis
+    where the level has a latent per pixel: :func:`axis_taps`).
     """
     out = window
     for axis, (na, ca) in enumerate(zip(n, coords, strict=True)):
