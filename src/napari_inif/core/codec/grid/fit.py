@@ -139,14 +139,14 @@ def choose_spec(
         if n * WEIGHT_BITS_ESTIMATE / 8 <= 0.12 * budget_bytes:
             break  # else the last, a linear map
     return GridSpec(
-        tuple(shape),
-        channels,
-        levels,
-        hidden,
-        context,
-        finest,
-        time_axis,
-        features,
+        shape=tuple(shape),
+        channels=channels,
+        levels=levels,
+        hidden=hidden,
+        context=context,
+        finest=finest,
+        time_axis=time_axis,
+        features=features,
         degree=UPSAMPLING_DEGREE,
     )
 
