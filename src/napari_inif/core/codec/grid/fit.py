@@ -69,7 +69,8 @@ MAX_FEATURES = 8
 #: hipsc-2d 256x, 1200 steps, linear 34.98 dB, quadratic 35.54, cubic 35.69 (at 64x /
 #: 128x / 512x cubic +0.27 / +0.48 / +0.53); tinc-zyx 256x, 800 steps, 31.02 / 31.42 /
 #: 31.39 (the B-splines 3-4% more bits); cells-tyx 128x, 300 steps, 31.92 / 32.07 /
-#: 32.09 (+2% bits).  Catmull-Rom, which interpolates, was no better than linear.
+#: 32.09 (+2% bits).  Catmull-Rom, which interpolates: 35.05 on hipsc-2d, 31.70 on
+#: cells-tyx (an earlier session's run; linear 31.91 there).
 UPSAMPLING_DEGREE = 3
 #: Pixels from which ``torch.compile`` of the training step is the default.
 COMPILE_MIN_PIXELS = 300_000
