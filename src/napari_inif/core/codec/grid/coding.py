@@ -1,11 +1,12 @@
 """The grid bitstream: a compact struct header, range-coded weights and latent tiles.
 
-Layout (version 4; integers little-endian, ``v`` = unsigned LEB128 varint)::
+Layout (version 5; integers little-endian, ``v`` = unsigned LEB128 varint)::
 
     b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
     u8 levels | u8 features | u8 n_hidden | u8 width[n_hidden] | u8 context width
     u8 finest
     u8 time axis: 0 = none | 1 + the index of the coordinate axis that is time
+    u8 upsampling: the B-spline's degree, 1 to 3 (:func:`~.field.axis_taps`)
     u8 tiles: 0 = the default edges for ndim (DEFAULT_EDGE) | 1, then v tile edge[ndim]
     per channel: f32 lo | f32 hi                     intensity map of the output
     per grid:  u8 scale code | v max |latent|        (max 0: the grid is all zero)
@@ -21,18 +22,19 @@ in grid ``g + features``.  The *shared stream* holds the weights, then the one t
 every grid whose level has a single tile (and max > 0), coarsest first: every region
 reads those grids anyway, and one range-coded stream instead of one per grid saves the
 per-stream word padding and flush (2-4 bytes each) and the tile tables (2 bytes a grid)
--- ~25 bytes of a 250-byte file.  Version 3 (written before features, 2026-11-30) has
-no features byte (one a level), one ``lo | hi`` for all channels and a context that
+-- ~25 bytes of a 250-byte file.  Version 4 (written before the B-spline upsampling,
+2026-11-30) has no upsampling byte (linear interpolation); version 3 (before features)
+also no features byte (one a level), one ``lo | hi`` for all channels and a context that
 reads the parent alone; version 2 (before 2026-11-30's format 4.0 change) also no
 time-axis byte (no time axis), the edges always as varints and the weights alone in
-that stream.  Both are still read.
+that stream.  All are still read.
 
 Latents are the integers the fit rounded to; they are coded with ``constriction``'s range
 coder under a ``QuantizedLaplace`` on ``[-max, max]``.  Without a context network (context
 width 0) it is the per-grid model the fit learned: mean 0, scale ``2 ** ((code - 160) /
 16)``.  With one, each latent's mean and scale code come from the context network (a
 ``k + 2d + 1 -> width -> 2`` leaky-ReLU MLP, :class:`~.field.ContextModel`) over its
-parent (the parent grid's latent at ``index // 2``; version 4 also that latent's face
+parent (the parent grid's latent at ``index // 2``; from version 4 also that latent's face
 neighbours in its tile: ``k = 1 + 2d``) and its face neighbours in the same tile,
 evaluated exactly, in integers (:func:`context_exact`): mean rounded to 1/64, scale code
 = grid code + 16 x the offset, clipped to 0..255.  Each grid is cut into tiles of ``edge``
@@ -44,8 +46,8 @@ costs one bit.  Synthesis weights, then the context weights ``W1, b1, W2, b2``, 
 quantised per tensor with step ``2 ** -k`` (a small rate-distortion search) and coded
 the same way (mean 0, scale = mean ``|q|``).
 
-Header size, measured (version 4): 60 bytes of fixed fields for 7 levels and a 16-16
-synthesis (2D, 61 in 3D), plus the tile table of the grids with more than one tile (1 bit per tile,
+Header size, measured (version 5): 61 bytes of fixed fields for 7 levels and a 16-16
+synthesis (2D, 62 in 3D), plus the tile table of the grids with more than one tile (1 bit per tile,
 1-2 bytes per coded tile).
 """
 
@@ -64,6 +66,7 @@ import numpy as np
 import torch
 
 from napari_inif.core.codec.grid.field import (
+    DEGREES,
     MU_STEPS,
     GridField,
     GridSpec,
@@ -519,7 +522,7 @@ class GridCode:
         time = 0 if version == 2 else r.u8()  # 0: no time axis, else 1 + its index
         degree = 1 if version < 5 else r.u8()  # of the upsampling B-spline
         if (
-            degree not in (1, 2, 3)
+            degree not in DEGREES
             or not 1 <= levels <= 16
             or features < 1
             or any(h == 0 for h in hidden)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DEGREES",
     "ContextModel",
     "GridField",
     "GridSpec",
@@ -56,6 +57,8 @@ CONTEXT_SLOPE = 0.125
 #: The context network's mean is rounded to multiples of ``1 / MU_STEPS`` and its log2
 #: scale to multiples of ``1 / 16`` (the scale codes of the stream) before coding.
 MU_STEPS = 64
+#: B-spline degrees of the upsampling (:func:`axis_taps`): linear, quadratic, cubic.
+DEGREES = (1, 2, 3)
 #: The range of Laplace scales the stream's u8 codes can say (``2 ** ((c - 160) / 16)``).
 SCALE_MIN, SCALE_MAX = 2.0**-10, 2.0 ** (95 / 16)
 
@@ -126,7 +129,7 @@ class GridSpec:
             or self.levels < 1
             or not 1 <= self.features <= 255
             or not 0 <= self.finest <= 8
-            or self.degree not in (1, 2, 3)
+            or self.degree not in DEGREES
             or not (self.time_axis is None or 0 <= self.time_axis < len(self.shape))
         ):
             raise ValueError(f"invalid grid spec {self}")
