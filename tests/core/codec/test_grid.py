@@ -319,9 +319,10 @@ def test_a_rate_round_that_goes_wrong_never_replaces_a_better_encoding(monkeypat
     def spoiled_round(*args, init=None, **kwargs):
         for item in real_fit(*args, init=init, **kwargs):
             if init is not None and isinstance(item, grid_fit.GridFit):
-                with torch.no_grad():  # a round gone wrong
+                with torch.no_grad():  # a round gone wrong: latents that say nothing
+                    gen = torch.Generator().manual_seed(1)
                     for z in item.field.latents:
-                        z.neg_()
+                        z.copy_(4 * torch.randn(z.shape, generator=gen))
             yield item
 
     def recorded(*args, **kwargs):
@@ -339,7 +340,9 @@ def test_a_rate_round_that_goes_wrong_never_replaces_a_better_encoding(monkeypat
     assert len(encodings[0].data) <= data.nbytes / 16.0
 
     first, spoiled = (quality.psnr(data, GridDecoder(e.data).full()) for e in encodings)
-    assert spoiled < first - 3
+    # measured 20.3 vs 17.4 dB: the noise latents decode to about the mean (the encoder's
+    # re-fit of the synthesis makes the best of them)
+    assert spoiled < first - 1.5
     assert enc.data == encodings[0].data
 
 
@@ -423,6 +426,34 @@ def test_context_coder_spends_fewer_bits_on_fitted_latents():
     # 3561 with linear): 4-7% at this high rate (1.3 bits a pixel); 16-27% at 0.06-0.13
     # bits a pixel on the benchmark stacks
     assert sum(with_context.latent_bytes) < 0.98 * sum(plain.latent_bytes)
+
+
+def test_rounding_the_weights_costs_less_when_later_tensors_are_refitted():
+    """Each synthesis tensor is rounded in turn; re-fitting the ones not yet rounded
+    lets them absorb its error, so the quantised network decodes closer to the data."""
+    import tifffile
+
+    from napari_inif.core.codec.grid.coding import quantise_weights
+    from napari_inif.core.codec.grid.fit import fit_grid, normalised
+
+    data = tifffile.imread(SAMPLE)[:4, :64, :64]
+    fit = fit_grid(data, 16.0, steps=150, compile=False, seed=0)
+    fld = fit.field
+    assert len(fld.weight_tensors()) >= 4  # something after the first tensor to re-fit
+    with torch.no_grad():
+        feats = fld.features_dense(fld.quantized_latents()).reshape(-1, fld.spec.grids)
+    target = torch.from_numpy(normalised(data[..., None], fit.lo, fit.hi)).reshape(-1, 1)
+    state = {k: v.clone() for k, v in fld.synthesis.state_dict().items()}
+    errors = {}
+    for refit in (0, 200):
+        fld.synthesis.load_state_dict(state)
+        weights = quantise_weights(fld, feats, target, fit.lam, refit=refit)
+        for p, w in zip(fld.synthesis.parameters(), weights.tensors(), strict=True):
+            assert torch.equal(p.detach(), w)  # the field holds exactly what is coded
+        with torch.no_grad():
+            errors[refit] = float(torch.mean((fld.synthesize(feats) - target) ** 2))
+    # measured 4.35e-4 vs 4.66e-4 (seed 0, 150 steps): 0.3 dB on this crop
+    assert errors[200] < 0.98 * errors[0]
 
 
 def test_a_stream_with_huge_tiles_is_refused():

@@ -107,6 +107,11 @@ MAX_SYMBOL = 1 << 20
 MAX_TILE_LATENTS = 1 << 18
 MAX_LATENTS = 1 << 31
 MAX_STEP_EXPONENT = 20
+#: Adam steps (at ``REFIT_LR``) re-fitting the synthesis tensors not yet rounded after
+#: each one is (:func:`quantise_weights`): hipsc-2d at 256x / 128x / 512x, 2400 steps,
+#: the stream decoded 35.52 -> 35.66 / 37.12 -> 37.15 / 33.12 -> 33.15 dB at equal size.
+REFIT_ITERATIONS = 200
+REFIT_LR = 1e-3
 
 
 def scale_code(scale: float) -> int:
@@ -335,23 +340,26 @@ def quantise_weights(
     lam: float,
     *,
     exponents: Sequence[int] = tuple(range(3, 15)),
+    refit: int = REFIT_ITERATIONS,
 ) -> QuantisedWeights:
     """Per-tensor step ``2**-k`` minimising ``mse + lam * bits / pixels`` (greedy, in order).
 
     ``features`` ``(N, L)`` and ``target`` ``(N, C)`` are a sample of pixels with the
     rounded latents' features; ``lam`` is the fit's final lambda (MSE per bit/pixel,
-    ``pixels`` the image's pixel count divided into ``N`` proportionally).
+    ``pixels`` the image's pixel count divided into ``N`` proportionally).  After each
+    tensor is rounded, the tensors after it (still float) are re-fitted on the sample
+    for ``refit`` Adam steps, so they absorb its rounding error (:data:`REFIT_ITERATIONS`).
     """
     params = [p for p in fld.synthesis.parameters()]
-    originals = [p.detach().clone() for p in params]
     n_pix = math.prod(fld.spec.shape)
     ints: list[np.ndarray] = []
     chosen: list[int] = []
-    with torch.no_grad():
-        for i, p in enumerate(params):
+    for i, p in enumerate(params):
+        with torch.no_grad():
+            original = p.detach().clone()
             best = None
             for k in exponents:
-                q = torch.round(originals[i] * 2.0**k)
+                q = torch.round(original * 2.0**k)
                 p.copy_(q * 2.0**-k)
                 mse = float(torch.mean((fld.synthesize(features) - target) ** 2))
                 cost = mse + lam * weight_bits(q.numpy().astype(np.int64)) / n_pix
@@ -360,9 +368,31 @@ def quantise_weights(
             assert best is not None
             _, k, qi = best
             p.copy_(torch.from_numpy(qi.astype(np.float32)) * 2.0**-k)
-            ints.append(qi)
-            chosen.append(k)
+        ints.append(qi)
+        chosen.append(k)
+        later = params[i + 1 :]
+        if later and refit > 0:
+            _refit(fld, later, features, target, refit)
     return QuantisedWeights(ints, chosen)
+
+
+def _refit(
+    fld: GridField,
+    params: list[torch.nn.Parameter],
+    features: torch.Tensor,
+    target: torch.Tensor,
+    iterations: int,
+) -> None:
+    """``iterations`` Adam steps on ``params`` alone (the others stay) at the sample's MSE."""
+    opt = torch.optim.Adam(params, lr=REFIT_LR)
+    with torch.enable_grad():
+        for _ in range(iterations):
+            loss = torch.mean((fld.synthesize(features) - target) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    for p in fld.synthesis.parameters():
+        p.grad = None
 
 
 # -- encoding ------------------------------------------------------------------------
