@@ -72,6 +72,13 @@ MAX_FEATURES = 8
 #: 32.09 (+2% bits).  Catmull-Rom, which interpolates: 35.05 on hipsc-2d, 31.70 on
 #: cells-tyx (an earlier session's run; linear 31.91 there).
 UPSAMPLING_DEGREE = 3
+#: The latents' learning rate over the network's (8e-2 at the default 1e-2).  Rounded-
+#: latent PSNR of one fit with 4 -> 8 (scratch, 1 torch thread): hipsc-2d 64x / 128x /
+#: 256x / 512x at 2400 steps 38.02 -> 38.12, 36.89 -> 37.41, 35.65 -> 36.02, 33.27 ->
+#: 33.17 dB; tinc-zyx 64x / 256x at 3200 steps 33.84 -> 33.79, 31.83 -> 31.92; cells-tyx
+#: 128x at 400 steps 33.78 -> 34.07 (and 6.5% under its budget -> on it).  Four seeds of
+#: hipsc-2d 256x at 4 spread 35.65-35.88; 16 gave 34.79, 32 collapsed.
+LATENT_LR = 8.0
 #: Pixels from which ``torch.compile`` of the training step is the default.
 COMPILE_MIN_PIXELS = 300_000
 
@@ -187,7 +194,7 @@ def iter_fit_grid(
     init: GridFit | None = None,
     compile: bool | None = None,
     gain: float = 0.03,
-    latent_lr: float = 4.0,
+    latent_lr: float = LATENT_LR,
     control: str = "rounded",
     after_backward: Callable[[GridField, int, float], None] | None = None,
     time_axis: int | None = None,
