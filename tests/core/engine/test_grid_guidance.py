@@ -97,7 +97,8 @@ def test_ssim_guidance_end_to_end(cells_tyx, monkeypatch):
         guidance_patch=32,
     )
     enc = compress(cells_tyx, config, axes="TYX")
-    assert len(guided) >= 8  # the last 40% of the steps, every second one, and the rounds
+    # past 60% of the 40 steps, every second one (steps 26-38); a rate round adds more
+    assert len(guided) >= 7
     back = loads(enc.to_bytes())
     np.testing.assert_array_equal(back.array()[...], enc.array()[...])
     assert enc.nbytes <= 1.01 * cells_tyx.nbytes / 16
