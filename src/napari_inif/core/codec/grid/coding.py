@@ -360,6 +360,11 @@ def quantise_weights(
     n_pix = math.prod(fld.spec.shape)
     ints: list[np.ndarray] = []
     chosen: list[int] = []
+    # the re-fit's pixels: a fixed random subset of the sample, drawn once
+    few_features, few_target = features, target
+    if features.shape[0] > REFIT_SAMPLE:
+        pick = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))
+        few_features, few_target = features[pick[:REFIT_SAMPLE]], target[pick[:REFIT_SAMPLE]]
     for i, p in enumerate(params):
         with torch.no_grad():
             original = p.detach().clone()
@@ -378,7 +383,7 @@ def quantise_weights(
         chosen.append(k)
         later = params[i + 1 :]
         if later and refit > 0:
-            _refit(fld, later, features, target, refit)
+            _refit(fld, later, few_features, few_target, refit)
     return QuantisedWeights(ints, chosen)
 
 
@@ -389,19 +394,16 @@ def _refit(
     target: torch.Tensor,
     iterations: int,
 ) -> None:
-    """``iterations`` Adam steps on ``params`` alone (the others stay) at the MSE of (at
-    most :data:`REFIT_SAMPLE` pixels of) the sample."""
-    if features.shape[0] > REFIT_SAMPLE:
-        pick = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))
-        features, target = features[pick[:REFIT_SAMPLE]], target[pick[:REFIT_SAMPLE]]
+    """``iterations`` Adam steps on ``params`` alone (the others stay) at the MSE of
+    ``features`` against ``target``; only ``params`` are differentiated."""
     opt = torch.optim.Adam(params, lr=REFIT_LR)
     with torch.enable_grad():
         for _ in range(iterations):
             loss = torch.mean((fld.synthesize(features) - target) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                p.grad = g
             opt.step()
-    for p in fld.synthesis.parameters():
+    for p in params:
         p.grad = None
 
 
