@@ -140,6 +140,8 @@ INTERESTING: list[Any] = [
 
 def _repack_raw(head: bytes, body: bytes, version: tuple[int, int] = (2, 0)) -> bytes:
     """A container around already deflated ``head``, with a valid checksum."""
+    if version[0] >= 5:  # the compact layout of grid files
+        return pack(head, body, version)
     data = b"".join(
         [
             struct.pack("<8sHHI", MAGIC, *version, len(head)),
@@ -216,8 +218,8 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     if kind < 0.2:  # truncated or extended
         cut = rng.randrange(len(data) + 64)
         return data[:cut] if cut < len(data) else data + os.urandom(cut - len(data))
-    version, header, body = unpack_version(data)  # a grid file (3.x, 4.x) stays one
-    if isinstance(header, bytes):  # a binary grid header (format 4)
+    version, header, body = unpack_version(data)  # a grid file (3.x-5.x) stays one
+    if isinstance(header, bytes):  # a binary grid header (formats 4, 5)
         return _mutate_binary(header, body, version, kind, rng)
     if kind < 0.65:  # structured header mutation, valid checksum
         try:
@@ -263,10 +265,12 @@ def _flip(data: bytes, rng: random.Random) -> bytes:
 def _mutate_binary(
     head: bytes, body: bytes, version: tuple[int, int], kind: float, rng: random.Random
 ) -> bytes:
-    """A mutation of a format-4 grid file (binary header, grid stream), valid checksum."""
+    """A mutation of a format 4 or 5 grid file (binary header, grid stream), valid
+    checksum."""
+    major = version[0]
     if kind < 0.55:  # structured: the header's fields and JSON part changed
         try:
-            new = to_binary(mutate_header(from_binary(head), rng))
+            new = to_binary(mutate_header(from_binary(head, major=major), rng), major=major)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError, struct.error):
             new = head
         return _repack_raw(new, body, version)
@@ -282,7 +286,8 @@ def _mutate_binary(
             return _repack_raw(head, body + junk, version)
         return _repack_raw(head + junk, body, version)
     # hand-made headers: a JSON part that is no object, huge or zero axes, a huge shape
-    fields = head[: 2 + head[1]]
+    n_axes = head[1] & 7 if major >= 5 else head[1]
+    fields = head[: 2 + n_axes]
     hostile = rng.choice(
         [
             bytes([0x40]) + fields[1:] + b"\x00" + _deflated(rng.choice(_NOT_HEADERS)),
@@ -290,7 +295,7 @@ def _mutate_binary(
             bytes([0, 0]),
             bytes([0, 200]) + b"Y" * 200,
             fields + b"\xff" * 12,
-            fields + b"\xff\xff\xff\xff\x0f" * head[1],
+            fields + b"\xff\xff\xff\xff\x0f" * n_axes,
             fields,
         ]
     )

@@ -216,7 +216,7 @@ def test_decode_budget_values(text, value, monkeypatch):
 
 
 def test_fuzz_mutations_of_a_grid_file_raise_only_inif_format_error(fuzz, grid_encoded):
-    """The generator's mutations (a grid file keeps its 3.0 container) read with loads()."""
+    """The generator's mutations (a grid file keeps its 5.0 container) read with loads()."""
     import random
 
     rng = random.Random(14)

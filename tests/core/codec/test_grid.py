@@ -193,7 +193,7 @@ def test_a_hostile_features_byte_is_refused_before_allocating():
     a count over the decode budget is refused from the header alone."""
     spec, lat, w = _random_code((20, 30), features=2)
     data = bytearray(encode_grid(spec, lat, [0.6] * spec.grids, w, 0.0, 1.0, "uint16").data)
-    at = 2 + 4 + 2 + 1  # magic, version..dtype, two one-byte varints, levels
+    at = 2 + 1 + 2 + 2 + 2  # magic, version, dtype.., channels, two varints, levels.., T..
     assert data[at] == 2
     data[at] = 0
     with pytest.raises(InifFormatError, match="features"):
@@ -203,15 +203,30 @@ def test_a_hostile_features_byte_is_refused_before_allocating():
         GridCode(bytes(data), max_latents=100_000)
 
 
-def test_a_hostile_upsampling_byte_is_refused():
+def test_a_hostile_upsampling_degree_is_refused():
+    """The degree is bits 5-6 of the stream's fourth byte (degree - 1): 3 says degree 4."""
     spec, lat, w = _random_code((20, 30), degree=3)
     data = bytearray(encode_grid(spec, lat, [0.6] * spec.grids, w, 0.0, 1.0, "uint16").data)
-    at = 2 + 4 + 2 + 7  # magic, version..dtype, two varints, levels..time axis
-    assert data[at] == 3
-    for bad in (0, 4, 255):
-        data[at] = bad
-        with pytest.raises(InifFormatError, match="upsampling"):
-            GridCode(bytes(data))
+    assert data[:3] == b"IG\x06" and data[3] >> 5 & 3 == 2
+    data[3] |= 3 << 5
+    with pytest.raises(InifFormatError, match="upsampling"):
+        GridCode(bytes(data))
+
+
+def test_the_stream_header_packs_its_fields():
+    """Version 6: the fixed fields of a 2D single-channel stream take 9 bytes besides
+    the shape, an integer image's intensity map 2 varints, the weights one bound."""
+    spec, lat, w = _random_code((20, 30), degree=3)
+    whole = encode_grid(spec, lat, [0.6] * spec.grids, w, 3.0, 300.0, "uint16")
+    frac = encode_grid(spec, lat, [0.6] * spec.grids, w, 3.0, 300.5, "uint16")
+    assert frac.header_bytes - whole.header_bytes == 8 - 3  # 2 x f32 vs 1 + 2 bytes
+    a, b = GridCode(whole.data), GridCode(frac.data)
+    assert (a.lo[0], a.hi[0], b.hi[0]) == (3.0, 300.0, 300.5)
+    n_tensors = len(w.ints)
+    fixed = 3 + 2 + 2 + 3 + len(spec.hidden) + 1  # IG v, A, C, shape, B..features, widths, ctx
+    per_grid = sum(2 if abs(z).max() < 128 else 3 for z in lat)
+    top = max(int(abs(q).max()) for q in w.ints)
+    assert whole.header_bytes == fixed + 3 + per_grid + (1 if top < 128 else 2) + 2 * n_tensors + 1
 
 
 def test_quick_fit_lands_on_the_budget():

@@ -3,14 +3,23 @@
 Layout (all integers little-endian; see ``docs/format.md``)::
 
     magic        8 bytes   b"\\x89INIF\\r\\n\\x1a"
-    version      u16 major, u16 minor (2.x: SIREN block fields, 3.x and 4.x: a latent-grid
-                           field, 4.x with a binary header)
+    version      u16 major, u16 minor (2.x: SIREN block fields, 3.x to 5.x: a latent-grid
+                           field, 4.x and 5.x with a binary header)
     header_len   u32       length of the header, at most MAX_HEADER_BYTES
     header       bytes     1.x-3.x: raw-deflate-compressed UTF-8 JSON object; 4.x: the
                            binary header of :mod:`.gridheader`
     payload_len  u32       length of the payload
     payload      bytes     entropy-coded weights (and codec-prior sections), see quant.py
     crc32        u32       CRC-32 of everything before it
+
+Major 5 (latent-grid files from 2026-12) keeps the magic and the u16 major, so every
+reader reaches the version check, and then spends 8 bytes less, which a 250-byte file
+feels (3% of it)::
+
+    magic 8 bytes | u16 major (5) | u8 minor | v header_len | header | payload | u32 crc32
+
+(``v``: an unsigned LEB128 varint; the payload is what lies between the header and the
+checksum, so its length is not stored.)
 
 Nothing is unpickled and no size read from a file is trusted before it is checked
 against the bytes actually present and fixed bounds, so a truncated, corrupted or
@@ -44,6 +53,7 @@ __all__ = [
     "InifFormatError",
     "check_writable",
     "is_inif",
+    "overhead_bytes",
     "pack",
     "read_file",
     "read_header_json",
@@ -61,19 +71,42 @@ FORMAT_VERSION = (2, 0)
 #: and a grid stream as the payload.  No 2.x or 3.x reader can read the header (they
 #: refuse the file by its version); 3.0 grid files, whose header is a compact JSON
 #: (:data:`GRID_JSON_VERSION`), are still read.
-GRID_VERSION = (4, 0)
+GRID_VERSION = (5, 0)
 GRID_JSON_VERSION = (3, 0)
 #: Majors whose payload is a latent-grid field.
-GRID_MAJORS = (3, 4)
-READ_MAJORS = (1, 2, 3, 4)
+GRID_MAJORS = (3, 4, 5)
+READ_MAJORS = (1, 2, 3, 4, 5)
 #: Majors whose header is binary (kept as bytes by :func:`unpack_version`).
-_BINARY_HEADER_MAJORS = (4,)
+_BINARY_HEADER_MAJORS = (4, 5)
+#: Majors with the compact layout (u8 minor, varint header length, no payload length).
+_COMPACT_MAJORS = (5,)
 MAX_HEADER_BYTES = 1 << 20  # deflated
 MAX_HEADER_JSON_BYTES = 8 << 20  # inflated
 MAX_FILE_BYTES = 1 << 36
 _PREFIX = struct.Struct("<8sHHI")
 _U32 = struct.Struct("<I")
+_COMPACT_PREFIX = struct.Struct("<8sHB")
 OVERHEAD_BYTES = _PREFIX.size + 2 * _U32.size  # without header and payload
+
+
+def overhead_bytes(version: tuple[int, int], header_len: int) -> int:
+    """Bytes a file of format ``version`` spends besides its header and payload."""
+    if version[0] in _COMPACT_MAJORS:
+        return _COMPACT_PREFIX.size + _varint_len(header_len) + _U32.size
+    return OVERHEAD_BYTES
+
+
+def _varint_len(n: int) -> int:
+    return max(1, -(-n.bit_length() // 7))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def _deflate(data: bytes) -> bytes:
@@ -123,6 +156,10 @@ def pack(
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     if len(payload) >= 1 << 32:
         raise ValueError("payload above 4 GiB; split the image into several files")
+    if version[0] in _COMPACT_MAJORS:
+        prefix = _COMPACT_PREFIX.pack(MAGIC, *version) + _varint(len(head))
+        body = b"".join([prefix, head, payload])
+        return body + _U32.pack(zlib.crc32(body))
     body = b"".join(
         [
             _PREFIX.pack(MAGIC, *version, len(head)),
@@ -145,11 +182,14 @@ def unpack_version(data: bytes) -> Container:
     view = memoryview(data)
     if len(view) < _PREFIX.size or bytes(view[:8]) != MAGIC:
         raise InifFormatError("not an .inif file (magic bytes missing)")
+    major = int.from_bytes(view[8:10], "little")
+    if major in _COMPACT_MAJORS:
+        return _unpack_compact(view)
     _, major, minor, head_len = _PREFIX.unpack_from(view, 0)
     if major not in READ_MAJORS:
         raise InifFormatError(
             f"unsupported .inif format version {major}.{minor}; this napari-inif reads "
-            + " and ".join(f"{m}.x" for m in READ_MAJORS)
+            + ", ".join(f"{m}.x" for m in READ_MAJORS)
         )
     if head_len > MAX_HEADER_BYTES:
         raise InifFormatError(f"header length {head_len} exceeds {MAX_HEADER_BYTES}")
@@ -172,6 +212,30 @@ def unpack_version(data: bytes) -> Container:
     if major in _BINARY_HEADER_MAJORS:
         return Container((major, minor), head, payload)
     return Container((major, minor), read_header_json(head), payload)
+
+
+def _unpack_compact(view: memoryview) -> Container:
+    """The parts of a file in the compact layout (major 5)."""
+    _, major, minor = _COMPACT_PREFIX.unpack_from(view, 0)
+    at, head_len, shift = _COMPACT_PREFIX.size, 0, 0
+    while True:  # the header length, a varint of at most 3 bytes (MAX_HEADER_BYTES)
+        if at >= len(view) or shift > 14:
+            raise InifFormatError("file is truncated (header length)")
+        byte = view[at]
+        head_len |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            break
+    if head_len > MAX_HEADER_BYTES:
+        raise InifFormatError(f"header length {head_len} exceeds {MAX_HEADER_BYTES}")
+    end = len(view) - _U32.size
+    if at + head_len > end:
+        raise InifFormatError("file is truncated (header)")
+    (crc,) = _U32.unpack_from(view, end)
+    if zlib.crc32(view[:end]) != crc:
+        raise InifFormatError("checksum mismatch: the file is corrupted or truncated")
+    head = bytes(view[at : at + head_len])
+    return Container((major, minor), head, bytes(view[at + head_len : end]))
 
 
 def read_header_json(head: bytes, *, deflated: bool = True) -> dict[str, Any]:

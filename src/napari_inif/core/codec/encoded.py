@@ -187,7 +187,7 @@ def _from_container(parts: Container, budget: int | str | None) -> Encoded | Gri
     if parts.version[0] in GRID_MAJORS:
         from napari_inif.core.codec.gridfile import GridEncoded
 
-        return GridEncoded.from_parts(parts.header, parts.payload, budget)
+        return GridEncoded.from_parts(parts.header, parts.payload, budget, parts.version)
     assert isinstance(parts.header, dict)  # formats 1.x-2.x: a JSON header
     return Encoded._from_parts(parts.header, parts.payload, budget)
 

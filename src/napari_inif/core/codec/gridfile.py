@@ -1,16 +1,18 @@
-"""The ``.inif`` file of a latent-grid field: container 4.0, a binary header, a grid stream.
+"""The ``.inif`` file of a latent-grid field: container 5.0, a binary header, a grid stream.
 
 In hybrid mode the body is ``[prior section][grid stream]``: a classic-codec prior
 (:mod:`napari_inif.core.hybrid.prior`, the same section as in SIREN files) codes the image
 and the grid its residual; the header then says how (``p``) and holds the image's dtype
 and intensity range (``d``, ``l``, ``h``), which the stream, coding the residual, does not.
 
-The container is the one of every ``.inif`` file (:mod:`.container`) at format version
-4.0, so that 2.x and 3.x readers refuse it by its version instead of misreading it.  Its
-header holds only what people read and what the layout needs: axes, shape and the fit
-record in binary fields, the rest (source name, pixel size, prior) as a compact JSON
-with one-letter keys (:mod:`.gridheader`; 26 bytes for a file with a fit record and no
-metadata, where format 3.0's deflated JSON took ~90, see ``docs/format.md``).  Format
+The container starts as every ``.inif`` file does (:mod:`.container`; magic, then the
+major version, 5, so that 2.x-4.x readers refuse it by its version instead of misreading
+it) and spends 16 bytes in all (a u8 minor, the header length as a varint, no payload
+length, the CRC).  Its header holds only what people read and what the layout needs:
+axes, the shape when the stream does not imply it, and the fit record in binary fields,
+the rest (source name, pixel size, prior) as a compact JSON with one-letter keys
+(:mod:`.gridheader`; ~18 bytes for a file with a fit record and no metadata, where
+format 4.0 took 26 and 3.0's deflated JSON ~90, see ``docs/format.md``).  Format 4.0 and
 3.0 files (the whole header as that JSON) are still read.  The decoder's numbers (shape
 of the field, dtype, intensity range, latents, weights) are in the grid stream
 (:mod:`.grid.coding`), the payload.
@@ -33,12 +35,12 @@ import numpy as np
 
 from napari_inif.core.codec.container import (
     GRID_VERSION,
-    OVERHEAD_BYTES,
+    overhead_bytes,
     pack,
     write_atomic,
 )
 from napari_inif.core.codec.decode import InifArray, _human, decode_budget
-from napari_inif.core.codec.gridheader import from_binary, to_binary
+from napari_inif.core.codec.gridheader import from_binary, implied_shape, to_binary
 from napari_inif.core.codec.header import MAX_VOXELS, from_json_safe, json_safe
 from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 from napari_inif.core.layout import Layout
@@ -334,7 +336,7 @@ class GridEncoded:
 
     def to_bytes(self) -> bytes:
         """The complete ``.inif`` file."""
-        return pack(to_binary(self.header.to_file_json()), self.payload, GRID_VERSION)
+        return pack(_binary_header(self.header), self.payload, GRID_VERSION)
 
     @cached_property
     def nbytes(self) -> int:
@@ -350,7 +352,8 @@ class GridEncoded:
     def overhead(header: GridHeader) -> int:
         """Bytes a file with ``header`` spends besides its grid stream (container, header
         and, in hybrid mode, the prior section)."""
-        return OVERHEAD_BYTES + len(to_binary(header.to_file_json())) + header.prior_bytes
+        head = len(_binary_header(header))
+        return overhead_bytes(GRID_VERSION, head) + head + header.prior_bytes
 
     def with_header(self, header: GridHeader) -> GridEncoded:
         """The same stream under another header (e.g. with fit results)."""
@@ -378,20 +381,37 @@ class GridEncoded:
 
     @classmethod
     def from_parts(
-        cls, head: dict[str, Any] | bytes, body: bytes, budget: int | str | None = None
+        cls,
+        head: dict[str, Any] | bytes,
+        body: bytes,
+        budget: int | str | None = None,
+        version: tuple[int, int] = GRID_VERSION,
     ) -> GridEncoded:
         """Validate a grid file's header and stream (see :func:`.encoded.load`): a
-        format 4 binary header, or the JSON object of a format 3 file."""
+        format 4 or 5 binary header (``version``), or the JSON object of a format 3 file."""
         limit = decode_budget(budget)
-        obj = from_binary(head) if isinstance(head, bytes) else head
-        # the stream's dtype is not known yet: check the layout with a placeholder first
-        layout = layout_of(obj, "uint8")
+        obj = from_binary(head, major=version[0]) if isinstance(head, bytes) else head
         info = prior_of(obj)
         n_prior = 0 if info is None else info["nbytes"]
         if n_prior > len(body):
             raise InifFormatError(f"codec prior size {n_prior} does not fit the body")
         prior, stream = body[:n_prior], body[n_prior:]
-        code = parse_stream(stream, layout, limit)
+        if "s" in obj:
+            # the stream's dtype is not known yet: check the layout with a placeholder
+            code = parse_stream(stream, layout_of(obj, "uint8"), limit)
+        else:  # format 5 without a shape: the stream's field says it
+            code = parse_stream(stream, None, limit)
+            axes = obj.get("a")
+            shape = None
+            if isinstance(axes, str):
+                shape = implied_shape(axes, code.spec.shape, code.spec.channels)
+            if shape is None:
+                raise InifFormatError(
+                    f"the axes {axes!r} do not fit the grid stream's field {code.spec.shape}"
+                    f" x {code.spec.channels} channel(s)"
+                )
+            obj = {**obj, "s": shape}
+            _check_pixels(layout_of(obj, "uint8"), limit)
         header = GridHeader.from_file_json(obj, code)
         if header.prior is not None:
             from napari_inif.core.hybrid.prior import check_section
@@ -404,15 +424,9 @@ class GridEncoded:
         return encoded
 
 
-def parse_stream(stream: bytes, layout: Layout, limit: int) -> GridCode:
-    """The parsed grid stream of an image ``layout`` under the decode budget ``limit``.
-
-    The finest latent level has one latent per pixel: an image over the budget is refused
-    (:class:`DecodeBudgetError`) before the stream is read; the stream may declare at most
-    ``limit // BYTES_PER_LATENT`` latents over all levels (:class:`InifFormatError`).
-    """
-    from napari_inif.core.codec.grid import GridCode
-
+def _check_pixels(layout: Layout, limit: int) -> None:
+    """Refuse (:class:`DecodeBudgetError`) an image whose pixels are over the budget: the
+    finest latent level may hold one latent a pixel."""
     pixels = math.prod(layout.coord_shape)
     if pixels * BYTES_PER_LATENT > limit:
         raise DecodeBudgetError(
@@ -420,6 +434,27 @@ def parse_stream(stream: bytes, layout: Layout, limit: int) -> GridCode:
             f"would take about {_human(pixels * BYTES_PER_LATENT)}, over the decode budget "
             f"of {_human(limit)} (INIF_DECODE_BUDGET or load(budget=))"
         )
+
+
+def _binary_header(header: GridHeader) -> bytes:
+    """The format 5 header of ``header``: without the shape when the stream implies it."""
+    layout = header.layout
+    implied = implied_shape(layout.axes, layout.coord_shape, layout.channels)
+    return to_binary(header.to_file_json(), implied=implied)
+
+
+def parse_stream(stream: bytes, layout: Layout | None, limit: int) -> GridCode:
+    """The parsed grid stream of an image ``layout`` under the decode budget ``limit``.
+
+    The finest latent level has one latent per pixel: an image over the budget is refused
+    (:class:`DecodeBudgetError`) before the stream is read (``layout=None``: the caller
+    checks it after, from the stream's field); the stream may declare at most
+    ``limit // BYTES_PER_LATENT`` latents over all levels (:class:`InifFormatError`).
+    """
+    from napari_inif.core.codec.grid import GridCode
+
+    if layout is not None:
+        _check_pixels(layout, limit)
     try:
         return GridCode(stream, max_latents=limit // BYTES_PER_LATENT)
     except InifFormatError:

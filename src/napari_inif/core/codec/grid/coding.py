@@ -1,20 +1,30 @@
 """The grid bitstream: a compact struct header, range-coded weights and latent tiles.
 
-Layout (version 5; integers little-endian, ``v`` = unsigned LEB128 varint)::
+Layout (version 6; integers little-endian, ``v`` = unsigned LEB128 varint, bit 0 the
+lowest)::
 
-    b"IG" u8 version | u8 ndim | u8 channels | u8 dtype code | v shape[ndim]
-    u8 levels | u8 features | u8 n_hidden | u8 width[n_hidden] | u8 context width
-    u8 finest
-    u8 time axis: 0 = none | 1 + the index of the coordinate axis that is time
-    u8 upsampling: the B-spline's degree, 1 to 3 (:func:`~.field.axis_taps`)
-    u8 tiles: 0 = the default edges for ndim (DEFAULT_EDGE) | 1, then v tile edge[ndim]
-    per channel: f32 lo | f32 hi                     intensity map of the output
+    b"IG" u8 version
+    u8 A: ndim - 1 (bits 0-1) | dtype code (2-4) | upsampling degree - 1 (5-6)
+          | tiling (7: 0 = the default edges for ndim, DEFAULT_EDGE; 1 = listed)
+    u8 channels | v shape[ndim]
+    u8 B: levels - 1 (bits 0-3) | finest (4-7)
+    u8 C: time axis (bits 0-2: 0 = none | 1 + the index of the coordinate axis that
+          is time) | n_hidden (3-5) | intensity map in whole numbers (6) | 0 (7)
+    u8 features | u8 width[n_hidden] | u8 context width | [tiling 1: v tile edge[ndim]]
+    per channel: v lo | v (hi - lo)  (C bit 6)  or  f32 lo | f32 hi
     per grid:  u8 scale code | v max |latent|        (max 0: the grid is all zero)
-    per weight tensor: u8 step exponent k | u8 scale code | v max |q|
+    v max |q| of all weight tensors
+    per weight tensor: u8 step exponent k | u8 scale code
     v shared-stream words
     per grid with max > 0 and more than one tile:
         tile bitmap (1 bit per tile, C order) | v words per set tile
     shared stream | tile streams (grid by grid, tile by tile), 32-bit words
+
+Version 5 (written on 2026-11-30, format 4.0) has a byte a field (``u8 ndim | u8
+channels | u8 dtype code | v shape | u8 levels | u8 features | u8 n_hidden | widths |
+u8 context | u8 finest | u8 time axis | u8 degree | u8 tiling [edges]``), the intensity
+map always as two f32 a channel, and each weight tensor its own bound (``u8 k | u8
+code | v max``): 11-16 bytes more, which a 250-byte file feels.
 
 A level holds ``features`` latent grids (:class:`~.field.GridSpec`); the grids are
 numbered finest level first, a level's features together, and grid ``g``'s parents are
@@ -23,7 +33,8 @@ every grid whose level has a single tile (and max > 0), coarsest first: every re
 reads those grids anyway, and one range-coded stream instead of one per grid saves the
 per-stream word padding and flush (2-4 bytes each) and the tile tables (2 bytes a grid)
 -- ~25 bytes of a 250-byte file.  Version 4 (written before the B-spline upsampling,
-2026-11-30) has no upsampling byte (linear interpolation); version 3 (before features)
+2026-11-30) is version 5 without the upsampling byte (linear interpolation); version 3
+(before features)
 also no features byte (one a level), one ``lo | hi`` for all channels and a context that
 reads the parent alone; version 2 (before 2026-11-30's format 4.0 change) also no
 time-axis byte (no time axis), the edges always as varints and the weights alone in
@@ -46,9 +57,10 @@ costs one bit.  Synthesis weights, then the context weights ``W1, b1, W2, b2``, 
 quantised per tensor with step ``2 ** -k`` (a small rate-distortion search) and coded
 the same way (mean 0, scale = mean ``|q|``).
 
-Header size, measured (version 5): 61 bytes of fixed fields for 7 levels and a 16-16
-synthesis (2D, 62 in 3D), plus the tile table of the grids with more than one tile (1 bit per tile,
-1-2 bytes per coded tile).
+Header size (version 6, 2D uint16, 7 levels, a 16-16 synthesis, context 8): 9 bytes of
+fixed fields besides the shape and widths, 3-6 for the intensity map, 2-3 a grid and 2
+a weight tensor (10 of them), plus the tile table of the grids with more than one tile
+(1 bit per tile, 1-2 bytes per coded tile).
 """
 
 from __future__ import annotations
@@ -91,10 +103,10 @@ __all__ = [
 ]
 
 MAGIC = b"IG"
-VERSION = 5
+VERSION = 6
 #: Stream versions read: 2 (every level tiled, weights alone in the first stream), 3
-#: (one feature a level), 4 (multilinear upsampling) and 5.
-READ_VERSIONS = (2, 3, 4, 5)
+#: (one feature a level), 4 (multilinear upsampling), 5 (one byte a field) and 6.
+READ_VERSIONS = (2, 3, 4, 5, 6)
 DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64")
 #: Tile edges (latent cells per axis) by number of coordinate axes: ~64k latents a tile,
 #: thin along the leading (T, Z) axes so that a plane decodes few latents besides its own.
@@ -436,21 +448,29 @@ def encode_grid(
         raise ValueError(f"grid files store {DTYPES}, not {dtype_name}")
     ndim = len(spec.shape)
     edge = edges_of(edge or DEFAULT_EDGE[ndim], ndim)
+    if not (spec.levels <= 16 and spec.finest <= 15 and len(spec.hidden) <= 7):
+        raise ValueError(f"a grid stream holds at most 16 levels and 7 hidden layers: {spec}")
+    explicit = edge != DEFAULT_EDGE[ndim]
+    lows, highs = (_per_channel(v, spec.channels) for v in (lo, hi))
+    whole = _integer_map(lows, highs)
+    time = 0 if spec.time_axis is None else 1 + spec.time_axis
     head = io.BytesIO()
-    head.write(MAGIC + bytes([VERSION, ndim, spec.channels, DTYPES.index(dtype_name)]))
+    head.write(MAGIC + bytes([VERSION]))
+    code_a = (ndim - 1) | DTYPES.index(dtype_name) << 2 | (spec.degree - 1) << 5 | explicit << 7
+    head.write(bytes([code_a, spec.channels]))
     for n in spec.shape:
         _put_varint(head, n)
-    head.write(bytes([spec.levels, spec.features, len(spec.hidden), *spec.hidden]))
-    head.write(bytes([spec.context, spec.finest]))
-    head.write(bytes([0 if spec.time_axis is None else 1 + spec.time_axis, spec.degree]))
-    if edge == DEFAULT_EDGE[ndim]:
-        head.write(bytes([0]))
-    else:
-        head.write(bytes([1]))
-        for e in edge:
-            _put_varint(head, e)
-    for a, b in zip(*(_per_channel(v, spec.channels) for v in (lo, hi)), strict=True):
-        head.write(struct.pack("<ff", a, b))
+    code_b = (spec.levels - 1) | spec.finest << 4
+    code_c = time | len(spec.hidden) << 3 | whole << 6
+    head.write(bytes([code_b, code_c, spec.features, *spec.hidden, spec.context]))
+    for e in edge if explicit else ():
+        _put_varint(head, e)
+    for a, b in zip(lows, highs, strict=True):
+        if whole:
+            _put_varint(head, int(a))
+            _put_varint(head, int(b - a))
+        else:
+            head.write(struct.pack("<ff", a, b))
     n_syn = len(_weight_shapes(spec))
     context = QuantisedWeights(weights.ints[n_syn:], weights.exponents[n_syn:])
 
@@ -462,13 +482,15 @@ def encode_grid(
 
     # the shared stream: weights, then the grids of single-tile levels, coarsest first
     shared = constriction.stream.queue.RangeEncoder()
+    # one bound for every weight tensor (a tensor's own would cost a byte each; the
+    # wider range costs the coder next to nothing)
+    top = max((int(np.abs(q).max()) for q in weights.ints if q.size), default=0)
+    _put_varint(head, top)
     for q, k in zip(weights.ints, weights.exponents, strict=True):
-        m = int(np.abs(q).max()) if q.size else 0
         c = scale_code(max(float(np.abs(q).mean()), 1e-3))
         head.write(bytes([k, c]))
-        _put_varint(head, m)
-        if m:
-            shared.encode(q.reshape(-1).astype(np.int32), _model(m, scale_from_code(c)))
+        if top:
+            shared.encode(q.reshape(-1).astype(np.int32), _model(top, scale_from_code(c)))
     bits_of_weights = shared.num_bits()
     latent_bytes = [0] * len(grid_ints)
     first_shared = _first_shared(spec, edge)
@@ -521,6 +543,18 @@ def encode_grid(
     return EncodedGrid(header + body, len(header), bits_of_weights // 8, latent_bytes)
 
 
+def _integer_map(lows: np.ndarray, highs: np.ndarray) -> bool:
+    """Whether the intensity map is whole numbers ``0 <= lo <= hi < 2**24`` (an integer
+    image's range), which the stream stores as two varints a channel instead of 8 bytes."""
+    both = np.concatenate([lows, highs])
+    return bool(
+        np.all(both == np.round(both))
+        and np.all(lows >= 0)
+        and np.all(highs >= lows)
+        and np.all(highs < 2**24)
+    )
+
+
 def _per_channel(values: float | Sequence[float] | np.ndarray, channels: int) -> np.ndarray:
     """One value per channel (float64) from one for all or one each."""
     return np.broadcast_to(np.asarray(values, np.float64).reshape(-1), (channels,)).copy()
@@ -552,17 +586,23 @@ class GridCode:
             raise InifFormatError(
                 f"grid stream version {version} is not supported (reads {READ_VERSIONS})"
             )
-        ndim, channels, dcode = r.u8(), r.u8(), r.u8()
-        if not 1 <= ndim <= 4 or channels < 1 or dcode >= len(DTYPES):
-            raise InifFormatError("grid stream: bad ndim, channels or dtype")
+        if version >= 6:
+            fields = self._packed_fields(r)
+            ndim, channels, dcode, shape, levels, features, hidden = fields[:7]
+            context, finest, time, degree, explicit, whole = fields[7:]
+        else:
+            ndim, channels, dcode = r.u8(), r.u8(), r.u8()
+            if not 1 <= ndim <= 4 or channels < 1 or dcode >= len(DTYPES):
+                raise InifFormatError("grid stream: bad ndim, channels or dtype")
+            shape = tuple(r.varint(1 << 31) for _ in range(ndim))
+            levels = r.u8()
+            features = 1 if version < 4 else r.u8()
+            hidden = tuple(r.take(r.u8()))
+            context, finest = r.u8(), r.u8()
+            time = 0 if version == 2 else r.u8()  # 0: no time axis, else 1 + its index
+            degree = 1 if version < 5 else r.u8()  # of the upsampling B-spline
+            explicit, whole = -1, False  # the tiling flag comes later
         self.dtype = np.dtype(DTYPES[dcode])
-        shape = tuple(r.varint(1 << 31) for _ in range(ndim))
-        levels = r.u8()
-        features = 1 if version < 4 else r.u8()
-        hidden = tuple(r.take(r.u8()))
-        context, finest = r.u8(), r.u8()
-        time = 0 if version == 2 else r.u8()  # 0: no time axis, else 1 + its index
-        degree = 1 if version < 5 else r.u8()  # of the upsampling B-spline
         if (
             degree not in DEGREES
             or not 1 <= levels <= 16
@@ -594,7 +634,8 @@ class GridCode:
                 f"the grid stream declares {self.spec.num_latents} latents, more than the "
                 f"decode budget allows ({max_latents}; INIF_DECODE_BUDGET or load(budget=))"
             )
-        explicit = 1 if version == 2 else r.u8()  # version 2 always lists its edges
+        if explicit < 0:
+            explicit = 1 if version == 2 else r.u8()  # version 2 always lists its edges
         if explicit > 1:
             raise InifFormatError(f"grid stream: bad tiling flag {explicit}")
         self.edge = (
@@ -610,7 +651,14 @@ class GridCode:
                 f"grid stream: tiles of {tile} latents (at most {MAX_TILE_LATENTS})"
             )
         # the intensity map: per channel (version 4), one for all before
-        pairs = [struct.unpack("<ff", r.take(8)) for _ in range(channels if version >= 4 else 1)]
+        if whole:  # version 6: whole numbers, lo and hi - lo
+            pairs = []
+            for _ in range(channels):
+                a = r.varint(1 << 24)
+                pairs.append((float(a), float(a + r.varint(1 << 24))))
+        else:
+            n_maps = channels if version >= 4 else 1
+            pairs = [struct.unpack("<ff", r.take(8)) for _ in range(n_maps)]
         self.lo = _per_channel([a for a, _ in pairs], channels)
         self.hi = _per_channel([b for _, b in pairs], channels)
         self.codes: list[int] = []
@@ -621,11 +669,13 @@ class GridCode:
         self.scales = [scale_from_code(c) for c in self.codes]
         shapes = _weight_shapes(self.spec) + _context_shapes(self.spec)
         self._wmeta = []
+        top = r.varint(MAX_SYMBOL) if version >= 6 else 0  # one bound for all
         for _ in shapes:
             k, c = r.u8(), r.u8()
             if k > MAX_STEP_EXPONENT:
                 raise InifFormatError("grid stream: weight step out of range")
-            self._wmeta.append((k, scale_from_code(c), r.varint(MAX_SYMBOL)))
+            bound = top if version >= 6 else r.varint(MAX_SYMBOL)
+            self._wmeta.append((k, scale_from_code(c), bound))
         wwords = r.varint(len(data) // 4)
         # grids from ``first_shared`` on have one tile each, in the shared stream
         n_grids = self.spec.grids
@@ -666,6 +716,39 @@ class GridCode:
         n_syn = len(_weight_shapes(self.spec))
         self.context = QuantisedWeights(self.weights.ints[n_syn:], self.weights.exponents[n_syn:])
         self._cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+
+    @staticmethod
+    def _packed_fields(r: _Reader) -> tuple:
+        """The fixed fields of a version-6 stream after its version byte: ``(ndim,
+        channels, dtype code, shape, levels, features, hidden, context, finest, time,
+        degree, tiling flag, integer map)``."""
+        code_a, channels = r.u8(), r.u8()
+        ndim, dcode, explicit = (code_a & 3) + 1, code_a >> 2 & 7, code_a >> 7
+        degree = (code_a >> 5 & 3) + 1
+        if channels < 1 or degree > 3:
+            raise InifFormatError("grid stream: bad channels or upsampling degree")
+        shape = tuple(r.varint(1 << 31) for _ in range(ndim))
+        code_b, code_c, features = r.u8(), r.u8(), r.u8()
+        if code_c >> 7:
+            raise InifFormatError(f"grid stream: reserved bit set ({code_c:#x})")
+        hidden = tuple(r.take(code_c >> 3 & 7))
+        context = r.u8()
+        levels, finest, time = (code_b & 15) + 1, code_b >> 4, code_c & 7
+        return (
+            ndim,
+            channels,
+            dcode,
+            shape,
+            levels,
+            features,
+            hidden,
+            context,
+            finest,
+            time,
+            degree,
+            explicit,
+            bool(code_c >> 6 & 1),
+        )
 
     def _decode_weights(self, shapes: list[tuple[int, ...]]) -> QuantisedWeights:
         dec = self._shared  # the weights come first in the shared stream
