@@ -49,8 +49,21 @@ __all__ = [
 HEADER_ESTIMATE = 48
 #: Bits a quantised synthesis weight costs, estimate for planning (measured 5-8).
 WEIGHT_BITS_ESTIMATE = 7.0
+#: The largest share of the byte budget the synthesis weights may take (estimated).
+SYNTHESIS_SHARE = 0.12
+#: ... except a hidden layer of 4, which may take this much rather than leave a linear
+#: synthesis: at ~230-byte budgets hipsc-2d 512x 32.18 -> 32.82 dB, nuclei-2d 256x
+#: 26.01 -> 26.31 (whole files, 2400 steps).  A share of 0.2 for every width also
+#: widened larger ones ((16,) -> (16, 16) at ~2 kB): within 0.1 dB on tinc-zyx 128x and
+#: hipsc-2d 64x, but in 150 steps a 2-channel 96 x 96 crop's dim channel fell from 36.0
+#: to 31.9 dB; 0.3 gave hipsc-2d 256x (16,) instead of (8,), 34.79 dB for 35.86.
+SMALLEST_HIDDEN_SHARE = 0.2
 #: Context network width by byte budget (first whose least budget is met; else none).
-CONTEXT_WIDTHS = ((8, 3000), (4, 700))
+#: Whole files at 2400 / 3200 steps with format 5.0's smaller headers: 2 wide from 250
+#: bytes (was none below 700) hipsc-2d 256x 35.86 -> 36.22 dB, nuclei-2d 128x 29.39 ->
+#: 29.45, tinc-zyx 512x 30.73 -> 30.77; 8 wide from 1500 (was 3000) tinc-zyx 128x
+#: 33.10 -> 33.19, hipsc-2d 64x 38.10 both (with (16, 16) synthesis; see below for (16,)).
+CONTEXT_WIDTHS = ((8, 1500), (4, 700), (2, 250))
 #: Bits per pixel under which the grid has no full-resolution level (fitted cells-tyx
 #: at 128x, 0.125 bits a pixel, and tinc-zyx at 256x left theirs all zero; with or
 #: without it cells-tyx 128x reached 31.56 / 31.61 dB in 200 steps, the latter faster).
@@ -121,10 +134,11 @@ def choose_spec(
 
     Levels: down to about 4 latents along the longest axis, at most 7; under
     :data:`FULL_LEVEL_BPP` bits per pixel the finest level is 2x coarser than the pixels.
-    The context coder is 8 wide from 3000 bytes, 4 from 700 (on fixed fitted latents it
-    spent 21% / 14% fewer bits than per-level Laplaces on tinc-zyx 256x, 27% / 26% on
-    cells-tyx 128x; below ~700 bytes its weights cost more than it saves).  The synthesis
-    takes at most ~12% of the budget: ``(16, 16)``, ``(16,)``, ``(8,)``, ``(4,)``, linear.
+    The context coder is 8 wide from 1500 bytes, 4 from 700, 2 from 250
+    (:data:`CONTEXT_WIDTHS`; on fixed fitted latents 8 and 4 wide spent 21% / 14% fewer
+    bits than per-level Laplaces on tinc-zyx 256x, 27% / 26% on cells-tyx 128x).  The synthesis
+    takes at most :data:`SYNTHESIS_SHARE` of the budget: ``(16, 16)``, ``(16,)``,
+    ``(8,)``, ``(4,)`` (that one up to :data:`SMALLEST_HIDDEN_SHARE`), linear.
     ``time_axis``: the coordinate axis that is time, if any (:meth:`.GridSpec.exponent`).
 
     A multi-channel image gets one latent feature per channel (at most
@@ -144,7 +158,8 @@ def choose_spec(
             n += width * h + h
             width = h
         n += width * channels + channels
-        if n * WEIGHT_BITS_ESTIMATE / 8 <= 0.12 * budget_bytes:
+        share = SMALLEST_HIDDEN_SHARE if hidden == (4,) else SYNTHESIS_SHARE
+        if n * WEIGHT_BITS_ESTIMATE / 8 <= share * budget_bytes:
             break  # else the last, a linear map
     return GridSpec(
         shape=tuple(shape),
