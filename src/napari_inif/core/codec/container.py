@@ -30,6 +30,7 @@ Writes go to a temporary file in the target folder and are renamed into place.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from napari_inif.core.codec.varint import Reader, put_varint
 from napari_inif.core.errors import InifFormatError
 
 __all__ = [
@@ -100,15 +102,6 @@ def _varint_len(n: int) -> int:
     return max(1, -(-n.bit_length() // 7))
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _deflate(data: bytes) -> bytes:
     c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
     return c.compress(data) + c.flush()
@@ -157,8 +150,10 @@ def pack(
     if len(payload) >= 1 << 32:
         raise ValueError("payload above 4 GiB; split the image into several files")
     if version[0] in _COMPACT_MAJORS:
-        prefix = _COMPACT_PREFIX.pack(MAGIC, *version) + _varint(len(head))
-        body = b"".join([prefix, head, payload])
+        prefix = io.BytesIO(_COMPACT_PREFIX.pack(MAGIC, *version))
+        prefix.seek(0, io.SEEK_END)
+        put_varint(prefix, len(head))
+        body = b"".join([prefix.getvalue(), head, payload])
         return body + _U32.pack(zlib.crc32(body))
     body = b"".join(
         [
@@ -217,17 +212,9 @@ def unpack_version(data: bytes) -> Container:
 def _unpack_compact(view: memoryview) -> Container:
     """The parts of a file in the compact layout (major 5)."""
     _, major, minor = _COMPACT_PREFIX.unpack_from(view, 0)
-    at, head_len, shift = _COMPACT_PREFIX.size, 0, 0
-    while True:  # the header length, a varint of at most 3 bytes (MAX_HEADER_BYTES)
-        if at >= len(view) or shift > 14:
-            raise InifFormatError("file is truncated (header length)")
-        byte = view[at]
-        head_len |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if not byte & 0x80:
-            break
-    if head_len > MAX_HEADER_BYTES:
-        raise InifFormatError(f"header length {head_len} exceeds {MAX_HEADER_BYTES}")
+    length = Reader(view[_COMPACT_PREFIX.size :], "file (header length)")
+    head_len = length.varint(MAX_HEADER_BYTES)
+    at = _COMPACT_PREFIX.size + length.pos
     end = len(view) - _U32.size
     if at + head_len > end:
         raise InifFormatError("file is truncated (header)")

@@ -28,7 +28,7 @@ class Reader:
     """Reads ``data`` front to back; running past its end or a bound raises
     :class:`InifFormatError` naming ``what`` is read."""
 
-    def __init__(self, data: bytes, what: str = "grid stream"):
+    def __init__(self, data: bytes | memoryview, what: str = "grid stream"):
         self.data = memoryview(data)
         self.pos = 0
         self.what = what  # named in errors
