@@ -12,7 +12,7 @@ Layout (all integers little-endian; see ``docs/format.md``)::
     payload      bytes     entropy-coded weights (and codec-prior sections), see quant.py
     crc32        u32       CRC-32 of everything before it
 
-Major 5 (latent-grid files from 2026-12) keeps the magic and the u16 major, so every
+Major 5 (latent-grid files, November 2026) keeps the magic and the u16 major, so every
 reader reaches the version check, and then spends 8 bytes less, which a 250-byte file
 feels (3% of it)::
 
