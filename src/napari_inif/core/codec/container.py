@@ -150,10 +150,12 @@ def pack(
     if len(payload) >= 1 << 32:
         raise ValueError("payload above 4 GiB; split the image into several files")
     if version[0] in _COMPACT_MAJORS:
-        prefix = io.BytesIO(_COMPACT_PREFIX.pack(MAGIC, *version))
-        prefix.seek(0, io.SEEK_END)
-        put_varint(prefix, len(head))
-        body = b"".join([prefix.getvalue(), head, payload])
+        out = io.BytesIO()
+        out.write(_COMPACT_PREFIX.pack(MAGIC, *version))
+        put_varint(out, len(head))
+        out.write(head)
+        out.write(payload)
+        body = out.getvalue()
         return body + _U32.pack(zlib.crc32(body))
     body = b"".join(
         [
