@@ -21,6 +21,7 @@ from napari_inif.core.codec.container import (
 from napari_inif.core.codec.encoded import Encoded, load, loads
 from napari_inif.core.codec.gridfile import BYTES_PER_LATENT
 from napari_inif.core.codec.gridheader import from_binary, to_binary
+from napari_inif.core.codec.varint import put_varint
 from napari_inif.core.errors import DecodeBudgetError, InifFormatError
 
 
@@ -166,12 +167,9 @@ def test_decode_budget_bounds_latents_and_selections(grid_encoded):
 
 
 def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    out = io.BytesIO()
+    put_varint(out, n)
+    return out.getvalue()
 
 
 def _hostile_stream(shape: tuple[int, ...]) -> bytes:
